@@ -1,0 +1,109 @@
+//! The `weir` command line: argument parsing and printing over the weir crates.
+//! The binary is [`main`]; it lives in a library so that other packages (the
+//! integration tests) can build the same command.
+//!
+//! Exit codes (documented in the README): 0 the task Completed or was Cached,
+//! 1 Failed, 2 bad usage or input (unreadable plugin, unknown task, malformed JSON),
+//! 3 Crashed, 4 TimedOut, 5 an internal error (e.g. the store could not be opened).
+
+mod inspect;
+mod size;
+mod task_run;
+mod terminal;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run workflow tasks as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// Directory of the run store (SQLite database, results, compiled plugins).
+    #[arg(long, global = true, env = "WEIR_STORE", default_value = ".weir")]
+    store: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Show a plugin's tasks, their metadata and the plugin's digest.
+    Inspect(inspect::InspectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskCommand {
+    /// Run one task of a plugin and print its output as JSON.
+    Run(task_run::TaskRunArgs),
+}
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl Failure {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: exit::USAGE,
+            error: error.into(),
+        }
+    }
+
+    pub(crate) fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: exit::INTERNAL,
+            error: error.into(),
+        }
+    }
+}
+
+pub(crate) mod exit {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const CRASHED: u8 = 3;
+    pub const TIMED_OUT: u8 = 4;
+    pub const INTERNAL: u8 = 5;
+}
+
+/// Parses the process's arguments, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Task(TaskCommand::Run(args)) => task_run::run(&cli.store, args).await,
+            Command::Inspect(args) => inspect::run(&cli.store, args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}

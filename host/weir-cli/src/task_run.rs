@@ -1,0 +1,131 @@
+use anyhow::Context as _;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use weir_core::{RetryDelays, State, SystemClock, TaskOverrides, parse_duration};
+use weir_runner::{RunnerError, TaskRequest, TaskRunner};
+
+use crate::terminal::TerminalObserver;
+use crate::{Failure, exit};
+
+#[derive(Debug, Args)]
+pub(crate) struct TaskRunArgs {
+    /// The plugin: a `.wasm` component built with a weir SDK.
+    plugin: PathBuf,
+    /// The task to run (see `weir inspect PLUGIN`).
+    #[arg(long)]
+    task: String,
+    /// The input object as JSON, or `@FILE` to read it from a file.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Retry a failed attempt this many times.
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Wait before each retry (e.g. 500ms, 2s); repeat the flag for one delay per retry.
+    #[arg(long = "retry-delay", value_parser = parse_duration_arg)]
+    retry_delays: Vec<Duration>,
+    /// Stop an attempt after this long (e.g. 200ms, 30s, 5m).
+    #[arg(long, value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    /// Memory limit of the task (e.g. 64MiB, 1GiB).
+    #[arg(long, value_parser = crate::size::parse_size)]
+    memory: Option<u64>,
+    /// Bound the task's CPU work deterministically with this much fuel.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Neither read nor write the cache for this run.
+    #[arg(long, conflicts_with = "refresh_cache")]
+    no_cache: bool,
+    /// Run even if a cached result exists, and replace it.
+    #[arg(long)]
+    refresh_cache: bool,
+    /// Print a JSON object with the run's id, name, state, message and output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|error| error.to_string())
+}
+
+fn read_input(text: &str) -> Result<serde_json::Value, Failure> {
+    let (source, content) = match text.strip_prefix('@') {
+        Some(path) => (
+            format!("input file {path}"),
+            fs_err::read_to_string(path).map_err(Failure::usage)?,
+        ),
+        None => ("--input".to_owned(), text.to_owned()),
+    };
+    serde_json::from_str(&content)
+        .with_context(|| format!("{source} is not valid JSON"))
+        .map_err(Failure::usage)
+}
+
+/// Opens the store and a runtime whose compiled-plugin cache lives in the store directory.
+pub(crate) fn open_runner(store_dir: &Path) -> Result<TaskRunner, Failure> {
+    let store = weir_store_sqlite::SqliteStore::open(store_dir)
+        .with_context(|| format!("opening the store in {}", store_dir.display()))
+        .map_err(Failure::internal)?;
+    let runtime = weir_runtime::Runtime::new(weir_runtime::RuntimeConfig {
+        compiled_cache_dir: Some(store_dir.join("compiled")),
+        ..Default::default()
+    })
+    .map_err(Failure::internal)?;
+    Ok(TaskRunner::new(
+        Arc::new(runtime),
+        Arc::new(store),
+        Arc::new(SystemClock),
+        Arc::new(TerminalObserver),
+    ))
+}
+
+pub(crate) fn runner_failure(error: RunnerError) -> Failure {
+    match error {
+        RunnerError::Store(_) => Failure::internal(error),
+        _ => Failure::usage(error),
+    }
+}
+
+pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failure> {
+    let input = read_input(&args.input)?;
+    let runner = open_runner(store_dir)?;
+    let plugin = runner
+        .load_plugin(&args.plugin)
+        .await
+        .map_err(runner_failure)?;
+    let overrides = TaskOverrides {
+        retries: args.retries,
+        retry_delays: (!args.retry_delays.is_empty())
+            .then(|| RetryDelays::PerRetry(args.retry_delays.clone())),
+        timeout: args.timeout,
+        memory_bytes: args.memory,
+        fuel: args.fuel,
+        cache_policy: args.no_cache.then_some(weir_core::CachePolicy::None),
+        refresh_cache: args.refresh_cache,
+        ..Default::default()
+    };
+    let outcome = runner
+        .run_task(TaskRequest::new(plugin, &args.task, input).with_overrides(overrides))
+        .await
+        .map_err(runner_failure)?;
+    if args.json {
+        let report = serde_json::json!({
+            "id": outcome.id,
+            "name": outcome.name,
+            "state": outcome.state,
+            "message": outcome.message,
+            "attempts": outcome.attempts,
+            "output": outcome.output,
+        });
+        println!("{report}");
+    } else if let Some(output) = &outcome.output {
+        println!("{output}");
+    }
+    Ok(match outcome.state {
+        State::Completed | State::Cached => 0,
+        State::TimedOut => exit::TIMED_OUT,
+        State::Crashed => exit::CRASHED,
+        _ => exit::FAILED,
+    })
+}

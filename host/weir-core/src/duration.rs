@@ -1,0 +1,76 @@
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid duration `{text}`: {reason} (examples: 200ms, 30s, 5m, 1h, 2d, or a number of seconds)"
+)]
+pub struct DurationParseError {
+    text: String,
+    reason: &'static str,
+}
+
+/// Parses `200ms`, `1.5s`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
+    let error = |reason| DurationParseError {
+        text: text.to_owned(),
+        reason,
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    if number.is_empty() {
+        return Err(error("it does not start with a number"));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| error("the number is malformed"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "us" | "µs" => 0.000_001,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(error("unknown unit")),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| error("out of range"))
+}
+
+/// The shortest exact form among `ms`, `s`, `m`, `h` (e.g. `200ms`, `30s`, `1h`).
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 && !duration.is_zero() {
+        return format!("{}µs", duration.as_micros());
+    }
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if millis >= size && millis % size == 0 {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn formats_shortest() {
+        assert_eq!(format_duration(Duration::from_millis(200)), "200ms");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,0 +1,76 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// 26 characters: 48 bits of milliseconds then 80 random bits, in Crockford base32,
+/// so ids sort by creation time (as ULIDs do).
+fn sortable_unique() -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u128)
+        .unwrap_or(0);
+    let value = (millis << 80) | (fastrand::u128(..) >> 48);
+    (0..26)
+        .rev()
+        .map(|index| CROCKFORD[((value >> (index * 5)) & 0x1f) as usize] as char)
+        .collect()
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, sortable_unique()))
+            }
+
+            /// Wraps an id read back from the store or typed by a user.
+            pub fn from_string(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A task run's id, e.g. `trun_01JD3Q…`.
+    TaskRunId,
+    "trun_"
+);
+prefixed_id!(
+    /// A flow run's id, e.g. `frun_01JD3Q…`.
+    FlowRunId,
+    "frun_"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_prefix_and_are_unique() {
+        let first = TaskRunId::generate();
+        let second = TaskRunId::generate();
+        assert!(first.as_str().starts_with("trun_"));
+        assert_eq!(first.as_str().len(), 5 + 26);
+        assert_ne!(first, second);
+    }
+}

@@ -1,0 +1,38 @@
+//! weir's domain types, shared by every other crate: ids, states, task metadata,
+//! retry and cache policies, cache keys, limits and the clock.
+//!
+//! This crate has no I/O and no runtime: the sandbox (`weir-runtime`), the store
+//! (`weir-store`) and the task runner (`weir-runner`) all speak in these types, so
+//! none of them depends on another's internals.
+//!
+//! ```
+//! use weir_core::{RetryPolicy, RetryDelays, State};
+//! use std::time::Duration;
+//!
+//! let policy = RetryPolicy {
+//!     retries: 3,
+//!     delays: RetryDelays::PerRetry(vec![Duration::from_secs(1), Duration::from_secs(5)]),
+//!     jitter_factor: None,
+//! };
+//! // The last delay repeats for later retries.
+//! assert_eq!(policy.delay_before_retry(2, 0.5), Duration::from_secs(5));
+//! assert!(State::Cached.is_final() && State::Cached.is_success());
+//! ```
+
+mod cache;
+mod clock;
+mod duration;
+mod ids;
+mod json;
+mod limits;
+mod state;
+mod task;
+
+pub use cache::{CacheKey, CachePolicy, ComponentDigest};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use duration::{DurationParseError, format_duration, parse_duration};
+pub use ids::{FlowRunId, TaskRunId};
+pub use json::canonical_json;
+pub use limits::Limits;
+pub use state::{State, StateParseError};
+pub use task::{LogLevel, RetryDelays, RetryPolicy, RunContext, TaskInfo, TaskOverrides};

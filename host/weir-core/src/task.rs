@@ -1,0 +1,280 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+use crate::cache::CachePolicy;
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warning,
+            LogLevel::Error,
+        ]
+        .into_iter()
+        .find(|level| level.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The waits between attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryDelays {
+    /// One delay per retry; the last one repeats; none means no wait.
+    PerRetry(#[serde(with = "millis_list")] Vec<Duration>),
+    /// `base * 2^n` before retry n (from 0), capped at `max`.
+    Exponential {
+        #[serde(with = "millis")]
+        base: Duration,
+        #[serde(with = "optional_millis")]
+        max: Option<Duration>,
+    },
+}
+
+impl Default for RetryDelays {
+    fn default() -> Self {
+        RetryDelays::PerRetry(Vec::new())
+    }
+}
+
+/// How many times to retry and how long to wait in between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub delays: RetryDelays,
+    /// Each delay is spread uniformly within ±factor of itself.
+    pub jitter_factor: Option<f64>,
+}
+
+impl RetryPolicy {
+    /// The wait before retry `retry` (0 for the first retry). `random` is a sample in [0, 1)
+    /// used for jitter; passing it in keeps this function deterministic to test.
+    pub fn delay_before_retry(&self, retry: u32, random: f64) -> Duration {
+        let base = match &self.delays {
+            RetryDelays::PerRetry(delays) => delays
+                .get(retry as usize)
+                .or(delays.last())
+                .copied()
+                .unwrap_or_default(),
+            RetryDelays::Exponential { base, max } => {
+                let factor = 2u32.saturating_pow(retry.min(31));
+                let grown = base.saturating_mul(factor);
+                max.map_or(grown, |cap| grown.min(cap))
+            }
+        };
+        match self.jitter_factor {
+            Some(factor) if factor > 0.0 => {
+                let spread = (random * 2.0 - 1.0) * factor;
+                base.mul_f64((1.0 + spread).max(0.0))
+            }
+            _ => base,
+        }
+    }
+}
+
+/// A task's metadata and defaults, as its plugin declares them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub version: Option<String>,
+    pub tags: Vec<String>,
+    pub retry: RetryPolicy,
+    #[serde(with = "optional_millis")]
+    pub timeout: Option<Duration>,
+    pub cache_policy: CachePolicy,
+    #[serde(with = "optional_millis")]
+    pub cache_expiration: Option<Duration>,
+    pub log_prints: bool,
+    pub run_name: Option<String>,
+    pub input_schema: Option<serde_json::Value>,
+    pub output_schema: Option<serde_json::Value>,
+}
+
+impl TaskInfo {
+    /// A task with no metadata beyond its name (retries 0, no timeout, no cache).
+    pub fn named(name: impl Into<String>) -> Self {
+        TaskInfo {
+            name: name.into(),
+            description: None,
+            version: None,
+            tags: Vec::new(),
+            retry: RetryPolicy::default(),
+            timeout: None,
+            cache_policy: CachePolicy::None,
+            cache_expiration: None,
+            log_prints: true,
+            run_name: None,
+            input_schema: None,
+            output_schema: None,
+        }
+    }
+}
+
+/// What a caller (a flow node, the command line) changes of a task's defaults for one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskOverrides {
+    pub retries: Option<u32>,
+    pub retry_delays: Option<RetryDelays>,
+    pub retry_jitter_factor: Option<f64>,
+    pub timeout: Option<Duration>,
+    pub memory_bytes: Option<u64>,
+    pub fuel: Option<u64>,
+    pub cache_policy: Option<CachePolicy>,
+    pub cache_expiration: Option<Duration>,
+    /// Run even on a cache hit, and replace the cached result.
+    pub refresh_cache: bool,
+    /// Added to the task's own tags.
+    pub extra_tags: Vec<String>,
+    pub run_name: Option<String>,
+    pub log_prints: Option<bool>,
+}
+
+/// Who is running and why, as handed to the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunContext {
+    pub flow_run_id: Option<String>,
+    pub flow_run_name: Option<String>,
+    pub task_run_id: String,
+    pub task_run_name: String,
+    pub task_name: String,
+    pub attempt: u32,
+    pub tags: Vec<String>,
+    pub parameters: serde_json::Value,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+mod optional_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_some(&(duration.as_millis() as u64)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
+    }
+}
+
+mod millis_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(
+        durations: &[Duration],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(durations.iter().map(|duration| duration.as_millis() as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<u64>::deserialize(deserializer)?
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_retry_delays_repeat_the_last() {
+        let policy = RetryPolicy {
+            retries: 5,
+            delays: RetryDelays::PerRetry(vec![Duration::from_secs(1), Duration::from_secs(5)]),
+            jitter_factor: None,
+        };
+        assert_eq!(policy.delay_before_retry(0, 0.0), Duration::from_secs(1));
+        assert_eq!(policy.delay_before_retry(1, 0.0), Duration::from_secs(5));
+        assert_eq!(policy.delay_before_retry(4, 0.0), Duration::from_secs(5));
+        assert_eq!(
+            RetryPolicy::default().delay_before_retry(3, 0.0),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn exponential_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            retries: 5,
+            delays: RetryDelays::Exponential {
+                base: Duration::from_millis(100),
+                max: Some(Duration::from_millis(500)),
+            },
+            jitter_factor: None,
+        };
+        let delays: Vec<_> = (0..4)
+            .map(|retry| policy.delay_before_retry(retry, 0.0))
+            .collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 500].map(Duration::from_millis).to_vec()
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_within_the_factor() {
+        let policy = RetryPolicy {
+            retries: 1,
+            delays: RetryDelays::PerRetry(vec![Duration::from_secs(10)]),
+            jitter_factor: Some(0.5),
+        };
+        assert_eq!(policy.delay_before_retry(0, 0.0), Duration::from_secs(5));
+        assert_eq!(policy.delay_before_retry(0, 0.5), Duration::from_secs(10));
+        assert!(policy.delay_before_retry(0, 0.999) < Duration::from_secs(15));
+    }
+}

@@ -1,0 +1,499 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_core::{
+    CacheKey, CachePolicy, Clock, FlowRunId, Limits, RetryPolicy, RunContext, State, TaskInfo,
+    TaskOverrides, TaskRunId, format_duration,
+};
+use weir_runtime::{AttemptOutcome, AttemptSpec, LoadError, Plugin, Runtime};
+use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, RunStore, StateChange, StoreError};
+
+use crate::logs::RunLog;
+use crate::naming::render_run_name;
+use crate::observer::{RunLabel, RunObserver};
+
+/// Why a task run could not be started or recorded. How a started run ends is not an
+/// error: it is the run's final state in [`TaskRunOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("plugin `{plugin}` has no task named `{task}`; its tasks are: {available}")]
+    UnknownTask {
+        plugin: String,
+        task: String,
+        available: String,
+    },
+    #[error("the input of task `{task}` must be a JSON object, not {found}")]
+    InputNotObject { task: String, found: String },
+    #[error(
+        "the memory limit of {requested} bytes is above this host's maximum of {maximum} bytes"
+    )]
+    MemoryAboveMaximum { requested: u64, maximum: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A flow run a task run belongs to.
+#[derive(Debug, Clone)]
+pub struct FlowRunRef {
+    pub id: FlowRunId,
+    pub name: String,
+    pub parameters: serde_json::Value,
+}
+
+/// One request to run a task.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub plugin: Plugin,
+    pub task: String,
+    pub input: serde_json::Value,
+    pub overrides: TaskOverrides,
+    pub flow_run: Option<FlowRunRef>,
+}
+
+impl TaskRequest {
+    pub fn new(plugin: Plugin, task: impl Into<String>, input: serde_json::Value) -> Self {
+        TaskRequest {
+            plugin,
+            task: task.into(),
+            input,
+            overrides: TaskOverrides::default(),
+            flow_run: None,
+        }
+    }
+
+    pub fn with_overrides(mut self, overrides: TaskOverrides) -> Self {
+        self.overrides = overrides;
+        self
+    }
+}
+
+/// How a task run ended.
+#[derive(Debug, Clone)]
+pub struct TaskRunOutcome {
+    pub id: TaskRunId,
+    pub name: String,
+    pub state: State,
+    /// Why it ended so, for every state but Completed.
+    pub message: Option<String>,
+    pub output: Option<serde_json::Value>,
+    /// Attempts made (0 for a cache hit).
+    pub attempts: u32,
+}
+
+/// The settings of one run: the task's defaults with the request's overrides applied.
+struct Effective {
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    limits: Limits,
+    cache_policy: CachePolicy,
+    cache_expiration: Option<Duration>,
+    refresh_cache: bool,
+    tags: Vec<String>,
+    log_prints: bool,
+}
+
+impl Effective {
+    fn new(info: &TaskInfo, overrides: &TaskOverrides) -> Self {
+        let mut retry = info.retry.clone();
+        if let Some(retries) = overrides.retries {
+            retry.retries = retries;
+        }
+        if let Some(delays) = &overrides.retry_delays {
+            retry.delays = delays.clone();
+        }
+        if let Some(jitter) = overrides.retry_jitter_factor {
+            retry.jitter_factor = Some(jitter);
+        }
+        let mut tags = info.tags.clone();
+        for tag in &overrides.extra_tags {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        Effective {
+            retry,
+            timeout: overrides.timeout.or(info.timeout),
+            limits: Limits {
+                memory_bytes: overrides
+                    .memory_bytes
+                    .unwrap_or(Limits::DEFAULT_MEMORY_BYTES),
+                fuel: overrides.fuel,
+            },
+            cache_policy: overrides.cache_policy.unwrap_or(info.cache_policy),
+            cache_expiration: overrides.cache_expiration.or(info.cache_expiration),
+            refresh_cache: overrides.refresh_cache,
+            tags,
+            log_prints: overrides.log_prints.unwrap_or(info.log_prints),
+        }
+    }
+}
+
+/// Runs tasks and records them. Share it behind an `Arc`; runs may go on concurrently.
+pub struct TaskRunner {
+    runtime: Arc<Runtime>,
+    store: Arc<dyn RunStore>,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn RunObserver>,
+    /// Next `task-N` number per task name, for runs not named by a template.
+    name_counters: Mutex<HashMap<String, u64>>,
+}
+
+impl TaskRunner {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn RunStore>,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn RunObserver>,
+    ) -> Self {
+        TaskRunner {
+            runtime,
+            store,
+            clock,
+            observer,
+            name_counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
+    /// Loads a plugin file and records it in the store by digest.
+    pub async fn load_plugin(&self, path: &Path) -> Result<Plugin, RunnerError> {
+        let plugin = self.runtime.load_plugin_file(path).await?;
+        self.store.record_plugin(&PluginRecord {
+            digest: plugin.digest().clone(),
+            name: plugin.name().to_owned(),
+            size_bytes: plugin.size_bytes() as u64,
+            tasks: plugin.tasks().to_vec(),
+            first_seen: self.clock.now(),
+        })?;
+        Ok(plugin)
+    }
+
+    fn next_run_name(&self, task: &str) -> String {
+        let mut counters = self
+            .name_counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counter = counters.entry(task.to_owned()).or_insert(0);
+        let name = format!("{task}-{counter}");
+        *counter += 1;
+        name
+    }
+
+    /// Runs a task to a final state, recording everything. Returns an error only when
+    /// the run cannot start (unknown task, bad input, store failure).
+    pub async fn run_task(&self, request: TaskRequest) -> Result<TaskRunOutcome, RunnerError> {
+        let plugin = &request.plugin;
+        let info = plugin
+            .task(&request.task)
+            .ok_or_else(|| RunnerError::UnknownTask {
+                plugin: plugin.name().to_owned(),
+                task: request.task.clone(),
+                available: plugin
+                    .tasks()
+                    .iter()
+                    .map(|task| task.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?
+            .clone();
+        if !request.input.is_object() {
+            return Err(RunnerError::InputNotObject {
+                task: request.task.clone(),
+                found: describe_json_kind(&request.input).to_owned(),
+            });
+        }
+        let settings = Effective::new(&info, &request.overrides);
+        let maximum = self.runtime.config().max_memory_bytes;
+        if settings.limits.memory_bytes > maximum {
+            return Err(RunnerError::MemoryAboveMaximum {
+                requested: settings.limits.memory_bytes,
+                maximum,
+            });
+        }
+
+        let name = match request
+            .overrides
+            .run_name
+            .as_ref()
+            .or(info.run_name.as_ref())
+        {
+            Some(template) => render_run_name(template, &request.input),
+            None => self.next_run_name(&info.name),
+        };
+        let label = RunLabel {
+            id: TaskRunId::generate(),
+            name,
+            task: info.name.clone(),
+        };
+        self.store.create_task_run(&NewTaskRun {
+            id: label.id.clone(),
+            name: label.name.clone(),
+            task: info.name.clone(),
+            plugin_name: plugin.name().to_owned(),
+            plugin_digest: plugin.digest().clone(),
+            flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
+            input: request.input.clone(),
+            tags: settings.tags.clone(),
+            created: self.clock.now(),
+        })?;
+        self.observer.task_run_created(&label);
+        let log = Arc::new(RunLog::new(
+            label.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.observer.clone(),
+        ));
+        let execution = Execution {
+            runner: self,
+            request: &request,
+            info: &info,
+            settings,
+            label,
+            log,
+            input_text: request.input.to_string(),
+        };
+        execution.run().await
+    }
+}
+
+fn describe_json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// One task run in progress.
+struct Execution<'a> {
+    runner: &'a TaskRunner,
+    request: &'a TaskRequest,
+    info: &'a TaskInfo,
+    settings: Effective,
+    label: RunLabel,
+    log: Arc<RunLog>,
+    input_text: String,
+}
+
+impl Execution<'_> {
+    fn context(&self, attempt: u32) -> RunContext {
+        let flow = self.request.flow_run.as_ref();
+        RunContext {
+            flow_run_id: flow.map(|flow| flow.id.to_string()),
+            flow_run_name: flow.map(|flow| flow.name.clone()),
+            task_run_id: self.label.id.to_string(),
+            task_run_name: self.label.name.clone(),
+            task_name: self.info.name.clone(),
+            attempt,
+            tags: self.settings.tags.clone(),
+            parameters: flow
+                .map(|flow| flow.parameters.clone())
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        }
+    }
+
+    fn attempt_spec(&self, attempt: u32) -> AttemptSpec {
+        AttemptSpec {
+            task: self.info.name.clone(),
+            input: self.input_text.clone(),
+            context: self.context(attempt),
+            limits: self.settings.limits,
+            timeout: self.settings.timeout,
+            log_prints: self.settings.log_prints,
+            sink: self.log.clone(),
+        }
+    }
+
+    fn change(&self, state: State, message: Option<String>, attempt: u32) -> StateChange {
+        StateChange {
+            state,
+            message,
+            attempt,
+            at: self.runner.clock.now(),
+        }
+    }
+
+    fn set_state(&self, change: StateChange) -> Result<(), RunnerError> {
+        self.log.flush();
+        self.runner
+            .store
+            .set_task_run_state(&self.label.id, &change)?;
+        self.runner
+            .observer
+            .task_run_state(&self.label, change.state, change.message.as_deref());
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        change: StateChange,
+        output: Option<serde_json::Value>,
+        cache: Option<&CacheEntryDraft>,
+    ) -> Result<TaskRunOutcome, RunnerError> {
+        self.log.flush();
+        self.runner
+            .store
+            .finish_task_run(&self.label.id, &change, output.as_ref(), cache)?;
+        self.runner
+            .observer
+            .task_run_state(&self.label, change.state, change.message.as_deref());
+        Ok(TaskRunOutcome {
+            id: self.label.id.clone(),
+            name: self.label.name.clone(),
+            state: change.state,
+            message: change.message,
+            output,
+            attempts: change.attempt,
+        })
+    }
+
+    /// The cache key of this run, or none when its result must not be reused.
+    async fn cache_key(&self) -> Option<CacheKey> {
+        let plugin = &self.request.plugin;
+        let version = self.info.version.as_deref();
+        match self.settings.cache_policy {
+            CachePolicy::None => None,
+            CachePolicy::Inputs => Some(CacheKey::for_input(
+                plugin.digest(),
+                &self.info.name,
+                version,
+                &self.request.input,
+            )),
+            CachePolicy::CustomKey => {
+                let mut spec = self.attempt_spec(0);
+                // Computing a key must be quick; a plugin that hangs here only loses caching.
+                spec.timeout = Some(spec.timeout.unwrap_or(Duration::from_secs(10)));
+                match self.runner.runtime.plugin_cache_key(plugin, spec).await {
+                    Ok(Some(key)) => Some(CacheKey::for_plugin_key(
+                        plugin.digest(),
+                        &self.info.name,
+                        version,
+                        &key,
+                    )),
+                    Ok(None) => None,
+                    Err(outcome) => {
+                        use weir_runtime::LogSink as _;
+                        self.log.log(
+                            weir_core::LogLevel::Warning,
+                            &format!(
+                                "computing the cache key failed, running without cache: {outcome:?}"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(self) -> Result<TaskRunOutcome, RunnerError> {
+        let cache_key = self.cache_key().await;
+        if let Some(key) = &cache_key
+            && !self.settings.refresh_cache
+            && let Some((entry, output)) = self
+                .runner
+                .store
+                .cached_result(key, self.runner.clock.now())?
+        {
+            let message = format!(
+                "result of task run {} reused from the cache",
+                entry.task_run_id
+            );
+            return self.finish(
+                self.change(State::Cached, Some(message), 0),
+                Some(output),
+                None,
+            );
+        }
+        let cache_draft = cache_key.map(|key| CacheEntryDraft {
+            key,
+            task: self.info.name.clone(),
+            plugin_digest: self.request.plugin.digest().clone(),
+            expires: self
+                .settings
+                .cache_expiration
+                .map(|expiration| self.runner.clock.now().saturating_add(expiration)),
+        });
+
+        let retries = self.settings.retry.retries;
+        let mut attempt = 1;
+        loop {
+            self.set_state(self.change(State::Running, None, attempt))?;
+            let outcome = self
+                .runner
+                .runtime
+                .run_attempt(&self.request.plugin, self.attempt_spec(attempt))
+                .await;
+            let (final_state, message) = match outcome {
+                AttemptOutcome::Completed { output } => {
+                    return self.finish(
+                        self.change(State::Completed, None, attempt),
+                        Some(output),
+                        cache_draft.as_ref(),
+                    );
+                }
+                AttemptOutcome::Failed {
+                    retriable: false,
+                    message,
+                } => {
+                    let message = format!("fatal error, not retried: {message}");
+                    return self.finish(
+                        self.change(State::Failed, Some(message), attempt),
+                        None,
+                        None,
+                    );
+                }
+                AttemptOutcome::Failed {
+                    retriable: true,
+                    message,
+                } => (State::Failed, message),
+                AttemptOutcome::TimedOut { after } => (
+                    State::TimedOut,
+                    format!(
+                        "timed out: the attempt exceeded its timeout of {} (stopped after {})",
+                        self.settings
+                            .timeout
+                            .map(format_duration)
+                            .unwrap_or_default(),
+                        format_duration(Duration::from_millis(after.as_millis() as u64))
+                    ),
+                ),
+                AttemptOutcome::Crashed { message, .. } => (State::Crashed, message),
+            };
+            if attempt > retries {
+                let message = if retries > 0 {
+                    format!("{message} (after {attempt} attempts)")
+                } else {
+                    message
+                };
+                return self.finish(self.change(final_state, Some(message), attempt), None, None);
+            }
+            let delay = self
+                .settings
+                .retry
+                .delay_before_retry(attempt - 1, fastrand::f64());
+            let note = format!(
+                "attempt {attempt} ended {final_state}: {message}; retry {attempt}/{retries} in {}",
+                format_duration(delay)
+            );
+            self.set_state(self.change(State::AwaitingRetry, Some(note), attempt))?;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            attempt += 1;
+        }
+    }
+}

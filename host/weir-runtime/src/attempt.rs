@@ -1,0 +1,356 @@
+//! One attempt of one task: a fresh store, bounded memory, fuel and time, and an
+//! outcome that says exactly what happened.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use weir_core::{Limits, RunContext, format_duration};
+
+use crate::bindings::{self, WitTaskError, WitTaskInfo};
+use crate::output::{AttemptLog, LogSink};
+use crate::plugin::Plugin;
+use crate::runtime::Runtime;
+use crate::sandbox::AttemptState;
+
+/// What to run, with which bounds, and where its log lines go.
+pub struct AttemptSpec {
+    pub task: String,
+    /// The input object as JSON text.
+    pub input: String,
+    pub context: RunContext,
+    pub limits: Limits,
+    pub timeout: Option<Duration>,
+    /// Turn the guest's stdout and stderr into log lines.
+    pub log_prints: bool,
+    pub sink: Arc<dyn LogSink>,
+}
+
+impl AttemptSpec {
+    /// An attempt with default limits, no timeout and a context outside any flow.
+    pub fn new(task: impl Into<String>, input: impl Into<String>, sink: Arc<dyn LogSink>) -> Self {
+        let task = task.into();
+        AttemptSpec {
+            context: RunContext {
+                flow_run_id: None,
+                flow_run_name: None,
+                task_run_id: String::new(),
+                task_run_name: task.clone(),
+                task_name: task.clone(),
+                attempt: 1,
+                tags: Vec::new(),
+                parameters: serde_json::Value::Object(Default::default()),
+            },
+            task,
+            input: input.into(),
+            limits: Limits::default(),
+            timeout: None,
+            log_prints: true,
+            sink,
+        }
+    }
+}
+
+/// Why an attempt crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashKind {
+    /// The task panicked (its message was logged by the SDK).
+    Panic,
+    /// A WebAssembly trap other than the ones below.
+    Trap,
+    /// Memory growth was refused at the task's memory limit.
+    OutOfMemory,
+    /// The fuel limit was used up.
+    OutOfFuel,
+    StackOverflow,
+    /// The task returned something that is not JSON.
+    BadOutput,
+    /// The component could not be instantiated.
+    Instantiation,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Completed {
+        output: serde_json::Value,
+    },
+    /// The task returned an error; `retriable` is false for a fatal one.
+    Failed {
+        retriable: bool,
+        message: String,
+    },
+    /// Stopped at its deadline; `after` is the time from start to stop.
+    TimedOut {
+        after: Duration,
+    },
+    Crashed {
+        kind: CrashKind,
+        message: String,
+    },
+}
+
+/// What the guest is asked to do in one store.
+pub(crate) enum Call {
+    Info,
+    Run { task: String, input: String },
+    CacheKey { task: String, input: String },
+}
+
+pub(crate) enum CallResult {
+    Info(Vec<WitTaskInfo>),
+    Run(Result<String, WitTaskError>),
+    CacheKey(Option<String>),
+}
+
+/// An attempt that did not return normally: its outcome (TimedOut or Crashed).
+pub(crate) struct Interrupted(pub(crate) AttemptOutcome);
+
+pub(crate) struct Guard {
+    pub(crate) context: RunContext,
+    pub(crate) log: Arc<AttemptLog>,
+    pub(crate) limits: Limits,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Runtime {
+    /// Runs one attempt of `spec.task` in a fresh store. Never panics and never hangs
+    /// past the timeout: every way the guest can end becomes an [`AttemptOutcome`].
+    pub async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptOutcome {
+        let log = Arc::new(AttemptLog::new(
+            spec.sink,
+            spec.log_prints,
+            self.config.log_limit_bytes,
+        ));
+        let guard = Guard {
+            context: spec.context,
+            log: log.clone(),
+            limits: spec.limits,
+            timeout: spec.timeout,
+        };
+        let call = Call::Run {
+            task: spec.task,
+            input: spec.input,
+        };
+        let outcome = match self.call_guarded(plugin.pre(), guard, call).await {
+            Ok(CallResult::Run(Ok(text))) => match serde_json::from_str(&text) {
+                Ok(output) => AttemptOutcome::Completed { output },
+                Err(error) => AttemptOutcome::Crashed {
+                    kind: CrashKind::BadOutput,
+                    message: format!(
+                        "the task returned output that is not JSON ({error}); it begins with `{}`",
+                        text.chars().take(80).collect::<String>()
+                    ),
+                },
+            },
+            Ok(CallResult::Run(Err(WitTaskError::Retriable(message)))) => AttemptOutcome::Failed {
+                retriable: true,
+                message,
+            },
+            Ok(CallResult::Run(Err(WitTaskError::Fatal(message)))) => AttemptOutcome::Failed {
+                retriable: false,
+                message,
+            },
+            Ok(_) => unreachable!("a run call returns a run result"),
+            Err(Interrupted(outcome)) => outcome,
+        };
+        log.finish();
+        outcome
+    }
+
+    /// Asks the plugin for its own cache key (tasks whose policy is custom-key).
+    pub async fn plugin_cache_key(
+        &self,
+        plugin: &Plugin,
+        spec: AttemptSpec,
+    ) -> Result<Option<String>, AttemptOutcome> {
+        let log = Arc::new(AttemptLog::new(
+            spec.sink,
+            spec.log_prints,
+            self.config.log_limit_bytes,
+        ));
+        let guard = Guard {
+            context: spec.context,
+            log: log.clone(),
+            limits: spec.limits,
+            timeout: spec.timeout,
+        };
+        let call = Call::CacheKey {
+            task: spec.task,
+            input: spec.input,
+        };
+        let result = self.call_guarded(plugin.pre(), guard, call).await;
+        log.finish();
+        match result {
+            Ok(CallResult::CacheKey(key)) => Ok(key),
+            Ok(_) => unreachable!("a cache-key call returns a key"),
+            Err(Interrupted(outcome)) => Err(outcome),
+        }
+    }
+
+    /// Instantiates `pre` in a fresh store and makes `call`, bounded by the guard.
+    pub(crate) async fn call_guarded(
+        &self,
+        pre: &bindings::PluginPre<AttemptState>,
+        guard: Guard,
+        call: Call,
+    ) -> Result<CallResult, Interrupted> {
+        let started = Instant::now();
+        let memory_limit = guard.limits.memory_bytes.min(self.config.max_memory_bytes);
+        let state = AttemptState::new(guard.context, guard.log.clone(), memory_limit);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let fuel = guard.limits.fuel.unwrap_or(u64::MAX);
+        if let Err(error) = store.set_fuel(fuel) {
+            return Err(Interrupted(AttemptOutcome::Crashed {
+                kind: CrashKind::Instantiation,
+                message: format!("could not set the fuel limit: {error:#}"),
+            }));
+        }
+        let deadline = guard.timeout.map(|timeout| started + timeout);
+        // Check the deadline at every epoch tick and otherwise yield, so that many
+        // attempts share few threads and a spinning guest is stopped within a tick.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| match deadline {
+            Some(deadline) if Instant::now() >= deadline => Ok(UpdateDeadline::Interrupt),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+
+        let work = async {
+            let plugin = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|error| (true, error))?;
+            let exports = plugin.weir_task_task();
+            let result = match call {
+                Call::Info => exports.call_info(&mut store).await.map(CallResult::Info),
+                Call::Run { task, input } => exports
+                    .call_run(&mut store, &task, &input)
+                    .await
+                    .map(CallResult::Run),
+                Call::CacheKey { task, input } => exports
+                    .call_cache_key(&mut store, &task, &input)
+                    .await
+                    .map(CallResult::CacheKey),
+            };
+            result.map_err(|error| (false, error))
+        };
+        // The wall-clock race: a guest blocked in a host call never reaches an epoch
+        // check, so the call itself is dropped when the deadline passes.
+        let raced = match guard.timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, work).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    return Err(Interrupted(AttemptOutcome::TimedOut {
+                        after: started.elapsed(),
+                    }));
+                }
+            },
+            None => work.await,
+        };
+        match raced {
+            Ok(result) => Ok(result),
+            Err((during_instantiation, error)) => {
+                let limiter = &store.data().limiter;
+                Err(Interrupted(classify_error(
+                    &error,
+                    during_instantiation,
+                    limiter.refused_growth_to,
+                    limiter.limit_bytes(),
+                    guard.limits.fuel,
+                    &guard.log,
+                    started.elapsed(),
+                )))
+            }
+        }
+    }
+}
+
+fn classify_error(
+    error: &wasmtime::Error,
+    during_instantiation: bool,
+    refused_growth_to: Option<u64>,
+    memory_limit: u64,
+    fuel_limit: Option<u64>,
+    log: &AttemptLog,
+    elapsed: Duration,
+) -> AttemptOutcome {
+    let trap = error.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return AttemptOutcome::TimedOut { after: elapsed };
+    }
+    if let Some(tried) = refused_growth_to {
+        return AttemptOutcome::Crashed {
+            kind: CrashKind::OutOfMemory,
+            message: format!(
+                "out of memory: the task exceeded its memory limit of {} (it tried to grow to {})",
+                format_bytes(memory_limit),
+                format_bytes(tried)
+            ),
+        };
+    }
+    match trap {
+        Some(Trap::OutOfFuel) => AttemptOutcome::Crashed {
+            kind: CrashKind::OutOfFuel,
+            message: format!(
+                "out of fuel: the task used up its fuel limit of {} units",
+                fuel_limit.unwrap_or(u64::MAX)
+            ),
+        },
+        Some(Trap::StackOverflow) => AttemptOutcome::Crashed {
+            kind: CrashKind::StackOverflow,
+            message: "stack overflow: the task recursed too deeply (wasm stack limit 1 MiB)".into(),
+        },
+        Some(trap) => {
+            let last_error = log.last_error_line();
+            match last_error {
+                Some(line) if line.starts_with("panicked at") => AttemptOutcome::Crashed {
+                    kind: CrashKind::Panic,
+                    message: format!("the task {line}"),
+                },
+                Some(line) => AttemptOutcome::Crashed {
+                    kind: CrashKind::Trap,
+                    message: format!("the task trapped: {trap} (last error output: {line})"),
+                },
+                None => AttemptOutcome::Crashed {
+                    kind: CrashKind::Trap,
+                    message: format!("the task trapped: {trap}{}", trap_hint(trap)),
+                },
+            }
+        }
+        None if during_instantiation => AttemptOutcome::Crashed {
+            kind: CrashKind::Instantiation,
+            message: format!("could not instantiate the plugin: {error:#}"),
+        },
+        None => AttemptOutcome::Crashed {
+            kind: CrashKind::Trap,
+            message: format!("the task failed in the host: {error:#}"),
+        },
+    }
+}
+
+/// What usually causes a trap that says little by itself.
+fn trap_hint(trap: Trap) -> &'static str {
+    match trap {
+        // Languages compiled to wasm32 keep their own stack in linear memory; overflowing
+        // it runs off the start of memory rather than hitting the engine's stack guard.
+        Trap::MemoryOutOfBounds => {
+            " (often a stack overflow of the guest's own stack, e.g. unbounded recursion)"
+        }
+        _ => "",
+    }
+}
+
+fn format_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Used in messages about timeouts.
+pub(crate) fn describe_timeout(after: Duration) -> String {
+    format!("timed out after {}", format_duration(after))
+}

@@ -1,0 +1,84 @@
+//! The database schema and its migrations, tracked by `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry migrates from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE plugins (
+    digest      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    tasks_json  TEXT NOT NULL,
+    first_seen  INTEGER NOT NULL
+);
+CREATE TABLE task_runs (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    task           TEXT NOT NULL,
+    plugin_name    TEXT NOT NULL,
+    plugin_digest  TEXT NOT NULL,
+    flow_run_id    TEXT,
+    state          TEXT NOT NULL,
+    state_message  TEXT,
+    attempts       INTEGER NOT NULL,
+    input_json     TEXT NOT NULL,
+    tags_json      TEXT NOT NULL,
+    cache_key      TEXT,
+    result_digest  TEXT,
+    created        INTEGER NOT NULL,
+    started        INTEGER,
+    ended          INTEGER
+);
+CREATE INDEX task_runs_by_created ON task_runs (created);
+CREATE INDEX task_runs_by_flow_run ON task_runs (flow_run_id);
+CREATE TABLE task_run_states (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_run_id  TEXT NOT NULL REFERENCES task_runs (id),
+    state        TEXT NOT NULL,
+    message      TEXT,
+    attempt      INTEGER NOT NULL,
+    at           INTEGER NOT NULL
+);
+CREATE INDEX task_run_states_by_run ON task_run_states (task_run_id, seq);
+CREATE TABLE logs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_run_id  TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    level        TEXT NOT NULL,
+    message      TEXT NOT NULL
+);
+CREATE INDEX logs_by_run ON logs (task_run_id, seq);
+CREATE TABLE results (
+    digest       TEXT PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    -- NULL when the result lives in the results/ directory
+    inline_json  TEXT
+);
+CREATE TABLE cache_entries (
+    key            TEXT PRIMARY KEY,
+    task           TEXT NOT NULL,
+    plugin_digest  TEXT NOT NULL,
+    result_digest  TEXT NOT NULL REFERENCES results (digest),
+    task_run_id    TEXT NOT NULL,
+    created        INTEGER NOT NULL,
+    expires        INTEGER
+);
+"#];
+
+pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<()> {
+    // WAL lets readers (`weir runs ls`) work while a run writes; NORMAL sync keeps every
+    // committed transaction across a process crash (not across power loss), at a
+    // fraction of FULL's cost per write.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        connection.execute_batch(&format!(
+            "BEGIN; {migration} PRAGMA user_version = {}; COMMIT;",
+            index + 1
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The storage interface of weir: what is recorded about runs, and the [`RunStore`]
+//! trait every backend implements (`weir-store-sqlite` is the embedded default).
+//!
+//! Backends are synchronous: an embedded SQLite write takes microseconds, less than a
+//! hop to a blocking thread would. Everything a run does is written as it happens, so
+//! a process killed with `kill -9` loses nothing it had finished.
+
+use serde::Serialize;
+use weir_core::{
+    CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskInfo, TaskRunId, Timestamp,
+};
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store error while {action}: {message}")]
+    Backend { action: String, message: String },
+    #[error("no task run with id `{0}`")]
+    UnknownTaskRun(String),
+    #[error("the stored result {digest} is missing or unreadable: {message}")]
+    BrokenResult { digest: String, message: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A task run as first recorded, in state Pending.
+#[derive(Debug, Clone)]
+pub struct NewTaskRun {
+    pub id: TaskRunId,
+    pub name: String,
+    pub task: String,
+    pub plugin_name: String,
+    pub plugin_digest: ComponentDigest,
+    pub flow_run_id: Option<FlowRunId>,
+    pub input: serde_json::Value,
+    pub tags: Vec<String>,
+    pub created: Timestamp,
+}
+
+/// A task run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRunRecord {
+    pub id: TaskRunId,
+    pub name: String,
+    pub task: String,
+    pub plugin_name: String,
+    pub plugin_digest: ComponentDigest,
+    pub flow_run_id: Option<FlowRunId>,
+    pub state: State,
+    pub state_message: Option<String>,
+    /// Attempts started so far (0 for a cache hit).
+    pub attempts: u32,
+    pub input: serde_json::Value,
+    pub tags: Vec<String>,
+    pub cache_key: Option<CacheKey>,
+    /// blake3 of the result's JSON text, when there is one.
+    pub result_digest: Option<String>,
+    pub created: Timestamp,
+    pub started: Option<Timestamp>,
+    pub ended: Option<Timestamp>,
+}
+
+/// One entry of a run's state history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateChange {
+    pub state: State,
+    pub message: Option<String>,
+    pub attempt: u32,
+    pub at: Timestamp,
+}
+
+/// One log line of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRecord {
+    pub at: Timestamp,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A reusable result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheEntry {
+    pub key: CacheKey,
+    pub task: String,
+    pub plugin_digest: ComponentDigest,
+    pub result_digest: String,
+    /// The run that produced the result.
+    pub task_run_id: TaskRunId,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+}
+
+/// A plugin the store has seen, by digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    pub digest: ComponentDigest,
+    pub name: String,
+    pub size_bytes: u64,
+    pub tasks: Vec<TaskInfo>,
+    pub first_seen: Timestamp,
+}
+
+/// Which task runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRunFilter {
+    pub task: Option<String>,
+    pub state: Option<State>,
+    pub since: Option<Timestamp>,
+    pub limit: Option<usize>,
+}
+
+/// Where runs are recorded. Implementations must be safe to share between threads.
+pub trait RunStore: Send + Sync {
+    /// Records a plugin's metadata under its digest (idempotent).
+    fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()>;
+    fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>>;
+
+    /// Inserts the run and its first state, Pending.
+    fn create_task_run(&self, run: &NewTaskRun) -> StoreResult<()>;
+    /// Moves a run to a non-final state (Running, AwaitingRetry, Pending) and records it.
+    fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()>;
+    /// Moves a run to its final state, storing its result (if any) and cache key in the
+    /// same transaction, and the cache entry when one is given.
+    fn finish_task_run(
+        &self,
+        id: &TaskRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+        cache: Option<&CacheEntryDraft>,
+    ) -> StoreResult<()>;
+    fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()>;
+
+    fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
+    fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;
+    fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>>;
+    fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>>;
+    fn result(&self, digest: &str) -> StoreResult<serde_json::Value>;
+
+    /// The unexpired entry for `key` at `now`, with its result.
+    fn cached_result(
+        &self,
+        key: &CacheKey,
+        now: Timestamp,
+    ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>>;
+    fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>>;
+    /// Removes every cache entry (results stay with their runs); returns how many.
+    fn clear_cache(&self) -> StoreResult<usize>;
+}
+
+/// A cache entry to write when a run completes.
+#[derive(Debug, Clone)]
+pub struct CacheEntryDraft {
+    pub key: CacheKey,
+    pub task: String,
+    pub plugin_digest: ComponentDigest,
+    pub expires: Option<Timestamp>,
+}

@@ -1,0 +1,5 @@
+//! Not a weir plugin: a plain command (world wasi:cli/command).
+
+fn main() {
+    println!("hi");
+}

@@ -1,0 +1,217 @@
+//! The `weir` command as a user runs it: printed lines, output and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use weir_tests::plugin_path;
+
+fn weir(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("WEIR_STORE")
+        .output()
+        .expect("the weir binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn plugin(name: &str) -> String {
+    plugin_path(name).display().to_string()
+}
+
+#[test]
+fn task_run_prints_prefect_style_lines_and_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = plugin("hello");
+    let output = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &hello,
+            "--task",
+            "hello",
+            "--input",
+            r#"{"name":"world"}"#,
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&output.stdout), "\"Hello, world!\"\n");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].ends_with(
+            "| INFO    | Task run 'hello-0' - Created task run 'hello-0' for task 'hello'"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].ends_with("| INFO    | Task run 'hello-0' - greeting world"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].ends_with("| INFO    | Task run 'hello-0' - Finished in state Completed()"),
+        "{stderr}"
+    );
+    // The store is created under .weir in the working directory.
+    assert!(dir.path().join(".weir/weir.db").exists());
+
+    // The second run of a cached task is Cached, across processes.
+    let arith = plugin("arith");
+    let args = [
+        "task",
+        "run",
+        &arith,
+        "--task",
+        "cached-add",
+        "--input",
+        r#"{"a":1,"b":2}"#,
+    ];
+    assert_eq!(weir(dir.path(), &args).status.code(), Some(0));
+    let again = weir(dir.path(), &args);
+    assert!(
+        text(&again.stderr).contains("Finished in state Cached()"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(text(&again.stdout), "3\n");
+}
+
+#[test]
+fn input_can_come_from_a_file_and_json_output_reports_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.json"), r#"{"a": 20, "b": 22}"#).unwrap();
+    let arith = plugin("arith");
+    let output = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &arith,
+            "--task",
+            "add",
+            "--input",
+            "@input.json",
+            "--json",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["output"], 42);
+    assert_eq!(report["state"], "Completed");
+    assert!(report["id"].as_str().unwrap().starts_with("trun_"));
+}
+
+#[test]
+fn exit_codes_tell_how_the_run_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, misbehave, arith) = (plugin("flaky"), plugin("misbehave"), plugin("arith"));
+
+    let failed = weir(
+        dir.path(),
+        &["task", "run", &flaky, "--task", "fatal-fails"],
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(text(&failed.stderr).contains("Finished in state Failed('fatal error, not retried"));
+
+    let timed_out = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &misbehave,
+            "--task",
+            "spin",
+            "--timeout",
+            "200ms",
+        ],
+    );
+    assert_eq!(timed_out.status.code(), Some(4));
+    assert!(text(&timed_out.stderr).contains("Finished in state TimedOut('timed out"));
+
+    let crashed = weir(
+        dir.path(),
+        &[
+            "task", "run", &misbehave, "--task", "hog", "--memory", "16MiB",
+        ],
+    );
+    assert_eq!(crashed.status.code(), Some(3));
+    assert!(text(&crashed.stderr).contains("memory limit of 16 MiB"));
+
+    let retried = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &flaky,
+            "--task",
+            "always-fails",
+            "--retries",
+            "1",
+            "--retry-delay",
+            "10ms",
+        ],
+    );
+    assert_eq!(retried.status.code(), Some(1));
+    let stderr = text(&retried.stderr);
+    assert!(
+        stderr.contains("| WARNING | Task run 'always-fails-0' - attempt 1 ended Failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("retry 1/1 in 10ms"), "{stderr}");
+
+    let unknown = weir(dir.path(), &["task", "run", &arith, "--task", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("error: plugin `arith` has no task named `nope`"));
+
+    let bad_json = weir(
+        dir.path(),
+        &["task", "run", &arith, "--task", "add", "--input", "{a:1}"],
+    );
+    assert_eq!(bad_json.status.code(), Some(2));
+    assert!(text(&bad_json.stderr).contains("--input is not valid JSON"));
+}
+
+#[test]
+fn bad_plugins_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fake.wasm"), "not wasm at all").unwrap();
+    let fake = weir(dir.path(), &["task", "run", "fake.wasm", "--task", "x"]);
+    assert_eq!(fake.status.code(), Some(2));
+    assert_eq!(
+        text(&fake.stderr).trim(),
+        "error: fake is not a WebAssembly file (it does not start with the `\\0asm` magic bytes)"
+    );
+    let wrong = weir(dir.path(), &["inspect", &plugin("wrongworld")]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(text(&wrong.stderr).contains("wrongworld is not a weir plugin"));
+}
+
+#[test]
+fn inspect_lists_tasks_and_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let arith = plugin("arith");
+    let output = weir(dir.path(), &["inspect", &arith, "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["name"], "arith");
+    assert_eq!(report["digest"].as_str().unwrap().len(), 64);
+    let cached = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|task| task["name"] == "cached-add")
+        .unwrap();
+    assert_eq!(cached["cache_policy"], "inputs");
+    assert_eq!(cached["cache_expiration"], 3_600_000);
+
+    let human = weir(dir.path(), &["inspect", &plugin("flaky")]);
+    let stdout = text(&human.stdout);
+    assert!(
+        stdout.contains("task flaky") && stdout.contains("retries     3"),
+        "{stdout}"
+    );
+}

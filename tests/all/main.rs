@@ -1,0 +1,8 @@
+//! weir's integration tests: one binary, real plugins built from `plugins/`, the real
+//! host and a real SQLite store per test.
+
+mod caching;
+mod cli;
+mod loading;
+mod runs;
+mod sandbox;

@@ -1,0 +1,153 @@
+//! Helpers shared by weir's integration tests and benchmarks: where the test plugins
+//! were built, one runtime per process, and a runner over a fresh store in a
+//! temporary directory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use weir_core::{Clock, LogLevel, State, SystemClock};
+use weir_runner::{RunLabel, RunObserver, TaskRunner};
+use weir_runtime::{Plugin, Runtime, RuntimeConfig};
+use weir_store_sqlite::SqliteStore;
+
+/// The `.wasm` file of a test plugin built by `build.rs` from `plugins/NAME`.
+pub fn plugin_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("WEIR_TEST_PLUGINS")).join(format!("{name}.wasm"))
+}
+
+/// One runtime (one engine, one epoch ticker) for the whole test process, with a
+/// compiled-plugin cache so each plugin is compiled once.
+pub fn shared_runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let cache =
+                std::env::temp_dir().join(format!("weir-tests-compiled-{}", std::process::id()));
+            Arc::new(
+                Runtime::new(RuntimeConfig {
+                    compiled_cache_dir: Some(cache),
+                    ..Default::default()
+                })
+                .expect("the test runtime starts"),
+            )
+        })
+        .clone()
+}
+
+/// Loads (once per process) a test plugin into the shared runtime.
+pub async fn load_plugin(name: &str) -> Plugin {
+    static LOADED: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(Default::default);
+    if let Some(plugin) = loaded.lock().unwrap().get(name) {
+        return plugin.clone();
+    }
+    let plugin = shared_runtime()
+        .load_plugin_file(&plugin_path(name))
+        .await
+        .unwrap_or_else(|error| panic!("loading test plugin {name}: {error}"));
+    loaded
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), plugin.clone());
+    plugin
+}
+
+/// Everything an observer saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Created {
+        name: String,
+        task: String,
+    },
+    Log {
+        name: String,
+        level: LogLevel,
+        message: String,
+    },
+    State {
+        name: String,
+        state: State,
+        message: Option<String>,
+    },
+}
+
+/// An observer that remembers what it saw, for assertions.
+#[derive(Default)]
+pub struct RecordingObserver {
+    events: Mutex<Vec<Event>>,
+}
+
+impl RecordingObserver {
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn log_messages(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Log { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl RunObserver for RecordingObserver {
+    fn task_run_created(&self, run: &RunLabel) {
+        self.events.lock().unwrap().push(Event::Created {
+            name: run.name.clone(),
+            task: run.task.clone(),
+        });
+    }
+
+    fn task_run_log(&self, run: &RunLabel, level: LogLevel, message: &str) {
+        self.events.lock().unwrap().push(Event::Log {
+            name: run.name.clone(),
+            level,
+            message: message.to_owned(),
+        });
+    }
+
+    fn task_run_state(&self, run: &RunLabel, state: State, message: Option<&str>) {
+        self.events.lock().unwrap().push(Event::State {
+            name: run.name.clone(),
+            state,
+            message: message.map(str::to_owned),
+        });
+    }
+}
+
+/// A runner over a fresh SQLite store in its own temporary directory.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub observer: Arc<RecordingObserver>,
+    pub runner: TaskRunner,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join(".weir")).expect("the store opens"));
+        let observer = Arc::new(RecordingObserver::default());
+        let runner = TaskRunner::new(shared_runtime(), store.clone(), clock, observer.clone());
+        Harness {
+            dir,
+            store,
+            observer,
+            runner,
+        }
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
