@@ -45,7 +45,7 @@ pub fn format_duration(duration: Duration) -> String {
         return format!("{}µs", duration.as_micros());
     }
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if millis >= size && millis % size == 0 {
+        if millis >= size && millis.is_multiple_of(size) {
             return format!("{}{unit}", millis / size);
         }
     }

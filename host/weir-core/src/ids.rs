@@ -9,7 +9,7 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 fn sortable_unique() -> String {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u128)
+        .map(|elapsed| elapsed.as_millis())
         .unwrap_or(0);
     let value = (millis << 80) | (fastrand::u128(..) >> 48);
     (0..26)

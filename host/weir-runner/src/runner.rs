@@ -235,7 +235,7 @@ impl TaskRunner {
             name,
             task: info.name.clone(),
         };
-        self.store.create_task_run(&NewTaskRun {
+        let new_run = NewTaskRun {
             id: label.id.clone(),
             name: label.name.clone(),
             task: info.name.clone(),
@@ -245,7 +245,7 @@ impl TaskRunner {
             input: request.input.clone(),
             tags: settings.tags.clone(),
             created: self.clock.now(),
-        })?;
+        };
         self.observer.task_run_created(&label);
         let log = Arc::new(RunLog::new(
             label.clone(),
@@ -261,6 +261,7 @@ impl TaskRunner {
             label,
             log,
             input_text: request.input.to_string(),
+            new_run,
         };
         execution.run().await
     }
@@ -286,6 +287,8 @@ struct Execution<'a> {
     label: RunLabel,
     log: Arc<RunLog>,
     input_text: String,
+    /// Recorded together with its first states, once it is known whether it hits the cache.
+    new_run: NewTaskRun,
 }
 
 impl Execution<'_> {
@@ -326,6 +329,15 @@ impl Execution<'_> {
         }
     }
 
+    fn pending(&self) -> StateChange {
+        StateChange {
+            state: State::Pending,
+            message: None,
+            attempt: 0,
+            at: self.new_run.created,
+        }
+    }
+
     fn set_state(&self, change: StateChange) -> Result<(), RunnerError> {
         self.log.flush();
         self.runner
@@ -334,6 +346,19 @@ impl Execution<'_> {
         self.runner
             .observer
             .task_run_state(&self.label, change.state, change.message.as_deref());
+        Ok(())
+    }
+
+    /// Records the run with its first states in one transaction.
+    fn create(
+        &self,
+        states: &[StateChange],
+        output: Option<&serde_json::Value>,
+    ) -> Result<(), RunnerError> {
+        self.log.flush();
+        self.runner
+            .store
+            .create_task_run(&self.new_run, states, output)?;
         Ok(())
     }
 
@@ -412,11 +437,19 @@ impl Execution<'_> {
                 "result of task run {} reused from the cache",
                 entry.task_run_id
             );
-            return self.finish(
-                self.change(State::Cached, Some(message), 0),
-                Some(output),
-                None,
-            );
+            let cached = self.change(State::Cached, Some(message), 0);
+            self.create(&[self.pending(), cached.clone()], Some(&output))?;
+            self.runner
+                .observer
+                .task_run_state(&self.label, State::Cached, cached.message.as_deref());
+            return Ok(TaskRunOutcome {
+                id: self.label.id.clone(),
+                name: self.label.name.clone(),
+                state: State::Cached,
+                message: cached.message,
+                output: Some(output),
+                attempts: 0,
+            });
         }
         let cache_draft = cache_key.map(|key| CacheEntryDraft {
             key,
@@ -430,8 +463,11 @@ impl Execution<'_> {
 
         let retries = self.settings.retry.retries;
         let mut attempt = 1;
+        self.create(&[self.pending(), self.change(State::Running, None, 1)], None)?;
         loop {
-            self.set_state(self.change(State::Running, None, attempt))?;
+            if attempt > 1 {
+                self.set_state(self.change(State::Running, None, attempt))?;
+            }
             let outcome = self
                 .runner
                 .runtime

@@ -193,7 +193,8 @@ fn insert_state(
 ) -> StoreResult<()> {
     transaction
         .prepare_cached(
-            "INSERT INTO task_run_states (task_run_id, state, message, attempt, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = ?1), ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -252,15 +253,31 @@ impl RunStore for SqliteStore {
             .map_err(backend("reading a plugin"))
     }
 
-    fn create_task_run(&self, run: &NewTaskRun) -> StoreResult<()> {
+    fn create_task_run(
+        &self,
+        run: &NewTaskRun,
+        states: &[StateChange],
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let last = states.last().ok_or_else(|| StoreError::Backend {
+            action: "creating a task run".into(),
+            message: "a task run needs at least one state".into(),
+        })?;
+        let started = states
+            .iter()
+            .find(|change| change.state == State::Running)
+            .map(|change| change.at.0);
+        let ended = last.state.is_final().then_some(last.at.0);
         let mut connection = self.lock();
-        let transaction = connection
-            .transaction()
-            .map_err(backend("starting a transaction"))?;
+        let transaction = connection.transaction().map_err(backend("starting a transaction"))?;
+        let result_digest = result
+            .map(|result| self.put_result(&transaction, result))
+            .transpose()?;
         transaction
             .prepare_cached(
-                "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, attempts, input_json, tags_json, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', 0, ?7, ?8, ?9)",
+                "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
+                     attempts, input_json, tags_json, result_digest, created, started, ended)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -270,25 +287,22 @@ impl RunStore for SqliteStore {
                     run.plugin_name,
                     run.plugin_digest.as_str(),
                     run.flow_run_id.as_ref().map(FlowRunId::as_str),
+                    last.state.as_str(),
+                    last.message,
+                    last.attempt,
                     run.input.to_string(),
                     serde_json::Value::from(run.tags.clone()).to_string(),
-                    run.created.0
+                    result_digest,
+                    run.created.0,
+                    started,
+                    ended
                 ])
             })
             .map_err(backend("creating a task run"))?;
-        insert_state(
-            &transaction,
-            &run.id,
-            &StateChange {
-                state: State::Pending,
-                message: None,
-                attempt: 0,
-                at: run.created,
-            },
-        )?;
-        transaction
-            .commit()
-            .map_err(backend("committing a new task run"))
+        for change in states {
+            insert_state(&transaction, &run.id, change)?;
+        }
+        transaction.commit().map_err(backend("committing a new task run"))
     }
 
     fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
@@ -430,7 +444,7 @@ impl RunStore for SqliteStore {
             .prepare_cached(&format!(
                 "SELECT {TASK_RUN_COLUMNS} FROM task_runs
                  WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
-                 ORDER BY created DESC, id DESC LIMIT ?4"
+                 ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(backend("listing task runs"))?;
         let rows = statement

@@ -29,25 +29,26 @@ CREATE TABLE task_runs (
     started        INTEGER,
     ended          INTEGER
 );
-CREATE INDEX task_runs_by_created ON task_runs (created);
+-- Ids sort by creation time, so listing newest first walks the primary key.
 CREATE INDEX task_runs_by_flow_run ON task_runs (flow_run_id);
+-- Keyed by run then sequence (no separate index): one b-tree page to touch per write.
 CREATE TABLE task_run_states (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_run_id  TEXT NOT NULL REFERENCES task_runs (id),
+    task_run_id  TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
     state        TEXT NOT NULL,
     message      TEXT,
     attempt      INTEGER NOT NULL,
-    at           INTEGER NOT NULL
-);
-CREATE INDEX task_run_states_by_run ON task_run_states (task_run_id, seq);
+    at           INTEGER NOT NULL,
+    PRIMARY KEY (task_run_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE logs (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     task_run_id  TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
     at           INTEGER NOT NULL,
     level        TEXT NOT NULL,
-    message      TEXT NOT NULL
-);
-CREATE INDEX logs_by_run ON logs (task_run_id, seq);
+    message      TEXT NOT NULL,
+    PRIMARY KEY (task_run_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE results (
     digest       TEXT PRIMARY KEY,
     size         INTEGER NOT NULL,

@@ -115,8 +115,14 @@ pub trait RunStore: Send + Sync {
     fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()>;
     fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>>;
 
-    /// Inserts the run and its first state, Pending.
-    fn create_task_run(&self, run: &NewTaskRun) -> StoreResult<()>;
+    /// Inserts the run with its first states (Pending, then e.g. Running or Cached), in
+    /// one transaction. When the last state is final, the run is finished with `result`.
+    fn create_task_run(
+        &self,
+        run: &NewTaskRun,
+        states: &[StateChange],
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()>;
     /// Moves a run to a non-final state (Running, AwaitingRetry, Pending) and records it.
     fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()>;
     /// Moves a run to its final state, storing its result (if any) and cache key in the
