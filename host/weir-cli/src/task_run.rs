@@ -109,6 +109,12 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         .run_task(TaskRequest::new(plugin, &args.task, input).with_overrides(overrides))
         .await
         .map_err(runner_failure)?;
+    // Everything about the run is durable before the command reports it.
+    runner
+        .store()
+        .flush()
+        .context("recording the run in the store")
+        .map_err(Failure::internal)?;
     if args.json {
         let report = serde_json::json!({
             "id": outcome.id,

@@ -439,9 +439,11 @@ impl Execution<'_> {
             );
             let cached = self.change(State::Cached, Some(message), 0);
             self.create(&[self.pending(), cached.clone()], Some(&output))?;
-            self.runner
-                .observer
-                .task_run_state(&self.label, State::Cached, cached.message.as_deref());
+            self.runner.observer.task_run_state(
+                &self.label,
+                State::Cached,
+                cached.message.as_deref(),
+            );
             return Ok(TaskRunOutcome {
                 id: self.label.id.clone(),
                 name: self.label.name.clone(),
@@ -463,7 +465,10 @@ impl Execution<'_> {
 
         let retries = self.settings.retry.retries;
         let mut attempt = 1;
-        self.create(&[self.pending(), self.change(State::Running, None, 1)], None)?;
+        self.create(
+            &[self.pending(), self.change(State::Running, None, 1)],
+            None,
+        )?;
         loop {
             if attempt > 1 {
                 self.set_state(self.change(State::Running, None, attempt))?;

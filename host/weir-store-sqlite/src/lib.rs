@@ -2,6 +2,13 @@
 //! `.weir/weir.db` in the working directory) and, beside it, a content-addressed
 //! directory `results/` for results too large to keep inline.
 //!
+//! Writes go to one writer thread that commits whatever is queued in one transaction
+//! (group commit), so recording a run costs the caller a channel send, and thousands
+//! of concurrent runs share each commit. Writes are applied in order: after a crash
+//! the database holds everything up to some point, at most milliseconds before it.
+//! Reads see every write made before them ([`RunStore::flush`] is implied), and
+//! [`RunStore::flush`] makes everything written so far durable.
+//!
 //! ```
 //! use weir_store::{RunStore, TaskRunFilter};
 //! use weir_store_sqlite::SqliteStore;
@@ -11,24 +18,29 @@
 //! assert!(store.task_runs(&TaskRunFilter::default()).unwrap().is_empty());
 //! ```
 
+mod cache_index;
+mod results;
 mod schema;
+mod writer;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
     CacheEntry, CacheEntryDraft, LogRecord, NewTaskRun, PluginRecord, RunStore, StateChange,
     StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
 };
 
-/// Results whose JSON text is larger than this live in files, not in the database.
-const INLINE_RESULT_MAX_BYTES: usize = 64 * 1024;
+use cache_index::CacheIndex;
+use writer::{WriteOp, Writer};
 
-/// The embedded SQLite store. One connection behind a mutex: SQLite serializes
-/// writers anyway, and each operation is a short transaction.
+/// The embedded SQLite store: a writer thread with its own connection, and a
+/// connection for reads.
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    writer: Writer,
+    cache_index: CacheIndex,
     results_dir: PathBuf,
     database_path: PathBuf,
 }
@@ -51,13 +63,20 @@ impl SqliteStore {
         let results_dir = dir.join("results");
         fs_err::create_dir_all(&results_dir).map_err(io_error)?;
         let database_path = dir.join("weir.db");
-        let connection = Connection::open(&database_path).map_err(|error| StoreError::Backend {
-            action: format!("opening {}", database_path.display()),
-            message: error.to_string(),
-        })?;
-        schema::prepare(&connection).map_err(backend("preparing the database schema"))?;
+        let open = || {
+            Connection::open(&database_path).map_err(|error| StoreError::Backend {
+                action: format!("opening {}", database_path.display()),
+                message: error.to_string(),
+            })
+        };
+        let writer_connection = open()?;
+        schema::prepare(&writer_connection).map_err(backend("preparing the database schema"))?;
+        let reader = open()?;
+        schema::configure(&reader).map_err(backend("configuring the database connection"))?;
         Ok(SqliteStore {
-            connection: Mutex::new(connection),
+            reader: Mutex::new(reader),
+            writer: Writer::start(writer_connection)?,
+            cache_index: CacheIndex::default(),
             results_dir,
             database_path,
         })
@@ -67,75 +86,32 @@ impl SqliteStore {
         &self.database_path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a transaction open (rusqlite rolls
-        // back on drop), so the connection is still consistent.
-        self.connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn result_path(&self, digest: &str) -> PathBuf {
-        self.results_dir
-            .join(&digest[..2])
-            .join(format!("{digest}.json"))
-    }
-
-    /// Stores a result by digest: inline when small, as a file otherwise. Returns the digest.
-    fn put_result(
-        &self,
-        transaction: &rusqlite::Transaction<'_>,
-        result: &serde_json::Value,
-    ) -> StoreResult<String> {
-        let text = result.to_string();
-        let digest = blake3::hash(text.as_bytes()).to_hex().to_string();
-        if text.len() <= INLINE_RESULT_MAX_BYTES {
-            transaction
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO results (digest, size, inline_json) VALUES (?1, ?2, ?3)",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![digest, text.len() as i64, text])
-                })
-                .map_err(backend("storing a result"))?;
-        } else {
-            let path = self.result_path(&digest);
-            if !path.exists() {
-                let io_error = |error: std::io::Error| StoreError::Backend {
-                    action: format!("writing the result file {}", path.display()),
-                    message: error.to_string(),
-                };
-                if let Some(parent) = path.parent() {
-                    fs_err::create_dir_all(parent).map_err(io_error)?;
-                }
-                let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-                fs_err::write(&temporary, &text).map_err(io_error)?;
-                fs_err::rename(&temporary, &path).map_err(io_error)?;
-            }
-            transaction
-                .prepare_cached("INSERT OR IGNORE INTO results (digest, size, inline_json) VALUES (?1, ?2, NULL)")
-                .and_then(|mut statement| statement.execute(params![digest, text.len() as i64]))
-                .map_err(backend("storing a result"))?;
+    /// Waits for queued writes (so a read sees them) and locks the reading connection.
+    fn read(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        if !self.writer.is_idle() {
+            self.writer.flush()?;
         }
-        Ok(digest)
+        // A panic while holding the lock cannot leave a read half done in a way that
+        // matters: the connection has no open transaction between calls.
+        Ok(self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn read_result(&self, connection: &Connection, digest: &str) -> StoreResult<serde_json::Value> {
-        let broken = |message: String| StoreError::BrokenResult {
-            digest: digest.to_owned(),
-            message,
-        };
-        let inline: Option<Option<String>> = connection
-            .prepare_cached("SELECT inline_json FROM results WHERE digest = ?1")
-            .and_then(|mut statement| statement.query_row([digest], |row| row.get(0)).optional())
-            .map_err(backend("reading a result"))?;
-        let text = match inline {
-            None => return Err(broken("no such result".into())),
-            Some(Some(text)) => text,
-            Some(None) => fs_err::read_to_string(self.result_path(digest))
-                .map_err(|error| broken(error.to_string()))?,
-        };
-        serde_json::from_str(&text).map_err(|error| broken(error.to_string()))
+    fn prepare_result(
+        &self,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<Option<results::PreparedResult>> {
+        result
+            .map(|result| results::prepare(&self.results_dir, result))
+            .transpose()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.writer.shut_down();
     }
 }
 
@@ -174,6 +150,9 @@ fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord>
     })
 }
 
+const CACHE_ENTRY_COLUMNS: &str =
+    "key, task, plugin_digest, result_digest, task_run_id, created, expires";
+
 fn cache_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
     Ok(CacheEntry {
         key: CacheKey::from_hex(row.get::<_, String>(0)?),
@@ -186,54 +165,21 @@ fn cache_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry>
     })
 }
 
-fn insert_state(
-    transaction: &rusqlite::Transaction<'_>,
-    id: &TaskRunId,
-    change: &StateChange,
-) -> StoreResult<()> {
-    transaction
-        .prepare_cached(
-            "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
-             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = ?1), ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![
-                id.as_str(),
-                change.state.as_str(),
-                change.message,
-                change.attempt,
-                change.at.0
-            ])
-        })
-        .map_err(backend("recording a state change"))?;
-    Ok(())
-}
-
 impl RunStore for SqliteStore {
     fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
-        let tasks = serde_json::to_string(&plugin.tasks).map_err(|error| StoreError::Backend {
-            action: "encoding plugin metadata".into(),
-            message: error.to_string(),
-        })?;
-        self.lock()
-            .prepare_cached(
-                "INSERT OR IGNORE INTO plugins (digest, name, size, tasks_json, first_seen) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    plugin.digest.as_str(),
-                    plugin.name,
-                    plugin.size_bytes as i64,
-                    tasks,
-                    plugin.first_seen.0
-                ])
-            })
-            .map_err(backend("recording a plugin"))?;
-        Ok(())
+        let tasks_json =
+            serde_json::to_string(&plugin.tasks).map_err(|error| StoreError::Backend {
+                action: "encoding plugin metadata".into(),
+                message: error.to_string(),
+            })?;
+        self.writer.send(WriteOp::RecordPlugin {
+            plugin: plugin.clone(),
+            tasks_json,
+        })
     }
 
     fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>> {
-        self.lock()
+        self.read()?
             .prepare_cached(
                 "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE digest = ?1",
             )
@@ -259,80 +205,21 @@ impl RunStore for SqliteStore {
         states: &[StateChange],
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
-        let last = states.last().ok_or_else(|| StoreError::Backend {
-            action: "creating a task run".into(),
-            message: "a task run needs at least one state".into(),
-        })?;
-        let started = states
-            .iter()
-            .find(|change| change.state == State::Running)
-            .map(|change| change.at.0);
-        let ended = last.state.is_final().then_some(last.at.0);
-        let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(backend("starting a transaction"))?;
-        let result_digest = result
-            .map(|result| self.put_result(&transaction, result))
-            .transpose()?;
-        transaction
-            .prepare_cached(
-                "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                     attempts, input_json, tags_json, result_digest, created, started, ended)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    run.id.as_str(),
-                    run.name,
-                    run.task,
-                    run.plugin_name,
-                    run.plugin_digest.as_str(),
-                    run.flow_run_id.as_ref().map(FlowRunId::as_str),
-                    last.state.as_str(),
-                    last.message,
-                    last.attempt,
-                    run.input.to_string(),
-                    serde_json::Value::from(run.tags.clone()).to_string(),
-                    result_digest,
-                    run.created.0,
-                    started,
-                    ended
-                ])
-            })
-            .map_err(backend("creating a task run"))?;
-        for change in states {
-            insert_state(&transaction, &run.id, change)?;
-        }
-        transaction.commit().map_err(backend("committing a new task run"))
+        let result = self.prepare_result(result)?;
+        self.writer.send(WriteOp::CreateTaskRun {
+            run: run.clone(),
+            input_json: run.input.to_string(),
+            tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
+            states: states.to_vec(),
+            result,
+        })
     }
 
     fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction()
-            .map_err(backend("starting a transaction"))?;
-        let updated = transaction
-            .prepare_cached(
-                "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4),
-                     started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END
-                 WHERE id = ?1",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    id.as_str(),
-                    change.state.as_str(),
-                    change.message,
-                    change.attempt,
-                    change.at.0
-                ])
-            })
-            .map_err(backend("updating a task run's state"))?;
-        if updated == 0 {
-            return Err(StoreError::UnknownTaskRun(id.to_string()));
-        }
-        insert_state(&transaction, id, change)?;
-        transaction
-            .commit()
-            .map_err(backend("committing a state change"))
+        self.writer.send(WriteOp::SetState {
+            id: id.clone(),
+            change: change.clone(),
+        })
     }
 
     fn finish_task_run(
@@ -342,91 +229,45 @@ impl RunStore for SqliteStore {
         result: Option<&serde_json::Value>,
         cache: Option<&CacheEntryDraft>,
     ) -> StoreResult<()> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction()
-            .map_err(backend("starting a transaction"))?;
-        let result_digest = result
-            .map(|result| self.put_result(&transaction, result))
-            .transpose()?;
-        let updated = transaction
-            .prepare_cached(
-                "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4), ended = ?5,
-                     result_digest = ?6, cache_key = ?7
-                 WHERE id = ?1",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    id.as_str(),
-                    change.state.as_str(),
-                    change.message,
-                    change.attempt,
-                    change.at.0,
-                    result_digest,
-                    cache.map(|cache| cache.key.as_str())
-                ])
-            })
-            .map_err(backend("finishing a task run"))?;
-        if updated == 0 {
-            return Err(StoreError::UnknownTaskRun(id.to_string()));
+        let prepared = self.prepare_result(result)?;
+        if let (Some(cache), Some(prepared), Some(result)) = (cache, &prepared, result) {
+            self.cache_index.insert(
+                CacheEntry {
+                    key: cache.key.clone(),
+                    task: cache.task.clone(),
+                    plugin_digest: cache.plugin_digest.clone(),
+                    result_digest: prepared.digest.clone(),
+                    task_run_id: id.clone(),
+                    created: change.at,
+                    expires: cache.expires,
+                },
+                Arc::new(result.clone()),
+            );
         }
-        insert_state(&transaction, id, change)?;
-        if let (Some(cache), Some(result_digest)) = (cache, &result_digest) {
-            transaction
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created, expires)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![
-                        cache.key.as_str(),
-                        cache.task,
-                        cache.plugin_digest.as_str(),
-                        result_digest,
-                        id.as_str(),
-                        change.at.0,
-                        cache.expires.map(|expires| expires.0)
-                    ])
-                })
-                .map_err(backend("writing a cache entry"))?;
-        }
-        transaction
-            .commit()
-            .map_err(backend("committing a finished task run"))
+        self.writer.send(WriteOp::FinishTaskRun {
+            id: id.clone(),
+            change: change.clone(),
+            result: prepared,
+            cache: cache.cloned(),
+        })
     }
 
     fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction()
-            .map_err(backend("starting a transaction"))?;
-        {
-            let mut statement = transaction
-                .prepare_cached(
-                    "INSERT INTO logs (task_run_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(backend("preparing a log insert"))?;
-            for line in lines {
-                statement
-                    .execute(params![
-                        id.as_str(),
-                        line.at.0,
-                        line.level.as_str(),
-                        line.message
-                    ])
-                    .map_err(backend("writing a log line"))?;
-            }
-        }
-        transaction
-            .commit()
-            .map_err(backend("committing log lines"))
+        self.writer.send(WriteOp::AppendLogs {
+            id: id.clone(),
+            lines: lines.to_vec(),
+        })
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.writer.flush()
     }
 
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {
-        self.lock()
+        self.read()?
             .prepare_cached(&format!(
                 "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
             ))
@@ -439,7 +280,7 @@ impl RunStore for SqliteStore {
     }
 
     fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
-        let connection = self.lock();
+        let connection = self.read()?;
         let mut statement = connection
             .prepare_cached(&format!(
                 "SELECT {TASK_RUN_COLUMNS} FROM task_runs
@@ -463,9 +304,11 @@ impl RunStore for SqliteStore {
     }
 
     fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
-        let connection = self.lock();
+        let connection = self.read()?;
         let mut statement = connection
-            .prepare_cached("SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq")
+            .prepare_cached(
+                "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq",
+            )
             .map_err(backend("reading state history"))?;
         let rows = statement
             .query_map([id.as_str()], |row| {
@@ -482,7 +325,7 @@ impl RunStore for SqliteStore {
     }
 
     fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>> {
-        let connection = self.lock();
+        let connection = self.read()?;
         let mut statement = connection
             .prepare_cached(
                 "SELECT at, level, message FROM logs WHERE task_run_id = ?1 ORDER BY seq",
@@ -503,8 +346,8 @@ impl RunStore for SqliteStore {
     }
 
     fn result(&self, digest: &str) -> StoreResult<serde_json::Value> {
-        let connection = self.lock();
-        self.read_result(&connection, digest)
+        let connection = self.read()?;
+        results::read(&connection, &self.results_dir, digest)
     }
 
     fn cached_result(
@@ -512,29 +355,36 @@ impl RunStore for SqliteStore {
         key: &CacheKey,
         now: Timestamp,
     ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>> {
-        let connection = self.lock();
-        let entry = connection
-            .prepare_cached(
-                "SELECT key, task, plugin_digest, result_digest, task_run_id, created, expires FROM cache_entries
-                 WHERE key = ?1 AND (expires IS NULL OR expires > ?2)",
-            )
-            .and_then(|mut statement| statement.query_row(params![key.as_str(), now.0], cache_entry_from_row).optional())
-            .map_err(backend("looking up the cache"))?;
-        match entry {
-            None => Ok(None),
-            Some(entry) => {
-                let result = self.read_result(&connection, &entry.result_digest)?;
-                Ok(Some((entry, result)))
-            }
+        if let Some((entry, result)) = self.cache_index.get(key, now) {
+            return Ok(Some((entry, (*result).clone())));
         }
+        let connection = self.read()?;
+        let entry = connection
+            .prepare_cached(&format!(
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE key = ?1 AND (expires IS NULL OR expires > ?2)"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![key.as_str(), now.0], cache_entry_from_row)
+                    .optional()
+            })
+            .map_err(backend("looking up the cache"))?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let result = results::read(&connection, &self.results_dir, &entry.result_digest)?;
+        drop(connection);
+        self.cache_index
+            .insert(entry.clone(), Arc::new(result.clone()));
+        Ok(Some((entry, result)))
     }
 
     fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>> {
-        let connection = self.lock();
+        let connection = self.read()?;
         let mut statement = connection
-            .prepare_cached(
-                "SELECT key, task, plugin_digest, result_digest, task_run_id, created, expires FROM cache_entries ORDER BY created DESC",
-            )
+            .prepare_cached(&format!(
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries ORDER BY created DESC"
+            ))
             .map_err(backend("listing the cache"))?;
         let rows = statement
             .query_map([], cache_entry_from_row)
@@ -544,8 +394,7 @@ impl RunStore for SqliteStore {
     }
 
     fn clear_cache(&self) -> StoreResult<usize> {
-        self.lock()
-            .execute("DELETE FROM cache_entries", [])
-            .map_err(backend("clearing the cache"))
+        self.cache_index.clear();
+        self.writer.clear_cache()
     }
 }

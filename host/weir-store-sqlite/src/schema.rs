@@ -54,7 +54,7 @@ CREATE TABLE results (
     size         INTEGER NOT NULL,
     -- NULL when the result lives in the results/ directory
     inline_json  TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE cache_entries (
     key            TEXT PRIMARY KEY,
     task           TEXT NOT NULL,
@@ -66,14 +66,22 @@ CREATE TABLE cache_entries (
 );
 "#];
 
-pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<()> {
+/// Settings every connection needs.
+pub(crate) fn configure(connection: &Connection) -> rusqlite::Result<()> {
     // WAL lets readers (`weir runs ls`) work while a run writes; NORMAL sync keeps every
     // committed transaction across a process crash (not across power loss), at a
     // fraction of FULL's cost per write.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Several weir processes may share one store; a writer waits for another's commit.
+    connection.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Configures the connection and brings the schema up to date.
+pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<()> {
+    configure(connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         connection.execute_batch(&format!(

@@ -1,9 +1,10 @@
 //! The storage interface of weir: what is recorded about runs, and the [`RunStore`]
 //! trait every backend implements (`weir-store-sqlite` is the embedded default).
 //!
-//! Backends are synchronous: an embedded SQLite write takes microseconds, less than a
-//! hop to a blocking thread would. Everything a run does is written as it happens, so
-//! a process killed with `kill -9` loses nothing it had finished.
+//! The interface is synchronous: a write enqueues or commits in microseconds, less
+//! than a hop to a blocking thread would cost. A backend may commit writes in the
+//! background, but only in the order they were made, so after a crash the store
+//! holds a consistent prefix of the history; [`RunStore::flush`] waits for durability.
 
 use serde::Serialize;
 use weir_core::{
@@ -135,6 +136,10 @@ pub trait RunStore: Send + Sync {
         cache: Option<&CacheEntryDraft>,
     ) -> StoreResult<()>;
     fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()>;
+    /// Waits until every write made so far is durable, and reports a write that failed
+    /// since the last flush. Backends may apply writes in the background, in order;
+    /// reads always see the writes made before them.
+    fn flush(&self) -> StoreResult<()>;
 
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
     fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;

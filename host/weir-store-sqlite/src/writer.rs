@@ -1,0 +1,548 @@
+//! The writer thread: it owns the only writing connection and commits queued writes
+//! in order, as many as are waiting in one transaction (group commit).
+//!
+//! Callers enqueue and go on; [`Writer::flush`] waits until everything queued before it
+//! is committed. Because one thread applies writes in queue order, the database always
+//! holds a prefix of what was written: a crash loses at most the last few
+//! milliseconds of writes, never an earlier write while keeping a later one.
+
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use weir_core::{FlowRunId, State, TaskRunId};
+use weir_store::{
+    CacheEntryDraft, LogRecord, NewTaskRun, PluginRecord, StateChange, StoreError, StoreResult,
+};
+
+use crate::results::PreparedResult;
+
+/// Writes waiting beyond this make callers wait: back-pressure, not unbounded memory.
+const QUEUE_CAPACITY: usize = 8192;
+/// The most writes committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+pub(crate) enum WriteOp {
+    RecordPlugin {
+        plugin: PluginRecord,
+        tasks_json: String,
+    },
+    CreateTaskRun {
+        run: NewTaskRun,
+        /// The input and tags as JSON text, serialized by the caller to spare this thread.
+        input_json: String,
+        tags_json: String,
+        states: Vec<StateChange>,
+        result: Option<PreparedResult>,
+    },
+    SetState {
+        id: TaskRunId,
+        change: StateChange,
+    },
+    FinishTaskRun {
+        id: TaskRunId,
+        change: StateChange,
+        result: Option<PreparedResult>,
+        cache: Option<CacheEntryDraft>,
+    },
+    AppendLogs {
+        id: TaskRunId,
+        lines: Vec<LogRecord>,
+    },
+    ClearCache {
+        reply: SyncSender<StoreResult<usize>>,
+    },
+    Flush {
+        reply: SyncSender<StoreResult<()>>,
+    },
+}
+
+pub(crate) struct Writer {
+    sender: Mutex<Option<SyncSender<(u64, WriteOp)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    enqueued: AtomicU64,
+    committed: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) fn start(connection: Connection) -> StoreResult<Self> {
+        let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let committed = Arc::new(AtomicU64::new(0));
+        let thread_committed = committed.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-store-writer".into())
+            .spawn(move || write_loop(connection, receiver, &thread_committed))
+            .map_err(|error| StoreError::Backend {
+                action: "starting the store's writer thread".into(),
+                message: error.to_string(),
+            })?;
+        Ok(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            enqueued: AtomicU64::new(0),
+            committed,
+        })
+    }
+
+    pub(crate) fn send(&self, op: WriteOp) -> StoreResult<()> {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        sender
+            .ok_or_else(writer_gone)?
+            .send((sequence, op))
+            .map_err(|_| writer_gone())
+    }
+
+    /// True when every write enqueued so far has been committed.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.committed.load(Ordering::SeqCst) >= self.enqueued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until everything enqueued before this call is committed; reports a write
+    /// that failed since the last flush.
+    pub(crate) fn flush(&self) -> StoreResult<()> {
+        let (reply, answer) = sync_channel(1);
+        self.send(WriteOp::Flush { reply })?;
+        answer.recv().map_err(|_| writer_gone())?
+    }
+
+    pub(crate) fn clear_cache(&self) -> StoreResult<usize> {
+        let (reply, answer) = sync_channel(1);
+        self.send(WriteOp::ClearCache { reply })?;
+        answer.recv().map_err(|_| writer_gone())?
+    }
+
+    /// Commits what is queued and stops the thread.
+    pub(crate) fn shut_down(&self) {
+        drop(
+            self.sender
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Backend {
+        action: "queueing a write".into(),
+        message: "the store's writer thread has stopped".into(),
+    }
+}
+
+/// Next sequence numbers of the state history and log lines of runs this writer has
+/// seen, so a write does not have to look them up. Forgotten when a run finishes.
+#[derive(Default)]
+struct Sequences {
+    states: HashMap<TaskRunId, i64>,
+    logs: HashMap<TaskRunId, i64>,
+}
+
+impl Sequences {
+    fn next(
+        map: &mut HashMap<TaskRunId, i64>,
+        connection: &Connection,
+        id: &TaskRunId,
+        lookup: &str,
+        count: i64,
+    ) -> StoreResult<i64> {
+        let first = match map.get(id) {
+            Some(next) => *next,
+            // A run from before this writer started (another process, or a resume).
+            None => connection
+                .prepare_cached(lookup)
+                .and_then(|mut statement| statement.query_row([id.as_str()], |row| row.get(0)))
+                .map_err(backend("numbering a run's records"))?,
+        };
+        map.insert(id.clone(), first + count);
+        Ok(first)
+    }
+
+    fn next_state(
+        &mut self,
+        connection: &Connection,
+        id: &TaskRunId,
+        count: i64,
+    ) -> StoreResult<i64> {
+        Self::next(
+            &mut self.states,
+            connection,
+            id,
+            "SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = ?1",
+            count,
+        )
+    }
+
+    fn next_log(
+        &mut self,
+        connection: &Connection,
+        id: &TaskRunId,
+        count: i64,
+    ) -> StoreResult<i64> {
+        Self::next(
+            &mut self.logs,
+            connection,
+            id,
+            "SELECT coalesce(max(seq), 0) + 1 FROM logs WHERE task_run_id = ?1",
+            count,
+        )
+    }
+
+    fn forget(&mut self, id: &TaskRunId) {
+        self.states.remove(id);
+        self.logs.remove(id);
+    }
+}
+
+fn write_loop(
+    mut connection: Connection,
+    receiver: Receiver<(u64, WriteOp)>,
+    committed: &AtomicU64,
+) {
+    let mut sequences = Sequences::default();
+    // The first failure since the last flush, reported to the next flush.
+    let mut pending_error: Option<StoreError> = None;
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
+        let mut replies = Vec::new();
+        let outcome = commit_batch(&mut connection, &mut sequences, batch, &mut replies);
+        if let Err(error) = outcome {
+            tracing::error!("{error}");
+            pending_error.get_or_insert(error);
+        }
+        committed.store(last_sequence, Ordering::SeqCst);
+        for reply in replies {
+            match reply {
+                Reply::Flush(reply) => {
+                    let _ = reply.send(pending_error.take().map_or(Ok(()), Err));
+                }
+                Reply::Cleared(reply, count) => {
+                    let _ = reply.send(count);
+                }
+            }
+        }
+    }
+}
+
+enum Reply {
+    Flush(SyncSender<StoreResult<()>>),
+    Cleared(SyncSender<StoreResult<usize>>, StoreResult<usize>),
+}
+
+/// Applies a batch in one transaction. A write that fails (say, a state change for an
+/// unknown run) is reported and the others still commit: SQLite undoes the failing
+/// statement only.
+fn commit_batch(
+    connection: &mut Connection,
+    sequences: &mut Sequences,
+    batch: Vec<(u64, WriteOp)>,
+    replies: &mut Vec<Reply>,
+) -> StoreResult<()> {
+    let transaction = connection
+        .transaction()
+        .map_err(backend("starting a transaction"))?;
+    let mut first_error = None;
+    for (_, op) in batch {
+        match op {
+            WriteOp::Flush { reply } => replies.push(Reply::Flush(reply)),
+            WriteOp::ClearCache { reply } => {
+                let count = transaction
+                    .execute("DELETE FROM cache_entries", [])
+                    .map_err(backend("clearing the cache"));
+                replies.push(Reply::Cleared(reply, count));
+            }
+            op => {
+                if let Err(error) = apply(&transaction, sequences, op) {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+    }
+    transaction.commit().map_err(backend("committing writes"))?;
+    first_error.map_or(Ok(()), Err)
+}
+
+fn backend(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |error| StoreError::Backend {
+        action: action.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> StoreResult<()> {
+    match op {
+        WriteOp::RecordPlugin { plugin, tasks_json } => {
+            transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO plugins (digest, name, size, tasks_json, first_seen) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        plugin.digest.as_str(),
+                        plugin.name,
+                        plugin.size_bytes as i64,
+                        tasks_json,
+                        plugin.first_seen.0
+                    ])
+                })
+                .map_err(backend("recording a plugin"))?;
+            Ok(())
+        }
+        WriteOp::CreateTaskRun {
+            run,
+            input_json,
+            tags_json,
+            states,
+            result,
+        } => create_task_run(
+            transaction,
+            sequences,
+            &run,
+            (&input_json, &tags_json),
+            &states,
+            result.as_ref(),
+        ),
+        WriteOp::SetState { id, change } => {
+            let updated = transaction
+                .prepare_cached(
+                    "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4),
+                         started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END
+                     WHERE id = ?1",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        id.as_str(),
+                        change.state.as_str(),
+                        change.message,
+                        change.attempt,
+                        change.at.0
+                    ])
+                })
+                .map_err(backend("updating a task run's state"))?;
+            if updated == 0 {
+                return Err(StoreError::UnknownTaskRun(id.to_string()));
+            }
+            let seq = sequences.next_state(transaction, &id, 1)?;
+            insert_state(transaction, &id, seq, &change)
+        }
+        WriteOp::FinishTaskRun {
+            id,
+            change,
+            result,
+            cache,
+        } => {
+            let seq = sequences.next_state(transaction, &id, 1)?;
+            sequences.forget(&id);
+            finish_task_run(
+                transaction,
+                &id,
+                seq,
+                &change,
+                result.as_ref(),
+                cache.as_ref(),
+            )
+        }
+        WriteOp::AppendLogs { id, lines } => {
+            let first_seq = sequences.next_log(transaction, &id, lines.len() as i64)?;
+            append_logs(transaction, &id, first_seq, &lines)
+        }
+        WriteOp::ClearCache { .. } | WriteOp::Flush { .. } => {
+            unreachable!("handled by commit_batch")
+        }
+    }
+}
+
+fn put_result(transaction: &Connection, result: &PreparedResult) -> StoreResult<()> {
+    transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO results (digest, size, inline_json) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![result.digest, result.size as i64, result.inline])
+        })
+        .map_err(backend("storing a result"))?;
+    Ok(())
+}
+
+fn insert_state(
+    transaction: &Connection,
+    id: &TaskRunId,
+    seq: i64,
+    change: &StateChange,
+) -> StoreResult<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                id.as_str(),
+                seq,
+                change.state.as_str(),
+                change.message,
+                change.attempt,
+                change.at.0
+            ])
+        })
+        .map_err(backend("recording a state change"))?;
+    Ok(())
+}
+
+fn create_task_run(
+    transaction: &Connection,
+    sequences: &mut Sequences,
+    run: &NewTaskRun,
+    (input_json, tags_json): (&str, &str),
+    states: &[StateChange],
+    result: Option<&PreparedResult>,
+) -> StoreResult<()> {
+    let last = states.last().ok_or_else(|| StoreError::Backend {
+        action: "creating a task run".into(),
+        message: "a task run needs at least one state".into(),
+    })?;
+    let started = states
+        .iter()
+        .find(|change| change.state == State::Running)
+        .map(|change| change.at.0);
+    let ended = last.state.is_final().then_some(last.at.0);
+    if let Some(result) = result {
+        put_result(transaction, result)?;
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
+                 attempts, input_json, tags_json, result_digest, created, started, ended)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                run.id.as_str(),
+                run.name,
+                run.task,
+                run.plugin_name,
+                run.plugin_digest.as_str(),
+                run.flow_run_id.as_ref().map(FlowRunId::as_str),
+                last.state.as_str(),
+                last.message,
+                last.attempt,
+                input_json,
+                tags_json,
+                result.map(|result| result.digest.as_str()),
+                run.created.0,
+                started,
+                ended
+            ])
+        })
+        .map_err(backend("creating a task run"))?;
+    let first_seq = sequences.next_state(transaction, &run.id, states.len() as i64)?;
+    for (seq, change) in (first_seq..).zip(states) {
+        insert_state(transaction, &run.id, seq, change)?;
+    }
+    if ended.is_some() {
+        sequences.forget(&run.id);
+    }
+    Ok(())
+}
+
+fn finish_task_run(
+    transaction: &Connection,
+    id: &TaskRunId,
+    seq: i64,
+    change: &StateChange,
+    result: Option<&PreparedResult>,
+    cache: Option<&CacheEntryDraft>,
+) -> StoreResult<()> {
+    if let Some(result) = result {
+        put_result(transaction, result)?;
+    }
+    let updated = transaction
+        .prepare_cached(
+            "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4), ended = ?5,
+                 result_digest = ?6, cache_key = ?7
+             WHERE id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                id.as_str(),
+                change.state.as_str(),
+                change.message,
+                change.attempt,
+                change.at.0,
+                result.map(|result| result.digest.as_str()),
+                cache.map(|cache| cache.key.as_str())
+            ])
+        })
+        .map_err(backend("finishing a task run"))?;
+    if updated == 0 {
+        return Err(StoreError::UnknownTaskRun(id.to_string()));
+    }
+    insert_state(transaction, id, seq, change)?;
+    if let (Some(cache), Some(result)) = (cache, result) {
+        transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    cache.key.as_str(),
+                    cache.task,
+                    cache.plugin_digest.as_str(),
+                    result.digest,
+                    id.as_str(),
+                    change.at.0,
+                    cache.expires.map(|expires| expires.0)
+                ])
+            })
+            .map_err(backend("writing a cache entry"))?;
+    }
+    Ok(())
+}
+
+fn append_logs(
+    transaction: &Connection,
+    id: &TaskRunId,
+    first_seq: i64,
+    lines: &[LogRecord],
+) -> StoreResult<()> {
+    let mut statement = transaction
+        .prepare_cached(
+            "INSERT INTO logs (task_run_id, seq, at, level, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(backend("preparing a log insert"))?;
+    for (seq, line) in (first_seq..).zip(lines) {
+        statement
+            .execute(params![
+                id.as_str(),
+                seq,
+                line.at.0,
+                line.level.as_str(),
+                line.message
+            ])
+            .map_err(backend("writing a log line"))?;
+    }
+    Ok(())
+}
