@@ -44,7 +44,7 @@ impl CacheIndex {
                 .iter()
                 .map(|(key, (entry, _))| (entry.created, key.clone()))
                 .collect();
-            by_age.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+            by_age.sort_unstable_by_key(|(created, _)| *created);
             for (_, key) in by_age.into_iter().take(CAPACITY / 2) {
                 entries.remove(&key);
             }
