@@ -191,6 +191,40 @@ fn bad_plugins_get_clear_errors() {
 }
 
 #[test]
+fn the_guest_does_not_inherit_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let misbehave = plugin("misbehave");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .current_dir(dir.path())
+        .args([
+            "task",
+            "run",
+            &misbehave,
+            "--task",
+            "escape",
+            "--input",
+            r#"{"port": 9}"#,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"secret typed at the terminal\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stdin = report["stdin_bytes"].as_str().unwrap();
+    assert!(stdin == "ok: 0" || stdin.starts_with("denied"), "{stdin}");
+}
+
+#[test]
 fn inspect_lists_tasks_and_digest() {
     let dir = tempfile::tempdir().unwrap();
     let arith = plugin("arith");

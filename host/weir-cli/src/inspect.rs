@@ -42,7 +42,9 @@ pub(crate) async fn run(store_dir: &Path, args: InspectArgs) -> Result<u8, Failu
             .unwrap_or_default();
         println!("task {}{version}", task.name);
         if let Some(description) = &task.description {
-            println!("  {description}");
+            for line in description.lines() {
+                println!("  {line}");
+            }
         }
         if !task.tags.is_empty() {
             println!("  tags        {}", task.tags.join(", "));

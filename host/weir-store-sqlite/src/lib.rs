@@ -398,3 +398,6 @@ impl RunStore for SqliteStore {
         self.writer.clear_cache()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,7 +78,7 @@ fn sleepy(ms: u64) -> u64 {
     ms
 }
 
-/// Tries to reach outside the sandbox: files, the environment and the network (a TCP connection to
+/// Tries to reach outside the sandbox: files, the environment, stdin and the network (a TCP connection to
 /// `port` on 127.0.0.1). Returns one entry per attempt, `"ok: ..."` or `"denied: <error>"`; it
 /// never panics.
 #[weir::task]
@@ -112,6 +112,14 @@ fn escape(port: u16) -> Value {
     }
     // `vars_os`: `vars` panics on a variable that is not UTF-8.
     record("env_count", Ok(std::env::vars_os().count().to_string()));
+    // The host's stdin is not inherited: reading it gives nothing.
+    let mut stdin = Vec::new();
+    record(
+        "stdin_bytes",
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin)
+            .map(|count| count.to_string())
+            .map_err(|error| error.to_string()),
+    );
     record(
         "tcp_connect",
         std::net::TcpStream::connect(("127.0.0.1", port))

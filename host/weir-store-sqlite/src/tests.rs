@@ -1,0 +1,271 @@
+//! The store's own guarantees: reads see earlier writes, writes commit in order and
+//! survive the store, failed writes are reported by flush, the cache index agrees with
+//! the database.
+
+use serde_json::json;
+use std::time::Duration;
+use weir_core::{CacheKey, ComponentDigest, State, TaskRunId, Timestamp};
+use weir_store::{CacheEntryDraft, NewTaskRun, RunStore, StateChange, StoreError, TaskRunFilter};
+
+use crate::SqliteStore;
+
+fn new_run(name: &str) -> NewTaskRun {
+    NewTaskRun {
+        id: TaskRunId::generate(),
+        name: name.into(),
+        task: "add".into(),
+        plugin_name: "arith".into(),
+        plugin_digest: ComponentDigest::of_bytes(b"arith"),
+        flow_run_id: None,
+        input: json!({"a": 1}),
+        tags: vec!["math".into()],
+        created: Timestamp(1_000),
+    }
+}
+
+fn change(state: State, attempt: u32, at: i64) -> StateChange {
+    StateChange {
+        state,
+        message: None,
+        attempt,
+        at: Timestamp(at),
+    }
+}
+
+fn start(store: &SqliteStore, run: &NewTaskRun) {
+    store
+        .create_task_run(
+            run,
+            &[
+                change(State::Pending, 0, 1_000),
+                change(State::Running, 1, 1_001),
+            ],
+            None,
+        )
+        .unwrap();
+}
+
+#[test]
+fn reads_see_every_earlier_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let run = new_run("add-0");
+    start(&store, &run);
+    store
+        .set_task_run_state(&run.id, &change(State::AwaitingRetry, 1, 1_002))
+        .unwrap();
+    store
+        .set_task_run_state(&run.id, &change(State::Running, 2, 1_003))
+        .unwrap();
+    store
+        .finish_task_run(
+            &run.id,
+            &change(State::Completed, 2, 1_004),
+            Some(&json!(2)),
+            None,
+        )
+        .unwrap();
+    let record = store.task_run(&run.id).unwrap().unwrap();
+    assert_eq!(record.state, State::Completed);
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.started, Some(Timestamp(1_001)));
+    assert_eq!(record.ended, Some(Timestamp(1_004)));
+    let states: Vec<State> = store
+        .state_history(&run.id)
+        .unwrap()
+        .iter()
+        .map(|c| c.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            State::Pending,
+            State::Running,
+            State::AwaitingRetry,
+            State::Running,
+            State::Completed
+        ]
+    );
+    assert_eq!(
+        store
+            .result(record.result_digest.as_deref().unwrap())
+            .unwrap(),
+        json!(2)
+    );
+}
+
+#[test]
+fn everything_written_survives_the_store_and_a_second_process_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<NewTaskRun> = (0..500)
+        .map(|index| new_run(&format!("add-{index}")))
+        .collect();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for run in &runs {
+            start(&store, run);
+            store
+                .finish_task_run(
+                    &run.id,
+                    &change(State::Completed, 1, 2_000),
+                    Some(&json!(run.name)),
+                    None,
+                )
+                .unwrap();
+        }
+        // Dropped without a flush: dropping commits what is queued.
+    }
+    let reopened = SqliteStore::open(dir.path()).unwrap();
+    let listed = reopened.task_runs(&TaskRunFilter::default()).unwrap();
+    assert_eq!(listed.len(), 500);
+    assert!(listed.iter().all(|run| run.state == State::Completed));
+    // Newest first, by id.
+    assert_eq!(listed[0].name, "add-499");
+    assert_eq!(listed[499].name, "add-0");
+}
+
+#[test]
+fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let known = new_run("known-0");
+    let unknown = TaskRunId::generate();
+    start(&store, &known);
+    store
+        .set_task_run_state(&unknown, &change(State::Running, 1, 5))
+        .unwrap();
+    store
+        .finish_task_run(
+            &known.id,
+            &change(State::Completed, 1, 6),
+            Some(&json!(1)),
+            None,
+        )
+        .unwrap();
+    let error = store.flush().unwrap_err();
+    assert!(
+        matches!(error, StoreError::UnknownTaskRun(ref id) if *id == unknown.to_string()),
+        "{error}"
+    );
+    assert_eq!(
+        store.task_run(&known.id).unwrap().unwrap().state,
+        State::Completed
+    );
+    // The error is reported once.
+    store.flush().unwrap();
+}
+
+#[test]
+fn cache_entries_expire_are_shared_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let digest = ComponentDigest::of_bytes(b"arith");
+    let key = CacheKey::for_input(&digest, "add", None, &json!({"a": 1}));
+    let run = new_run("add-0");
+    start(&store, &run);
+    let draft = CacheEntryDraft {
+        key: key.clone(),
+        task: "add".into(),
+        plugin_digest: digest,
+        expires: Some(Timestamp(10_000)),
+    };
+    store
+        .finish_task_run(
+            &run.id,
+            &change(State::Completed, 1, 2_000),
+            Some(&json!(42)),
+            Some(&draft),
+        )
+        .unwrap();
+    let (entry, result) = store
+        .cached_result(&key, Timestamp(9_999))
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.task_run_id, result), (run.id.clone(), json!(42)));
+    assert!(
+        store
+            .cached_result(&key, Timestamp(10_000))
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+
+    // Another process sharing the directory finds the entry in the database.
+    let other = SqliteStore::open(dir.path()).unwrap();
+    assert!(
+        other
+            .cached_result(&key, Timestamp(5_000))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.clear_cache().unwrap(), 1);
+    assert!(
+        store
+            .cached_result(&key, Timestamp(5_000))
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.cache_entries().unwrap().is_empty());
+}
+
+#[test]
+fn large_results_are_files_addressed_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let run = new_run("big-0");
+    start(&store, &run);
+    let big = json!("x".repeat(100_000));
+    store
+        .finish_task_run(&run.id, &change(State::Completed, 1, 2), Some(&big), None)
+        .unwrap();
+    let digest = store
+        .task_run(&run.id)
+        .unwrap()
+        .unwrap()
+        .result_digest
+        .unwrap();
+    let file = dir
+        .path()
+        .join("results")
+        .join(&digest[..2])
+        .join(format!("{digest}.json"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), big.to_string());
+    assert_eq!(store.result(&digest).unwrap(), big);
+}
+
+#[test]
+fn many_writers_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for index in 0..1000 {
+                    let run = new_run(&format!("t{thread}-{index}"));
+                    start(&store, &run);
+                    store
+                        .finish_task_run(
+                            &run.id,
+                            &change(State::Completed, 1, 3),
+                            Some(&json!(index)),
+                            None,
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    store.flush().unwrap();
+    assert_eq!(
+        store.task_runs(&TaskRunFilter::default()).unwrap().len(),
+        4000
+    );
+    // Generous: group commit records thousands of runs per second even on a slow disk.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
