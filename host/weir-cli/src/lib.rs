@@ -7,7 +7,6 @@
 //! 3 Crashed, 4 TimedOut, 5 an internal error (e.g. the store could not be opened).
 
 mod inspect;
-mod size;
 mod task_run;
 mod terminal;
 

@@ -29,7 +29,7 @@ pub(crate) struct TaskRunArgs {
     #[arg(long, value_parser = parse_duration_arg)]
     timeout: Option<Duration>,
     /// Memory limit of the task (e.g. 64MiB, 1GiB).
-    #[arg(long, value_parser = crate::size::parse_size)]
+    #[arg(long, value_parser = weir_core::parse_size)]
     memory: Option<u64>,
     /// Bound the task's CPU work deterministically with this much fuel.
     #[arg(long)]

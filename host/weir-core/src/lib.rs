@@ -25,6 +25,7 @@ mod duration;
 mod ids;
 mod json;
 mod limits;
+mod size;
 mod state;
 mod task;
 
@@ -34,5 +35,6 @@ pub use duration::{DurationParseError, format_duration, parse_duration};
 pub use ids::{FlowRunId, TaskRunId};
 pub use json::canonical_json;
 pub use limits::Limits;
+pub use size::parse_size;
 pub use state::{State, StateParseError};
 pub use task::{LogLevel, RetryDelays, RetryPolicy, RunContext, TaskInfo, TaskOverrides};

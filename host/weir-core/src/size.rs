@@ -1,5 +1,5 @@
 /// Parses a byte size: `67108864`, `64MiB`, `64M`, `1GiB`, `512KiB`.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())

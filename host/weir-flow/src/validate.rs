@@ -1,0 +1,330 @@
+//! Checks made before anything runs: every error names the file, the node and the field.
+
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::model::{Flow, FlowOutput, NodeKind};
+use crate::reference::{Target, references_in};
+
+/// A flow that cannot run, and where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct FlowError {
+    /// The flow file (or the flow's name when built in Rust).
+    pub origin: String,
+    pub node: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(node) = &self.node {
+            write!(f, ": node `{node}`")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Flow {
+    pub(crate) fn error(
+        &self,
+        node: Option<&str>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> FlowError {
+        FlowError {
+            origin: self.origin(),
+            node: node.map(str::to_owned),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// The nodes `id` depends on: those its input references, and its `wait_for`.
+    pub fn dependencies(&self, id: &str) -> Vec<String> {
+        let Some(node) = self.node(id) else {
+            return Vec::new();
+        };
+        let template = match &node.kind {
+            NodeKind::Task { input, .. } => input,
+            NodeKind::Subflow { parameters, .. } => parameters,
+        };
+        let mut found = BTreeSet::new();
+        for reference in references_in(template).unwrap_or_default() {
+            if let Target::Node(upstream) = reference.target {
+                found.insert(upstream);
+            }
+        }
+        found.extend(node.wait_for.iter().cloned());
+        found.into_iter().collect()
+    }
+
+    /// Checks the whole graph: names, plugins, references, maps, cycles, output, defaults.
+    /// Returns the nodes in an order where each comes after its dependencies.
+    pub fn validate(&self) -> Result<Vec<String>, FlowError> {
+        let ids: BTreeSet<&str> = self.nodes.iter().map(|node| node.id.as_str()).collect();
+        if self.nodes.is_empty() {
+            return Err(self.error(None, Some("nodes"), "the flow has no nodes"));
+        }
+        for (name, parameter) in &self.parameters {
+            if let Some(default) = &parameter.default
+                && !parameter.kind.accepts(default)
+            {
+                return Err(self.error(
+                    None,
+                    Some(&format!("parameters.{name}.default")),
+                    format!("the default {default} is not a {}", parameter.kind.name()),
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for node in &self.nodes {
+            let id = node.id.as_str();
+            let valid_name = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && id != "params";
+            if !valid_name {
+                return Err(self.error(
+                    Some(id),
+                    None,
+                    "node names use letters, digits, `_` and `-` (and `params` is reserved)",
+                ));
+            }
+            if !seen.insert(id) {
+                return Err(self.error(Some(id), None, "two nodes have this name"));
+            }
+            let (template, template_field) = match &node.kind {
+                NodeKind::Task {
+                    plugin,
+                    task,
+                    input,
+                    map,
+                    ..
+                } => {
+                    if !self.plugins.contains_key(plugin) {
+                        let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+                        return Err(self.error(
+                            Some(id),
+                            Some("task"),
+                            format!(
+                                "`{plugin}.{task}` names no plugin of this flow (plugins: {})",
+                                list_or_none(&known)
+                            ),
+                        ));
+                    }
+                    if task.is_empty() {
+                        return Err(self.error(
+                            Some(id),
+                            Some("task"),
+                            "write the task as `plugin.task`",
+                        ));
+                    }
+                    let Value::Object(fields) = input else {
+                        return Err(self.error(
+                            Some(id),
+                            Some("input"),
+                            "the input must be a table (a JSON object)",
+                        ));
+                    };
+                    for mapped in map {
+                        if !fields.contains_key(mapped) {
+                            return Err(self.error(
+                                Some(id),
+                                Some("map"),
+                                format!("`{mapped}` is not a field of the input"),
+                            ));
+                        }
+                    }
+                    (input, "input")
+                }
+                NodeKind::Subflow { parameters, .. } => {
+                    if !parameters.is_object() {
+                        return Err(self.error(
+                            Some(id),
+                            Some("parameters"),
+                            "the parameters must be a table",
+                        ));
+                    }
+                    (parameters, "parameters")
+                }
+            };
+            let references = references_in(template)
+                .map_err(|error| self.error(Some(id), Some(template_field), error.to_string()))?;
+            for reference in references {
+                match &reference.target {
+                    Target::Parameter(name) if !self.parameters.contains_key(name) => {
+                        let known: Vec<&str> = self.parameters.keys().map(String::as_str).collect();
+                        return Err(self.error(
+                            Some(id),
+                            Some(template_field),
+                            format!(
+                                "`{reference}` names no parameter of this flow (parameters: {})",
+                                list_or_none(&known)
+                            ),
+                        ));
+                    }
+                    Target::Node(upstream) if !ids.contains(upstream.as_str()) => {
+                        return Err(self.error(
+                            Some(id),
+                            Some(template_field),
+                            format!(
+                                "`{reference}` names no node of this flow (nodes: {}; parameters are `${{params.NAME}}`)",
+                                ids.iter().copied().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                    Target::Node(upstream) if upstream == id => {
+                        return Err(self.error(
+                            Some(id),
+                            Some(template_field),
+                            format!("`{reference}` refers to the node itself"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            for upstream in &node.wait_for {
+                if !ids.contains(upstream.as_str()) {
+                    return Err(self.error(
+                        Some(id),
+                        Some("wait_for"),
+                        format!("`{upstream}` names no node of this flow"),
+                    ));
+                }
+            }
+            let dependencies = self.dependencies(id);
+            for upstream in &node.allow_failure {
+                if !dependencies.contains(upstream) {
+                    return Err(self.error(
+                        Some(id),
+                        Some("allow_failure"),
+                        format!("`{upstream}` is not an upstream of this node (reference it or list it in wait_for)"),
+                    ));
+                }
+            }
+        }
+        match &self.output {
+            Some(FlowOutput::Node(node)) if !ids.contains(node.as_str()) => {
+                return Err(self.error(
+                    None,
+                    Some("output"),
+                    format!("`{node}` names no node of this flow"),
+                ));
+            }
+            Some(FlowOutput::Named(named)) => {
+                for (name, node) in named {
+                    if !ids.contains(node.as_str()) {
+                        return Err(self.error(
+                            None,
+                            Some(&format!("output.{name}")),
+                            format!("`{node}` names no node of this flow"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.topological_order()
+    }
+
+    /// Kahn's algorithm; a cycle is an error that lists the nodes on it.
+    fn topological_order(&self) -> Result<Vec<String>, FlowError> {
+        let mut remaining: BTreeMap<String, BTreeSet<String>> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                (
+                    node.id.clone(),
+                    self.dependencies(&node.id).into_iter().collect(),
+                )
+            })
+            .collect();
+        let mut order = Vec::with_capacity(remaining.len());
+        // Keep the file's order among nodes that are ready together.
+        let file_order: Vec<String> = self.nodes.iter().map(|node| node.id.clone()).collect();
+        while !remaining.is_empty() {
+            let ready: Vec<String> = file_order
+                .iter()
+                .filter(|id| remaining.get(*id).is_some_and(BTreeSet::is_empty))
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                let cycle: Vec<&str> = remaining.keys().map(String::as_str).collect();
+                return Err(self.error(
+                    Some(cycle[0]),
+                    None,
+                    format!("the graph has a cycle through {}", cycle.join(" → ")),
+                ));
+            }
+            for id in &ready {
+                remaining.remove(id);
+            }
+            for dependencies in remaining.values_mut() {
+                for id in &ready {
+                    dependencies.remove(id);
+                }
+            }
+            order.extend(ready);
+        }
+        Ok(order)
+    }
+
+    /// The parameter values of a run: the given ones checked against their types, the
+    /// defaults for the rest. Unknown and missing parameters are errors.
+    pub fn bind_parameters(
+        &self,
+        given: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, FlowError> {
+        for name in given.keys() {
+            if !self.parameters.contains_key(name) {
+                let known: Vec<&str> = self.parameters.keys().map(String::as_str).collect();
+                return Err(self.error(
+                    None,
+                    Some(&format!("parameters.{name}")),
+                    format!(
+                        "the flow has no parameter `{name}` (parameters: {})",
+                        list_or_none(&known)
+                    ),
+                ));
+            }
+        }
+        let mut bound = Map::new();
+        for (name, parameter) in &self.parameters {
+            let value = match (given.get(name), &parameter.default) {
+                (Some(value), _) => value.clone(),
+                (None, Some(default)) => default.clone(),
+                (None, None) => {
+                    return Err(self.error(
+                        None,
+                        Some(&format!("parameters.{name}")),
+                        format!("the parameter `{name}` is required (pass -p {name}=VALUE)"),
+                    ));
+                }
+            };
+            if !parameter.kind.accepts(&value) {
+                return Err(self.error(
+                    None,
+                    Some(&format!("parameters.{name}")),
+                    format!("{value} is not a {}", parameter.kind.name()),
+                ));
+            }
+            bound.insert(name.clone(), value);
+        }
+        Ok(bound)
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
