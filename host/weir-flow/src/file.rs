@@ -318,7 +318,7 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                     .input
                     .unwrap_or_else(|| Value::Object(Default::default())),
                 map: file.map,
-                overrides: TaskOverrides {
+                overrides: Box::new(TaskOverrides {
                     retries: file.retries,
                     retry_delays,
                     retry_jitter_factor: file.retry_jitter,
@@ -336,7 +336,7 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                     extra_tags: file.tags,
                     run_name: file.run_name,
                     log_prints: file.log_prints,
-                },
+                }),
             }
         }
     };

@@ -98,7 +98,7 @@ pub enum NodeKind {
         input: Value,
         /// Input fields holding lists to map over (one task run per element, zipped).
         map: Vec<String>,
-        overrides: TaskOverrides,
+        overrides: Box<TaskOverrides>,
     },
     /// Another flow file, run as a subflow; its result is its output.
     Subflow {
@@ -194,7 +194,7 @@ impl Flow {
                 task: task.to_owned(),
                 input,
                 map: Vec::new(),
-                overrides: TaskOverrides::default(),
+                overrides: Box::default(),
             },
             wait_for: Vec::new(),
             allow_failure: Vec::new(),
