@@ -2,10 +2,12 @@
 //! The binary is [`main`]; it lives in a library so that other packages (the
 //! integration tests) can build the same command.
 //!
-//! Exit codes (documented in the README): 0 the task Completed or was Cached,
-//! 1 Failed, 2 bad usage or input (unreadable plugin, unknown task, malformed JSON),
+//! Exit codes (documented in the README): 0 the task or flow Completed (or was Cached),
+//! 1 Failed, 2 bad usage or input (unreadable plugin, unknown task, malformed JSON, an
+//! invalid flow file),
 //! 3 Crashed, 4 TimedOut, 5 an internal error (e.g. the store could not be opened).
 
+mod flow_run;
 mod inspect;
 mod task_run;
 mod terminal;
@@ -28,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a flow file: its tasks, maps and subflows, recorded in the store.
+    Run(flow_run::RunArgs),
     /// Run tasks.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => flow_run::run(&cli.store, args).await,
             Command::Task(TaskCommand::Run(args)) => task_run::run(&cli.store, args).await,
             Command::Inspect(args) => inspect::run(&cli.store, args).await,
         }

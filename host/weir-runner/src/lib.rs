@@ -26,10 +26,12 @@
 //! # Ok(()) }
 //! ```
 
+mod flow;
 mod logs;
 mod naming;
 mod observer;
 mod runner;
 
-pub use observer::{RunLabel, RunObserver, SilentObserver};
-pub use runner::{RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};
+pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
+pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
+pub use runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};

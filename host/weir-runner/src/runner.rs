@@ -51,6 +51,11 @@ pub struct TaskRequest {
     pub input: serde_json::Value,
     pub overrides: TaskOverrides,
     pub flow_run: Option<FlowRunRef>,
+    /// The flow node this run is for.
+    pub node: Option<String>,
+    /// The run's name when neither the request nor the task has a template
+    /// (a flow numbers its runs itself); by default `task-N` per runner.
+    pub default_name: Option<String>,
 }
 
 impl TaskRequest {
@@ -61,6 +66,8 @@ impl TaskRequest {
             input,
             overrides: TaskOverrides::default(),
             flow_run: None,
+            node: None,
+            default_name: None,
         }
     }
 
@@ -165,6 +172,14 @@ impl TaskRunner {
         &self.store
     }
 
+    pub fn observer(&self) -> &Arc<dyn RunObserver> {
+        &self.observer
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Loads a plugin file and records it in the store by digest.
     pub async fn load_plugin(&self, path: &Path) -> Result<Plugin, RunnerError> {
         let plugin = self.runtime.load_plugin_file(path).await?;
@@ -189,12 +204,64 @@ impl TaskRunner {
         name
     }
 
-    /// Runs a task to a final state, recording everything. Returns an error only when
-    /// the run cannot start (unknown task, bad input, store failure).
-    pub async fn run_task(&self, request: TaskRequest) -> Result<TaskRunOutcome, RunnerError> {
+    /// Records a run that never starts because something it needs failed (state NotReady).
+    pub fn record_not_ready(
+        &self,
+        request: &TaskRequest,
+        reason: &str,
+    ) -> Result<TaskRunOutcome, RunnerError> {
+        let info = self.task_info(request)?;
+        let name = self.run_name(request, &info);
+        let id = TaskRunId::generate();
+        let now = self.clock.now();
+        let label = RunLabel {
+            id: id.clone(),
+            name: name.clone(),
+            task: info.name.clone(),
+        };
+        let change = |state, message: Option<&str>| StateChange {
+            state,
+            message: message.map(str::to_owned),
+            attempt: 0,
+            at: now,
+        };
+        self.store.create_task_run(
+            &NewTaskRun {
+                id: id.clone(),
+                name: name.clone(),
+                task: info.name.clone(),
+                plugin_name: request.plugin.name().to_owned(),
+                plugin_digest: request.plugin.digest().clone(),
+                flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
+                node: request.node.clone(),
+                input: request.input.clone(),
+                tags: info.tags.clone(),
+                created: now,
+            },
+            &[
+                change(State::Pending, None),
+                change(State::NotReady, Some(reason)),
+            ],
+            None,
+        )?;
+        self.observer.task_run_created(&label);
+        self.observer
+            .task_run_state(&label, State::NotReady, Some(reason));
+        Ok(TaskRunOutcome {
+            id,
+            name,
+            state: State::NotReady,
+            message: Some(reason.to_owned()),
+            output: None,
+            attempts: 0,
+        })
+    }
+
+    fn task_info(&self, request: &TaskRequest) -> Result<TaskInfo, RunnerError> {
         let plugin = &request.plugin;
-        let info = plugin
+        plugin
             .task(&request.task)
+            .cloned()
             .ok_or_else(|| RunnerError::UnknownTask {
                 plugin: plugin.name().to_owned(),
                 task: request.task.clone(),
@@ -204,8 +271,29 @@ impl TaskRunner {
                     .map(|task| task.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-            })?
-            .clone();
+            })
+    }
+
+    fn run_name(&self, request: &TaskRequest, info: &TaskInfo) -> String {
+        match request
+            .overrides
+            .run_name
+            .as_ref()
+            .or(info.run_name.as_ref())
+        {
+            Some(template) => render_run_name(template, &request.input),
+            None => match &request.default_name {
+                Some(name) => name.clone(),
+                None => self.next_run_name(&info.name),
+            },
+        }
+    }
+
+    /// Runs a task to a final state, recording everything. Returns an error only when
+    /// the run cannot start (unknown task, bad input, store failure).
+    pub async fn run_task(&self, request: TaskRequest) -> Result<TaskRunOutcome, RunnerError> {
+        let plugin = &request.plugin;
+        let info = self.task_info(&request)?;
         if !request.input.is_object() {
             return Err(RunnerError::InputNotObject {
                 task: request.task.clone(),
@@ -221,15 +309,7 @@ impl TaskRunner {
             });
         }
 
-        let name = match request
-            .overrides
-            .run_name
-            .as_ref()
-            .or(info.run_name.as_ref())
-        {
-            Some(template) => render_run_name(template, &request.input),
-            None => self.next_run_name(&info.name),
-        };
+        let name = self.run_name(&request, &info);
         let label = RunLabel {
             id: TaskRunId::generate(),
             name,
@@ -242,6 +322,7 @@ impl TaskRunner {
             plugin_name: plugin.name().to_owned(),
             plugin_digest: plugin.digest().clone(),
             flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
+            node: request.node.clone(),
             input: request.input.clone(),
             tags: settings.tags.clone(),
             created: self.clock.now(),

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntry, CacheEntryDraft, LogRecord, NewTaskRun, PluginRecord, RunStore, StateChange,
-    StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+    CacheEntry, CacheEntryDraft, FlowRunFilter, FlowRunRecord, LogRecord, NewFlowRun, NewTaskRun,
+    PluginRecord, RunStore, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
 };
 
 use cache_index::CacheIndex;
@@ -127,7 +127,7 @@ fn json_from_sql<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Resu
     })
 }
 
-const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended";
+const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node";
 
 fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord> {
     Ok(TaskRunRecord {
@@ -147,6 +147,28 @@ fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord>
         created: Timestamp(row.get(13)?),
         started: row.get::<_, Option<i64>>(14)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(15)?.map(Timestamp),
+        node: row.get(16)?,
+    })
+}
+
+const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended";
+
+fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRunRecord> {
+    Ok(FlowRunRecord {
+        id: FlowRunId::from_string(row.get::<_, String>(0)?),
+        name: row.get(1)?,
+        flow: row.get(2)?,
+        source: row.get(3)?,
+        parameters: json_from_sql(row.get(4)?)?,
+        parent_flow_run_id: row.get::<_, Option<String>>(5)?.map(FlowRunId::from_string),
+        parent_node: row.get(6)?,
+        state: state_from_sql(row.get(7)?)?,
+        state_message: row.get(8)?,
+        attempts: row.get(9)?,
+        result_digest: row.get(10)?,
+        created: Timestamp(row.get(11)?),
+        started: row.get::<_, Option<i64>>(12)?.map(Timestamp),
+        ended: row.get::<_, Option<i64>>(13)?.map(Timestamp),
     })
 }
 
@@ -266,6 +288,84 @@ impl RunStore for SqliteStore {
         self.writer.flush()
     }
 
+    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()> {
+        self.writer.send(WriteOp::CreateFlowRun {
+            run: run.clone(),
+            parameters_json: run.parameters.to_string(),
+            states: states.to_vec(),
+        })
+    }
+
+    fn set_flow_run_state(
+        &self,
+        id: &FlowRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let result = self.prepare_result(result)?;
+        self.writer.send(WriteOp::SetFlowRunState {
+            id: id.clone(),
+            change: change.clone(),
+            result,
+        })
+    }
+
+    fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>> {
+        self.read()?
+            .prepare_cached(&format!(
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], flow_run_from_row)
+                    .optional()
+            })
+            .map_err(backend("reading a flow run"))
+    }
+
+    fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
+        let connection = self.read()?;
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
+                 WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
+                 ORDER BY id DESC LIMIT ?4"
+            ))
+            .map_err(backend("listing flow runs"))?;
+        let rows = statement
+            .query_map(
+                params![
+                    filter.flow,
+                    filter.state.map(State::as_str),
+                    filter.since.map(|since| since.0),
+                    filter.limit.map_or(-1, |limit| limit as i64)
+                ],
+                flow_run_from_row,
+            )
+            .map_err(backend("listing flow runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing flow runs"))
+    }
+
+    fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
+        let connection = self.read()?;
+        let mut statement = connection
+            .prepare_cached("SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1 ORDER BY seq")
+            .map_err(backend("reading a flow run's history"))?;
+        let rows = statement
+            .query_map([id.as_str()], |row| {
+                Ok(StateChange {
+                    state: state_from_sql(row.get(0)?)?,
+                    message: row.get(1)?,
+                    attempt: row.get(2)?,
+                    at: Timestamp(row.get(3)?),
+                })
+            })
+            .map_err(backend("reading a flow run's history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading a flow run's history"))
+    }
+
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {
         self.read()?
             .prepare_cached(&format!(
@@ -285,6 +385,7 @@ impl RunStore for SqliteStore {
             .prepare_cached(&format!(
                 "SELECT {TASK_RUN_COLUMNS} FROM task_runs
                  WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
+                   AND (?5 IS NULL OR flow_run_id = ?5)
                  ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(backend("listing task runs"))?;
@@ -294,7 +395,8 @@ impl RunStore for SqliteStore {
                     filter.task,
                     filter.state.map(State::as_str),
                     filter.since.map(|since| since.0),
-                    filter.limit.map_or(-1, |limit| limit as i64)
+                    filter.limit.map_or(-1, |limit| limit as i64),
+                    filter.flow_run_id.as_ref().map(FlowRunId::as_str)
                 ],
                 task_run_from_row,
             )

@@ -17,6 +17,7 @@ fn new_run(name: &str) -> NewTaskRun {
         plugin_name: "arith".into(),
         plugin_digest: ComponentDigest::of_bytes(b"arith"),
         flow_run_id: None,
+        node: None,
         input: json!({"a": 1}),
         tags: vec!["math".into()],
         created: Timestamp(1_000),

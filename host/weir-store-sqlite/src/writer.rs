@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use weir_core::{FlowRunId, State, TaskRunId};
 use weir_store::{
-    CacheEntryDraft, LogRecord, NewTaskRun, PluginRecord, StateChange, StoreError, StoreResult,
+    CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, PluginRecord, StateChange, StoreError,
+    StoreResult,
 };
 
 use crate::results::PreparedResult;
@@ -50,6 +51,16 @@ pub(crate) enum WriteOp {
     AppendLogs {
         id: TaskRunId,
         lines: Vec<LogRecord>,
+    },
+    CreateFlowRun {
+        run: NewFlowRun,
+        parameters_json: String,
+        states: Vec<StateChange>,
+    },
+    SetFlowRunState {
+        id: FlowRunId,
+        change: StateChange,
+        result: Option<PreparedResult>,
     },
     ClearCache {
         reply: SyncSender<StoreResult<usize>>,
@@ -369,6 +380,79 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             let first_seq = sequences.next_log(transaction, &id, lines.len() as i64)?;
             append_logs(transaction, &id, first_seq, &lines)
         }
+        WriteOp::CreateFlowRun {
+            run,
+            parameters_json,
+            states,
+        } => {
+            let last = states.last().ok_or_else(|| StoreError::Backend {
+                action: "creating a flow run".into(),
+                message: "a flow run needs at least one state".into(),
+            })?;
+            let started = states
+                .iter()
+                .find(|change| change.state == State::Running)
+                .map(|change| change.at.0);
+            transaction
+                .prepare_cached(
+                    "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
+                         state, state_message, attempts, created, started)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        run.id.as_str(),
+                        run.name,
+                        run.flow,
+                        run.source,
+                        parameters_json,
+                        run.parent.as_ref().map(|(parent, _)| parent.as_str()),
+                        run.parent.as_ref().map(|(_, node)| node.as_str()),
+                        last.state.as_str(),
+                        last.message,
+                        last.attempt,
+                        run.created.0,
+                        started
+                    ])
+                })
+                .map_err(backend("creating a flow run"))?;
+            for change in &states {
+                insert_flow_state(transaction, &run.id, change)?;
+            }
+            Ok(())
+        }
+        WriteOp::SetFlowRunState { id, change, result } => {
+            if let Some(result) = &result {
+                put_result(transaction, result)?;
+            }
+            let updated = transaction
+                .prepare_cached(
+                    "UPDATE flow_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4),
+                         started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END,
+                         ended = CASE WHEN ?6 THEN ?5 ELSE NULL END,
+                         result_digest = coalesce(?7, result_digest)
+                     WHERE id = ?1",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        id.as_str(),
+                        change.state.as_str(),
+                        change.message,
+                        change.attempt,
+                        change.at.0,
+                        change.state.is_final(),
+                        result.as_ref().map(|result| result.digest.as_str())
+                    ])
+                })
+                .map_err(backend("updating a flow run's state"))?;
+            if updated == 0 {
+                return Err(StoreError::Backend {
+                    action: "updating a flow run's state".into(),
+                    message: format!("no flow run with id `{id}`"),
+                });
+            }
+            insert_flow_state(transaction, &id, &change)
+        }
         WriteOp::ClearCache { .. } | WriteOp::Flush { .. } => {
             unreachable!("handled by commit_batch")
         }
@@ -411,6 +495,30 @@ fn insert_state(
     Ok(())
 }
 
+/// Flow runs change state rarely, so their sequence numbers are looked up.
+fn insert_flow_state(
+    transaction: &Connection,
+    id: &FlowRunId,
+    change: &StateChange,
+) -> StoreResult<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
+             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM flow_run_states WHERE flow_run_id = ?1), ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                id.as_str(),
+                change.state.as_str(),
+                change.message,
+                change.attempt,
+                change.at.0
+            ])
+        })
+        .map_err(backend("recording a flow run's state"))?;
+    Ok(())
+}
+
 fn create_task_run(
     transaction: &Connection,
     sequences: &mut Sequences,
@@ -434,8 +542,8 @@ fn create_task_run(
     transaction
         .prepare_cached(
             "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                 attempts, input_json, tags_json, result_digest, created, started, ended)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 attempts, input_json, tags_json, result_digest, created, started, ended, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -453,7 +561,8 @@ fn create_task_run(
                 result.map(|result| result.digest.as_str()),
                 run.created.0,
                 started,
-                ended
+                ended,
+                run.node
             ])
         })
         .map_err(backend("creating a task run"))?;

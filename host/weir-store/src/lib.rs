@@ -33,6 +33,8 @@ pub struct NewTaskRun {
     pub plugin_name: String,
     pub plugin_digest: ComponentDigest,
     pub flow_run_id: Option<FlowRunId>,
+    /// The flow node it runs for.
+    pub node: Option<String>,
     pub input: serde_json::Value,
     pub tags: Vec<String>,
     pub created: Timestamp,
@@ -47,6 +49,7 @@ pub struct TaskRunRecord {
     pub plugin_name: String,
     pub plugin_digest: ComponentDigest,
     pub flow_run_id: Option<FlowRunId>,
+    pub node: Option<String>,
     pub state: State,
     pub state_message: Option<String>,
     /// Attempts started so far (0 for a cache hit).
@@ -101,9 +104,52 @@ pub struct PluginRecord {
     pub first_seen: Timestamp,
 }
 
+/// A flow run as first recorded.
+#[derive(Debug, Clone)]
+pub struct NewFlowRun {
+    pub id: FlowRunId,
+    pub name: String,
+    pub flow: String,
+    /// The flow file, when it came from one.
+    pub source: Option<String>,
+    pub parameters: serde_json::Value,
+    /// The flow run and node that ran this one as a subflow.
+    pub parent: Option<(FlowRunId, String)>,
+    pub created: Timestamp,
+}
+
+/// A flow run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRunRecord {
+    pub id: FlowRunId,
+    pub name: String,
+    pub flow: String,
+    pub source: Option<String>,
+    pub parameters: serde_json::Value,
+    pub parent_flow_run_id: Option<FlowRunId>,
+    pub parent_node: Option<String>,
+    pub state: State,
+    pub state_message: Option<String>,
+    pub attempts: u32,
+    pub result_digest: Option<String>,
+    pub created: Timestamp,
+    pub started: Option<Timestamp>,
+    pub ended: Option<Timestamp>,
+}
+
+/// Which flow runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRunFilter {
+    pub flow: Option<String>,
+    pub state: Option<State>,
+    pub since: Option<Timestamp>,
+    pub limit: Option<usize>,
+}
+
 /// Which task runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRunFilter {
+    pub flow_run_id: Option<FlowRunId>,
     pub task: Option<String>,
     pub state: Option<State>,
     pub since: Option<Timestamp>,
@@ -140,6 +186,19 @@ pub trait RunStore: Send + Sync {
     /// since the last flush. Backends may apply writes in the background, in order;
     /// reads always see the writes made before them.
     fn flush(&self) -> StoreResult<()>;
+
+    /// Inserts a flow run with its first states.
+    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()>;
+    /// Records a flow run's state; a final state ends it, with its result.
+    fn set_flow_run_state(
+        &self,
+        id: &FlowRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()>;
+    fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>>;
+    fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>>;
+    fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>>;
 
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
     fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;

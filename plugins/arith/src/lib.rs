@@ -74,6 +74,12 @@ fn big(size: usize) -> String {
     "x".repeat(size)
 }
 
+/// Adds up a list of numbers.
+#[weir::task]
+fn sum(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
 weir::export!(
-    add, multiply, divide, context, cached_add, keyed, slow_add, echo, big
+    add, multiply, divide, context, cached_add, keyed, slow_add, echo, big, sum
 );

@@ -1,0 +1,117 @@
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weir_core::State;
+use weir_flow::Flow;
+use weir_runner::{FlowRunError, FlowRunner};
+
+use crate::task_run::open_runner;
+use crate::{Failure, exit};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The flow file (TOML).
+    flow: PathBuf,
+    /// A parameter, `key=value` (repeatable); the value is read as the parameter's type.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A JSON file with an object of parameters (`-p` wins over it).
+    #[arg(long)]
+    params_file: Option<PathBuf>,
+    /// Task runs in progress at once (default: 8 per core, between 16 and 128).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Print a JSON object with the flow run's id, name, state, message and output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parameters(flow: &Flow, args: &RunArgs) -> Result<Map<String, Value>, Failure> {
+    let mut given = Map::new();
+    if let Some(path) = &args.params_file {
+        let text = fs_err::read_to_string(path).map_err(Failure::usage)?;
+        match serde_json::from_str(&text) {
+            Ok(Value::Object(object)) => given.extend(object),
+            Ok(_) => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} must hold a JSON object of parameters",
+                    path.display()
+                )));
+            }
+            Err(error) => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} is not valid JSON: {error}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    for assignment in &args.params {
+        let (key, text) = assignment.split_once('=').ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "`-p {assignment}` should be `-p key=value`"
+            ))
+        })?;
+        let parameter = flow.parameters.get(key).ok_or_else(|| {
+            let known: Vec<&str> = flow.parameters.keys().map(String::as_str).collect();
+            Failure::usage(anyhow::anyhow!(
+                "{}: the flow has no parameter `{key}` (parameters: {})",
+                flow.origin(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let value = parameter
+            .kind
+            .parse_value(text)
+            .map_err(|message| Failure::usage(anyhow::anyhow!("parameter `{key}`: {message}")))?;
+        given.insert(key.to_owned(), value);
+    }
+    Ok(given)
+}
+
+pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> {
+    let flow = Flow::load(&args.flow).map_err(Failure::usage)?;
+    let given = parameters(&flow, &args)?;
+    let tasks = Arc::new(open_runner(store_dir)?);
+    let concurrency = args
+        .concurrency
+        .unwrap_or_else(FlowRunner::default_concurrency);
+    let runner = Arc::new(FlowRunner::new(tasks.clone(), concurrency));
+    let outcome = runner
+        .run_flow(&flow, &given)
+        .await
+        .map_err(|error| match error {
+            FlowRunError::Store(_) => Failure::internal(error),
+            _ => Failure::usage(error),
+        })?;
+    tasks
+        .store()
+        .flush()
+        .context("recording the flow run in the store")
+        .map_err(Failure::internal)?;
+    if args.json {
+        let report = serde_json::json!({
+            "id": outcome.id,
+            "name": outcome.name,
+            "state": outcome.state,
+            "message": outcome.message,
+            "attempts": outcome.attempts,
+            "output": outcome.output,
+        });
+        println!("{report}");
+    } else if let Some(output) = &outcome.output {
+        println!("{output}");
+    }
+    Ok(match outcome.state {
+        State::Completed => 0,
+        State::TimedOut => exit::TIMED_OUT,
+        State::Crashed => exit::CRASHED,
+        _ => exit::FAILED,
+    })
+}

@@ -1,0 +1,737 @@
+//! Flow runs: a validated graph run with as much concurrency as it allows, maps fanned
+//! out and gathered in order, subflows, NotReady for what a failure blocks, flow
+//! retries that keep completed nodes, and a flow timeout.
+
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use weir_core::{FlowRunId, State, format_duration};
+use weir_flow::reference::{self, Reference, ResolveError, Target};
+use weir_flow::{Flow, FlowError, FlowOutput, NodeKind, flow_run_name};
+use weir_runtime::Plugin;
+use weir_store::{NewFlowRun, StateChange, StoreError, TaskRunFilter};
+
+use crate::observer::FlowRunLabel;
+use crate::runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunner};
+
+/// Why a flow run could not start. How a started run ends is its state, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowRunError {
+    #[error(transparent)]
+    Invalid(#[from] FlowError),
+    #[error("{origin}: plugin `{alias}`: {source}")]
+    Plugin {
+        origin: String,
+        alias: String,
+        #[source]
+        source: RunnerError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a flow run ended.
+#[derive(Debug, Clone)]
+pub struct FlowRunOutcome {
+    pub id: FlowRunId,
+    pub name: String,
+    pub state: State,
+    /// The first cause, for every state but Completed.
+    pub message: Option<String>,
+    pub output: Option<Value>,
+    pub attempts: u32,
+}
+
+/// A flow ready to run: validated, its plugins loaded, its subflows prepared.
+struct PreparedFlow {
+    flow: Flow,
+    order: Vec<String>,
+    plugins: HashMap<String, Plugin>,
+    subflows: HashMap<String, Arc<PreparedFlow>>,
+}
+
+/// How one node ended.
+#[derive(Debug, Clone)]
+enum NodeOutcome {
+    Completed(Value),
+    /// Failed, TimedOut, Crashed, NotReady… with the cause.
+    Failed {
+        state: State,
+        cause: String,
+    },
+}
+
+/// Runs flows over a task runner. Share it behind an `Arc`.
+pub struct FlowRunner {
+    tasks: Arc<TaskRunner>,
+    /// Bounds the task runs (attempts) in progress at once, across all flow runs.
+    slots: Arc<Semaphore>,
+    plugins: Mutex<HashMap<PathBuf, Plugin>>,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl FlowRunner {
+    /// `concurrency` bounds task runs in progress at once (at least 1).
+    pub fn new(tasks: Arc<TaskRunner>, concurrency: usize) -> Self {
+        FlowRunner {
+            tasks,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            plugins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A default concurrency: enough to keep every core busy while some tasks wait, and
+    /// below the runtime's instance pool.
+    pub fn default_concurrency() -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        (cores * 8).clamp(16, 128)
+    }
+
+    pub fn tasks(&self) -> &Arc<TaskRunner> {
+        &self.tasks
+    }
+
+    /// Checks the flow (and its subflows, and that every task exists), then runs it.
+    /// Returns an error only when it cannot start.
+    pub async fn run_flow(
+        self: &Arc<Self>,
+        flow: &Flow,
+        parameters: &Map<String, Value>,
+    ) -> Result<FlowRunOutcome, FlowRunError> {
+        let prepared = self.prepare(flow.clone(), Vec::new()).await?;
+        let parameters = prepared.flow.bind_parameters(parameters)?;
+        self.run_prepared(prepared, parameters, None).await
+    }
+
+    fn prepare(
+        self: &Arc<Self>,
+        flow: Flow,
+        mut stack: Vec<PathBuf>,
+    ) -> BoxFuture<'_, Result<Arc<PreparedFlow>, FlowRunError>> {
+        Box::pin(async move {
+            let order = flow.validate()?;
+            let mut plugins = HashMap::new();
+            for (alias, path) in &flow.plugins {
+                let plugin =
+                    self.load_plugin(path)
+                        .await
+                        .map_err(|source| FlowRunError::Plugin {
+                            origin: flow.origin(),
+                            alias: alias.clone(),
+                            source,
+                        })?;
+                plugins.insert(alias.clone(), plugin);
+            }
+            if let Some(source) = &flow.source {
+                stack.push(source.canonicalize().unwrap_or_else(|_| source.clone()));
+            }
+            let mut subflows = HashMap::new();
+            for node in &flow.nodes {
+                match &node.kind {
+                    NodeKind::Task { plugin, task, .. } => {
+                        let loaded = &plugins[plugin];
+                        if loaded.task(task).is_none() {
+                            let tasks: Vec<&str> = loaded
+                                .tasks()
+                                .iter()
+                                .map(|info| info.name.as_str())
+                                .collect();
+                            return Err(FlowError {
+                                origin: flow.origin(),
+                                node: Some(node.id.clone()),
+                                field: Some("task".into()),
+                                message: format!(
+                                    "plugin `{plugin}` has no task `{task}` (its tasks: {})",
+                                    tasks.join(", ")
+                                ),
+                            }
+                            .into());
+                        }
+                    }
+                    NodeKind::Subflow { path, .. } => {
+                        let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+                        if stack.contains(&canonical) {
+                            return Err(FlowError {
+                                origin: flow.origin(),
+                                node: Some(node.id.clone()),
+                                field: Some("flow".into()),
+                                message: format!(
+                                    "{} runs itself as a subflow (directly or through others)",
+                                    path.display()
+                                ),
+                            }
+                            .into());
+                        }
+                        let subflow = Flow::load(path).map_err(|error| FlowError {
+                            origin: flow.origin(),
+                            node: Some(node.id.clone()),
+                            field: Some("flow".into()),
+                            message: error.to_string(),
+                        })?;
+                        let prepared = self.prepare(subflow, stack.clone()).await?;
+                        subflows.insert(node.id.clone(), prepared);
+                    }
+                }
+            }
+            Ok(Arc::new(PreparedFlow {
+                flow,
+                order,
+                plugins,
+                subflows,
+            }))
+        })
+    }
+
+    async fn load_plugin(&self, path: &PathBuf) -> Result<Plugin, RunnerError> {
+        if let Some(plugin) = self.lock_plugins().get(path) {
+            return Ok(plugin.clone());
+        }
+        let plugin = self.tasks.load_plugin(path).await?;
+        self.lock_plugins().insert(path.clone(), plugin.clone());
+        Ok(plugin)
+    }
+
+    fn lock_plugins(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Plugin>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn run_prepared(
+        self: &Arc<Self>,
+        prepared: Arc<PreparedFlow>,
+        parameters: Map<String, Value>,
+        parent: Option<(FlowRunId, String)>,
+    ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
+        Box::pin(async move {
+            let flow = &prepared.flow;
+            let store = self.tasks.store().clone();
+            let clock = self.tasks.clock().clone();
+            let observer = self.tasks.observer().clone();
+            let label = FlowRunLabel {
+                id: FlowRunId::generate(),
+                name: flow_run_name(),
+                flow: flow.name.clone(),
+            };
+            let change = |state, message: Option<String>, attempt| StateChange {
+                state,
+                message,
+                attempt,
+                at: clock.now(),
+            };
+            store.create_flow_run(
+                &NewFlowRun {
+                    id: label.id.clone(),
+                    name: label.name.clone(),
+                    flow: flow.name.clone(),
+                    source: flow.source.as_ref().map(|path| path.display().to_string()),
+                    parameters: Value::Object(parameters.clone()),
+                    parent: parent.clone(),
+                    created: clock.now(),
+                },
+                &[
+                    change(State::Pending, None, 0),
+                    change(State::Running, None, 1),
+                ],
+            )?;
+            observer.flow_run_created(&label);
+
+            let shared = Arc::new(FlowRunShared {
+                runner: self.clone(),
+                prepared: prepared.clone(),
+                flow_run: FlowRunRef {
+                    id: label.id.clone(),
+                    name: label.name.clone(),
+                    parameters: Value::Object(parameters.clone()),
+                },
+                parameters,
+                name_counters: Mutex::new(HashMap::new()),
+            });
+            // Nodes that completed keep their values across flow retries.
+            let mut completed: HashMap<String, Value> = HashMap::new();
+            let mut attempt = 1;
+            loop {
+                let graph = execute_graph(shared.clone(), &mut completed);
+                let failure = match flow.timeout {
+                    Some(timeout) => match tokio::time::timeout(timeout, graph).await {
+                        Ok(failure) => failure,
+                        Err(_) => {
+                            self.cancel_unfinished(
+                                &label.id,
+                                &format!(
+                                    "the flow run timed out after {}",
+                                    format_duration(timeout)
+                                ),
+                            );
+                            Some((
+                                State::TimedOut,
+                                format!(
+                                    "the flow run exceeded its timeout of {}",
+                                    format_duration(timeout)
+                                ),
+                            ))
+                        }
+                    },
+                    None => graph.await,
+                };
+                let Some((state, cause)) = failure else {
+                    let output = flow_output(flow, &completed);
+                    store.set_flow_run_state(
+                        &label.id,
+                        &change(State::Completed, None, attempt),
+                        output.as_ref(),
+                    )?;
+                    observer.flow_run_state(&label, State::Completed, None);
+                    return Ok(FlowRunOutcome {
+                        id: label.id,
+                        name: label.name,
+                        state: State::Completed,
+                        message: None,
+                        output,
+                        attempts: attempt,
+                    });
+                };
+                if attempt > flow.retries {
+                    store.set_flow_run_state(
+                        &label.id,
+                        &change(state, Some(cause.clone()), attempt),
+                        None,
+                    )?;
+                    observer.flow_run_state(&label, state, Some(&cause));
+                    return Ok(FlowRunOutcome {
+                        id: label.id,
+                        name: label.name,
+                        state,
+                        message: Some(cause),
+                        output: None,
+                        attempts: attempt,
+                    });
+                }
+                let note = format!(
+                    "attempt {attempt} ended {state}: {cause}; retry {attempt}/{} in {}",
+                    flow.retries,
+                    format_duration(flow.retry_delay)
+                );
+                store.set_flow_run_state(
+                    &label.id,
+                    &change(State::AwaitingRetry, Some(note.clone()), attempt),
+                    None,
+                )?;
+                observer.flow_run_state(&label, State::AwaitingRetry, Some(&note));
+                if !flow.retry_delay.is_zero() {
+                    tokio::time::sleep(flow.retry_delay).await;
+                }
+                attempt += 1;
+                store.set_flow_run_state(
+                    &label.id,
+                    &change(State::Running, None, attempt),
+                    None,
+                )?;
+            }
+        })
+    }
+
+    /// Marks the flow run's unfinished task runs Cancelled (their attempts were dropped).
+    fn cancel_unfinished(&self, flow_run: &FlowRunId, reason: &str) {
+        let store = self.tasks.store();
+        let filter = TaskRunFilter {
+            flow_run_id: Some(flow_run.clone()),
+            ..Default::default()
+        };
+        let Ok(runs) = store.task_runs(&filter) else {
+            return;
+        };
+        for run in runs.into_iter().filter(|run| !run.state.is_final()) {
+            let change = StateChange {
+                state: State::Cancelled,
+                message: Some(reason.to_owned()),
+                attempt: run.attempts,
+                at: self.tasks.clock().now(),
+            };
+            if let Err(error) = store.finish_task_run(&run.id, &change, None, None) {
+                tracing::error!("could not cancel task run {}: {error}", run.id);
+            }
+        }
+    }
+}
+
+fn flow_output(flow: &Flow, completed: &HashMap<String, Value>) -> Option<Value> {
+    match &flow.output {
+        None => None,
+        Some(FlowOutput::Node(node)) => completed.get(node).cloned(),
+        Some(FlowOutput::Named(named)) => Some(Value::Object(
+            named
+                .iter()
+                .map(|(name, node)| {
+                    (
+                        name.clone(),
+                        completed.get(node).cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        )),
+    }
+}
+
+/// What every node of one flow run shares.
+struct FlowRunShared {
+    runner: Arc<FlowRunner>,
+    prepared: Arc<PreparedFlow>,
+    flow_run: FlowRunRef,
+    parameters: Map<String, Value>,
+    /// `task-N` numbering within this flow run.
+    name_counters: Mutex<HashMap<String, u64>>,
+}
+
+impl FlowRunShared {
+    fn next_name(&self, task: &str) -> String {
+        let mut counters = self
+            .name_counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counter = counters.entry(task.to_owned()).or_insert(0);
+        let name = format!("{task}-{counter}");
+        *counter += 1;
+        name
+    }
+
+    fn request(&self, node: &str, plugin: &str, task: &str, input: Value) -> TaskRequest {
+        let NodeKind::Task { overrides, .. } =
+            &self.prepared.flow.node(node).expect("validated").kind
+        else {
+            unreachable!("a request is built for task nodes only");
+        };
+        TaskRequest {
+            plugin: self.prepared.plugins[plugin].clone(),
+            task: task.to_owned(),
+            input,
+            overrides: (**overrides).clone(),
+            flow_run: Some(self.flow_run.clone()),
+            node: Some(node.to_owned()),
+            default_name: Some(self.next_name(task)),
+        }
+    }
+}
+
+/// Runs every node not yet completed, each as soon as its upstreams are done. Returns the
+/// first unhandled failure (its state and cause), or None when the flow succeeded.
+async fn execute_graph(
+    shared: Arc<FlowRunShared>,
+    completed: &mut HashMap<String, Value>,
+) -> Option<(State, String)> {
+    let flow = &shared.prepared.flow;
+    let mut outcomes: BTreeMap<String, NodeOutcome> = completed
+        .iter()
+        .map(|(node, value)| (node.clone(), NodeOutcome::Completed(value.clone())))
+        .collect();
+    let mut waiting: Vec<String> = shared
+        .prepared
+        .order
+        .iter()
+        .filter(|node| !outcomes.contains_key(*node))
+        .cloned()
+        .collect();
+    let mut running = JoinSet::new();
+    let mut first_failure: Option<(String, State, String)> = None;
+    loop {
+        // Start (or mark NotReady) every waiting node whose upstreams have all ended.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let mut still_waiting = Vec::new();
+            for node_id in std::mem::take(&mut waiting) {
+                let dependencies = flow.dependencies(&node_id);
+                if !dependencies
+                    .iter()
+                    .all(|upstream| outcomes.contains_key(upstream))
+                {
+                    still_waiting.push(node_id);
+                    continue;
+                }
+                let node = flow.node(&node_id).expect("validated");
+                let blocking = dependencies.iter().find(|upstream| {
+                    matches!(outcomes[*upstream], NodeOutcome::Failed { .. })
+                        && !node.allow_failure.contains(upstream)
+                });
+                if let Some(upstream) = blocking {
+                    let cause = format!("upstream node `{upstream}` did not complete");
+                    record_not_ready(&shared, &node_id, &cause);
+                    outcomes.insert(
+                        node_id,
+                        NodeOutcome::Failed {
+                            state: State::NotReady,
+                            cause,
+                        },
+                    );
+                    progressed = true;
+                    continue;
+                }
+                let upstream: HashMap<String, NodeOutcome> = dependencies
+                    .iter()
+                    .map(|upstream| (upstream.clone(), outcomes[upstream].clone()))
+                    .collect();
+                let shared = shared.clone();
+                running.spawn(async move {
+                    let outcome = run_node(&shared, &node_id, &upstream).await;
+                    (node_id, outcome)
+                });
+            }
+            waiting = still_waiting;
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (node_id, outcome) = match joined {
+            Ok(done) => done,
+            Err(panic) => {
+                // A bug in weir, not in a task: report it as the flow's failure.
+                first_failure.get_or_insert((
+                    String::new(),
+                    State::Crashed,
+                    format!("a node's runner failed: {panic}"),
+                ));
+                continue;
+            }
+        };
+        match &outcome {
+            NodeOutcome::Completed(value) => {
+                completed.insert(node_id.clone(), value.clone());
+            }
+            NodeOutcome::Failed { state, cause } => {
+                let handled = flow
+                    .nodes
+                    .iter()
+                    .any(|other| other.allow_failure.contains(&node_id));
+                if !handled && first_failure.is_none() {
+                    first_failure = Some((node_id.clone(), *state, cause.clone()));
+                }
+            }
+        }
+        outcomes.insert(node_id, outcome);
+    }
+    first_failure.map(|(node, state, cause)| {
+        let state = if state == State::NotReady {
+            State::Failed
+        } else {
+            state
+        };
+        let state = match state {
+            State::TimedOut | State::Crashed | State::Failed => State::Failed,
+            other => other,
+        };
+        if node.is_empty() {
+            (state, cause)
+        } else {
+            (state, format!("node `{node}` did not complete: {cause}"))
+        }
+    })
+}
+
+fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
+    let node = shared.prepared.flow.node(node_id).expect("validated");
+    if let NodeKind::Task {
+        plugin,
+        task,
+        input,
+        ..
+    } = &node.kind
+    {
+        let request = shared.request(node_id, plugin, task, input.clone());
+        if let Err(error) = shared.runner.tasks.record_not_ready(&request, cause) {
+            tracing::error!("could not record node `{node_id}` as NotReady: {error}");
+        }
+    }
+}
+
+/// Resolves a node's references from the parameters and its upstreams' outputs.
+fn resolve(
+    shared: &FlowRunShared,
+    template: &Value,
+    upstream: &HashMap<String, NodeOutcome>,
+) -> Result<Value, ResolveError> {
+    let lookup = |reference: &Reference| -> Result<Value, ResolveError> {
+        let root = match &reference.target {
+            Target::Parameter(name) => shared.parameters.get(name).cloned().unwrap_or(Value::Null),
+            Target::Node(node) => match upstream.get(node) {
+                Some(NodeOutcome::Completed(value)) => value.clone(),
+                // An allowed failure reads as null.
+                _ => return Ok(Value::Null),
+            },
+        };
+        reference::follow(reference, &root).cloned()
+    };
+    reference::resolve(template, &lookup)
+}
+
+async fn run_node(
+    shared: &Arc<FlowRunShared>,
+    node_id: &str,
+    upstream: &HashMap<String, NodeOutcome>,
+) -> NodeOutcome {
+    let node = shared.prepared.flow.node(node_id).expect("validated");
+    let failed = |cause: String| NodeOutcome::Failed {
+        state: State::Failed,
+        cause,
+    };
+    match &node.kind {
+        NodeKind::Task {
+            plugin,
+            task,
+            input,
+            map,
+            ..
+        } => {
+            let input = match resolve(shared, input, upstream) {
+                Ok(input) => input,
+                Err(error) => return failed(format!("its input could not be resolved: {error}")),
+            };
+            if map.is_empty() {
+                return run_task(shared, node_id, plugin, task, input).await;
+            }
+            let inputs = match fan_out(&input, map) {
+                Ok(inputs) => inputs,
+                Err(cause) => return failed(cause),
+            };
+            let mut elements = JoinSet::new();
+            for (index, element) in inputs.into_iter().enumerate() {
+                let request = shared.request(node_id, plugin, task, element);
+                let shared = shared.clone();
+                elements.spawn(async move { (index, run_request(&shared, request).await) });
+            }
+            let mut outputs = vec![Value::Null; elements.len()];
+            let mut first_failure = None;
+            while let Some(joined) = elements.join_next().await {
+                match joined {
+                    Ok((index, NodeOutcome::Completed(value))) => outputs[index] = value,
+                    Ok((index, NodeOutcome::Failed { state, cause })) => {
+                        first_failure.get_or_insert((index, state, cause));
+                    }
+                    Err(panic) => {
+                        first_failure.get_or_insert((
+                            usize::MAX,
+                            State::Crashed,
+                            panic.to_string(),
+                        ));
+                    }
+                }
+            }
+            match first_failure {
+                None => NodeOutcome::Completed(Value::Array(outputs)),
+                Some((index, state, cause)) => NodeOutcome::Failed {
+                    state,
+                    cause: format!("element {index} of the map: {cause}"),
+                },
+            }
+        }
+        NodeKind::Subflow { parameters, .. } => {
+            let parameters = match resolve(shared, parameters, upstream) {
+                Ok(Value::Object(parameters)) => parameters,
+                Ok(_) => return failed("its parameters are not a table".into()),
+                Err(error) => {
+                    return failed(format!("its parameters could not be resolved: {error}"));
+                }
+            };
+            let prepared = shared.prepared.subflows[node_id].clone();
+            let parameters = match prepared.flow.bind_parameters(&parameters) {
+                Ok(parameters) => parameters,
+                Err(error) => return failed(error.to_string()),
+            };
+            let parent = Some((shared.flow_run.id.clone(), node_id.to_owned()));
+            match shared
+                .runner
+                .run_prepared(prepared, parameters, parent)
+                .await
+            {
+                Ok(outcome) if outcome.state == State::Completed => {
+                    NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))
+                }
+                Ok(outcome) => NodeOutcome::Failed {
+                    state: outcome.state,
+                    cause: format!(
+                        "subflow run '{}' ended {}: {}",
+                        outcome.name,
+                        outcome.state,
+                        outcome.message.unwrap_or_default()
+                    ),
+                },
+                Err(error) => failed(error.to_string()),
+            }
+        }
+    }
+}
+
+/// One input per element: mapped fields zipped, the others passed unmapped.
+fn fan_out(input: &Value, map: &[String]) -> Result<Vec<Value>, String> {
+    let object = input.as_object().ok_or("the input is not an object")?;
+    let mut length = None;
+    for field in map {
+        let Some(Value::Array(items)) = object.get(field) else {
+            return Err(format!("the mapped field `{field}` is not a list"));
+        };
+        match length {
+            None => length = Some(items.len()),
+            Some(expected) if expected != items.len() => {
+                return Err(format!(
+                    "the mapped fields have different lengths ({expected} and {} for `{field}`)",
+                    items.len()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((0..length.unwrap_or(0))
+        .map(|index| {
+            let mut element = object.clone();
+            for field in map {
+                element[field] = object[field][index].clone();
+            }
+            Value::Object(element)
+        })
+        .collect())
+}
+
+async fn run_task(
+    shared: &Arc<FlowRunShared>,
+    node_id: &str,
+    plugin: &str,
+    task: &str,
+    input: Value,
+) -> NodeOutcome {
+    let request = shared.request(node_id, plugin, task, input);
+    run_request(shared, request).await
+}
+
+async fn run_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeOutcome {
+    // The semaphore is never closed, so acquiring only waits.
+    let _slot = shared
+        .runner
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the slots are never closed");
+    match shared.runner.tasks.run_task(request).await {
+        Ok(outcome) if outcome.state.is_success() => {
+            NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))
+        }
+        Ok(outcome) => NodeOutcome::Failed {
+            state: outcome.state,
+            cause: format!(
+                "task run '{}' ended {}: {}",
+                outcome.name,
+                outcome.state,
+                outcome.message.unwrap_or_default()
+            ),
+        },
+        Err(error) => NodeOutcome::Failed {
+            state: State::Failed,
+            cause: error.to_string(),
+        },
+    }
+}
