@@ -249,3 +249,77 @@ fn inspect_lists_tasks_and_digest() {
         "{stdout}"
     );
 }
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_example_flow_runs_and_its_second_run_uses_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let squares = example("squares.toml");
+    let args = ["run", &squares, "-p", "values=[1, 2, 3]", "-p", "scale=2"];
+    let first = weir(dir.path(), &args);
+    let stderr = text(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    let output: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        output,
+        serde_json::json!({"total": 14.0, "scaled": 28.0, "greeting": "Hello, sum of squares 14.0!"})
+    );
+    assert!(stderr.contains("| INFO    | Flow run '"), "{stderr}");
+    assert!(stderr.contains("for flow 'squares'"), "{stderr}");
+    assert!(
+        stderr.contains("for flow 'sum'"),
+        "the subflow runs: {stderr}"
+    );
+    assert!(
+        stderr.contains("Created task run 'multiply-2' for task 'multiply'"),
+        "{stderr}"
+    );
+
+    let second = weir(dir.path(), &args);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Finished in state Cached()"), "{stderr}");
+}
+
+#[test]
+fn weir_run_reports_bad_flows_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "format = 1\nname = \"t\"\nnodez = 1\n",
+    )
+    .unwrap();
+    let typo = weir(dir.path(), &["run", "typo.toml"]);
+    assert_eq!(typo.status.code(), Some(2));
+    let stderr = text(&typo.stderr);
+    assert!(
+        stderr.starts_with("error: typo.toml: TOML parse error at line 3, column 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown field `nodez`, expected one of"),
+        "{stderr}"
+    );
+
+    let squares = example("squares.toml");
+    let unknown = weir(dir.path(), &["run", &squares, "-p", "colour=red"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown.stderr)
+            .contains("the flow has no parameter `colour` (parameters: scale, values)")
+    );
+    let wrong = weir(dir.path(), &["run", &squares, "-p", "scale=big"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains("parameter `scale`: `big` is not a valid number"),
+        "{}",
+        text(&wrong.stderr)
+    );
+}

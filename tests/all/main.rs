@@ -3,6 +3,7 @@
 
 mod caching;
 mod cli;
+mod flows;
 mod loading;
 mod runs;
 mod sandbox;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use weir_core::{Clock, LogLevel, State, SystemClock};
-use weir_runner::{RunLabel, RunObserver, TaskRunner};
+use weir_runner::{FlowRunLabel, FlowRunner, RunLabel, RunObserver, TaskRunner};
 use weir_runtime::{Plugin, Runtime, RuntimeConfig};
 use weir_store_sqlite::SqliteStore;
 
@@ -69,6 +69,15 @@ pub enum Event {
         state: State,
         message: Option<String>,
     },
+    FlowCreated {
+        name: String,
+        flow: String,
+    },
+    FlowState {
+        name: String,
+        state: State,
+        message: Option<String>,
+    },
 }
 
 /// An observer that remembers what it saw, for assertions.
@@ -94,6 +103,21 @@ impl RecordingObserver {
 }
 
 impl RunObserver for RecordingObserver {
+    fn flow_run_created(&self, run: &FlowRunLabel) {
+        self.events.lock().unwrap().push(Event::FlowCreated {
+            name: run.name.clone(),
+            flow: run.flow.clone(),
+        });
+    }
+
+    fn flow_run_state(&self, run: &FlowRunLabel, state: State, message: Option<&str>) {
+        self.events.lock().unwrap().push(Event::FlowState {
+            name: run.name.clone(),
+            state,
+            message: message.map(str::to_owned),
+        });
+    }
+
     fn task_run_created(&self, run: &RunLabel) {
         self.events.lock().unwrap().push(Event::Created {
             name: run.name.clone(),
@@ -123,7 +147,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
     pub observer: Arc<RecordingObserver>,
-    pub runner: TaskRunner,
+    pub runner: Arc<TaskRunner>,
 }
 
 impl Harness {
@@ -136,13 +160,40 @@ impl Harness {
         let store =
             Arc::new(SqliteStore::open(&dir.path().join(".weir")).expect("the store opens"));
         let observer = Arc::new(RecordingObserver::default());
-        let runner = TaskRunner::new(shared_runtime(), store.clone(), clock, observer.clone());
+        let runner = Arc::new(TaskRunner::new(
+            shared_runtime(),
+            store.clone(),
+            clock,
+            observer.clone(),
+        ));
         Harness {
             dir,
             store,
             observer,
             runner,
         }
+    }
+}
+
+impl Harness {
+    /// A flow runner over this harness's task runner.
+    pub fn flows(&self, concurrency: usize) -> Arc<FlowRunner> {
+        Arc::new(FlowRunner::new(self.runner.clone(), concurrency))
+    }
+
+    /// Writes a flow file into the harness's directory; `{arith}`, `{hello}`, `{flaky}`
+    /// and `{misbehave}` stand for the test plugins' paths.
+    pub fn write_flow(&self, file: &str, body: &str) -> PathBuf {
+        let mut text = body.to_owned();
+        for plugin in ["arith", "hello", "flaky", "misbehave"] {
+            text = text.replace(
+                &format!("{{{plugin}}}"),
+                &plugin_path(plugin).display().to_string(),
+            );
+        }
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).expect("the flow file is written");
+        path
     }
 }
 
