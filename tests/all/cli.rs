@@ -323,3 +323,66 @@ fn weir_run_reports_bad_flows_and_parameters() {
         text(&wrong.stderr)
     );
 }
+
+#[test]
+fn run_history_can_be_listed_inspected_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let squares = example("squares.toml");
+    let run = weir(
+        dir.path(),
+        &["run", &squares, "-p", "values=[2, 3]", "--json"],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let name = report["name"].as_str().unwrap();
+    let id = report["id"].as_str().unwrap();
+
+    let listed = weir(dir.path(), &["runs", "ls", "--flow", "squares", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["id"], id);
+    let table = text(&weir(dir.path(), &["runs", "ls"]).stdout);
+    assert!(
+        table.contains(name) && table.contains("squares") && table.contains("sum"),
+        "{table}"
+    );
+    let failed = weir(dir.path(), &["runs", "ls", "--state", "Failed", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&failed.stdout).unwrap(),
+        serde_json::json!([])
+    );
+
+    let inspected = text(&weir(dir.path(), &["runs", "inspect", name]).stdout);
+    assert!(
+        inspected.contains(&format!("flow run    {name} ({id})")),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains("squares              2 task runs: 2 Completed"),
+        "{inspected}"
+    );
+    assert!(inspected.contains("subflow run"), "{inspected}");
+    let json = weir(dir.path(), &["runs", "inspect", id, "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(detail["result"]["total"], 13.0);
+    assert_eq!(detail["task_runs"].as_array().unwrap().len(), 4);
+
+    let logs = text(&weir(dir.path(), &["runs", "logs", name]).stdout);
+    assert!(
+        logs.contains("Task run 'hello-0' - greeting sum of squares 13.0"),
+        "{logs}"
+    );
+
+    let cache = weir(dir.path(), &["cache", "ls", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&cache.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+    assert_eq!(entries[0]["task"], "multiply");
+    assert_eq!(
+        text(&weir(dir.path(), &["cache", "clear"]).stdout),
+        "removed 1 cache entries\n"
+    );
+
+    let missing = weir(dir.path(), &["runs", "inspect", "no-such-run"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("no run `no-such-run` in the store"));
+}

@@ -9,6 +9,7 @@
 
 mod flow_run;
 mod inspect;
+mod runs;
 mod task_run;
 mod terminal;
 
@@ -37,6 +38,12 @@ enum Command {
     Task(TaskCommand),
     /// Show a plugin's tasks, their metadata and the plugin's digest.
     Inspect(inspect::InspectArgs),
+    /// The run history: list runs, inspect one, print its logs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// The result cache: list or clear entries.
+    #[command(subcommand)]
+    Cache(runs::CacheCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +108,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => flow_run::run(&cli.store, args).await,
             Command::Task(TaskCommand::Run(args)) => task_run::run(&cli.store, args).await,
             Command::Inspect(args) => inspect::run(&cli.store, args).await,
+            Command::Runs(command) => runs::runs(&cli.store, command),
+            Command::Cache(command) => runs::cache(&cli.store, command),
         }
     });
     match result {

@@ -141,6 +141,8 @@ pub struct FlowRunRecord {
 #[derive(Debug, Clone, Default)]
 pub struct FlowRunFilter {
     pub flow: Option<String>,
+    /// The run's name (e.g. `great-ammonite`).
+    pub name: Option<String>,
     pub state: Option<State>,
     pub since: Option<Timestamp>,
     pub limit: Option<usize>,
