@@ -4,6 +4,7 @@
 mod caching;
 mod cli;
 mod flows;
+mod limits;
 mod loading;
 mod runs;
 mod sandbox;

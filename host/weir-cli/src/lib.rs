@@ -9,6 +9,7 @@
 
 mod flow_run;
 mod inspect;
+mod limits;
 mod runs;
 mod task_run;
 mod terminal;
@@ -44,6 +45,9 @@ enum Command {
     /// The result cache: list or clear entries.
     #[command(subcommand)]
     Cache(runs::CacheCommand),
+    /// Tag concurrency limits: how many task runs with a tag may run at once.
+    #[command(subcommand)]
+    ConcurrencyLimit(limits::LimitCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(&cli.store, args).await,
             Command::Runs(command) => runs::runs(&cli.store, command),
             Command::Cache(command) => runs::cache(&cli.store, command),
+            Command::ConcurrencyLimit(command) => limits::run(&cli.store, command),
         }
     });
     match result {

@@ -515,20 +515,12 @@ async fn execute_graph(
         }
         outcomes.insert(node_id, outcome);
     }
-    first_failure.map(|(node, state, cause)| {
-        let state = if state == State::NotReady {
-            State::Failed
-        } else {
-            state
-        };
-        let state = match state {
-            State::TimedOut | State::Crashed | State::Failed => State::Failed,
-            other => other,
-        };
+    // Whatever ended the node (a failure, a crash, a timeout, an abort), the flow failed.
+    first_failure.map(|(node, _state, cause)| {
         if node.is_empty() {
-            (state, cause)
+            (State::Failed, cause)
         } else {
-            (state, format!("node `{node}` did not complete: {cause}"))
+            (State::Failed, format!("node `{node}` did not complete: {cause}"))
         }
     })
 }

@@ -31,6 +31,7 @@ mod logs;
 mod naming;
 mod observer;
 mod runner;
+mod slots;
 
 pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};

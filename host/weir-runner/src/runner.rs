@@ -141,11 +141,13 @@ impl Effective {
 /// Runs tasks and records them. Share it behind an `Arc`; runs may go on concurrently.
 pub struct TaskRunner {
     runtime: Arc<Runtime>,
-    store: Arc<dyn RunStore>,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn RunStore>,
+    pub(crate) clock: Arc<dyn Clock>,
     observer: Arc<dyn RunObserver>,
     /// Next `task-N` number per task name, for runs not named by a template.
     name_counters: Mutex<HashMap<String, u64>>,
+    /// Wakes runs waiting for a tag's concurrency slot when this process frees one.
+    pub(crate) slots_freed: Arc<tokio::sync::Notify>,
 }
 
 impl TaskRunner {
@@ -161,6 +163,7 @@ impl TaskRunner {
             clock,
             observer,
             name_counters: Mutex::new(HashMap::new()),
+            slots_freed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -546,12 +549,37 @@ impl Execution<'_> {
 
         let retries = self.settings.retry.retries;
         let mut attempt = 1;
-        self.create(
-            &[self.pending(), self.change(State::Running, None, 1)],
-            None,
-        )?;
+        // A run with tags may wait in Pending for concurrency slots; one without starts at once.
+        let tagged = !self.settings.tags.is_empty();
+        if tagged {
+            self.create(&[self.pending()], None)?;
+        } else {
+            self.create(
+                &[self.pending(), self.change(State::Running, None, 1)],
+                None,
+            )?;
+        }
         loop {
-            if attempt > 1 {
+            // Held while this attempt runs; dropped (released) however it ends.
+            let slot = if tagged {
+                match self
+                    .runner
+                    .acquire_slots(&self.settings.tags, self.label.id.as_str())
+                    .await
+                {
+                    Ok(slot) => Some(slot),
+                    Err(reason) => {
+                        return self.finish(
+                            self.change(State::Cancelled, Some(reason), attempt - 1),
+                            None,
+                            None,
+                        );
+                    }
+                }
+            } else {
+                None
+            };
+            if attempt > 1 || tagged {
                 self.set_state(self.change(State::Running, None, attempt))?;
             }
             let outcome = self
@@ -612,6 +640,7 @@ impl Execution<'_> {
                 format_duration(delay)
             );
             self.set_state(self.change(State::AwaitingRetry, Some(note), attempt))?;
+            drop(slot);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }

@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntry, CacheEntryDraft, FlowRunFilter, FlowRunRecord, LogRecord, NewFlowRun, NewTaskRun,
-    PluginRecord, RunStore, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+    CacheEntry, CacheEntryDraft, ConcurrencyLimit, FlowRunFilter, FlowRunRecord, LogRecord,
+    NewFlowRun, NewTaskRun, PluginRecord, RunStore, SlotRequest, StateChange, StoreError,
+    StoreResult, TaskRunFilter, TaskRunRecord,
 };
 
 use cache_index::CacheIndex;
@@ -499,7 +500,160 @@ impl RunStore for SqliteStore {
 
     fn clear_cache(&self) -> StoreResult<usize> {
         self.cache_index.clear();
-        self.writer.clear_cache()
+        self.writer.call(|connection| {
+            connection
+                .execute("DELETE FROM cache_entries", [])
+                .map_err(backend("clearing the cache"))
+        })
+    }
+
+    fn set_concurrency_limit(&self, tag: &str, limit: u32, now: Timestamp) -> StoreResult<()> {
+        let tag = tag.to_owned();
+        self.writer.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO concurrency_limits (tag, slot_limit, created) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tag) DO UPDATE SET slot_limit = excluded.slot_limit",
+                    params![tag, limit, now.0],
+                )
+                .map_err(backend("setting a concurrency limit"))?;
+            Ok(())
+        })
+    }
+
+    fn concurrency_limit(
+        &self,
+        tag: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<ConcurrencyLimit>> {
+        Ok(self
+            .concurrency_limits(now)?
+            .into_iter()
+            .find(|limit| limit.tag == tag))
+    }
+
+    fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>> {
+        let connection = self.read()?;
+        let mut limits: Vec<ConcurrencyLimit> = connection
+            .prepare_cached("SELECT tag, slot_limit, created FROM concurrency_limits ORDER BY tag")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| {
+                        Ok(ConcurrencyLimit {
+                            tag: row.get(0)?,
+                            limit: row.get(1)?,
+                            holders: Vec::new(),
+                            created: Timestamp(row.get(2)?),
+                        })
+                    })?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("listing concurrency limits"))?;
+        let mut statement = connection
+            .prepare_cached("SELECT holder FROM concurrency_slots WHERE tag = ?1 AND expires > ?2 ORDER BY acquired")
+            .map_err(backend("listing held slots"))?;
+        for limit in &mut limits {
+            limit.holders = statement
+                .query_map(params![limit.tag, now.0], |row| row.get(0))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                .map_err(backend("listing held slots"))?;
+        }
+        Ok(limits)
+    }
+
+    fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool> {
+        let tag = tag.to_owned();
+        self.writer.call(move |connection| {
+            connection
+                .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                .and_then(|_| {
+                    connection.execute("DELETE FROM concurrency_limits WHERE tag = ?1", [&tag])
+                })
+                .map(|deleted| deleted > 0)
+                .map_err(backend("deleting a concurrency limit"))
+        })
+    }
+
+    fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize> {
+        let tag = tag.to_owned();
+        self.writer.call(move |connection| {
+            connection
+                .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                .map_err(backend("resetting a concurrency limit"))
+        })
+    }
+
+    fn acquire_slots(
+        &self,
+        tags: &[String],
+        holder: &str,
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> StoreResult<SlotRequest> {
+        let tags = tags.to_vec();
+        let holder = holder.to_owned();
+        self.writer.call(move |connection| {
+            let acquire = || -> rusqlite::Result<SlotRequest> {
+                let mut limited = Vec::new();
+                for tag in &tags {
+                    let limit: Option<u32> = connection
+                        .prepare_cached("SELECT slot_limit FROM concurrency_limits WHERE tag = ?1")?
+                        .query_row([tag], |row| row.get(0))
+                        .optional()?;
+                    let Some(limit) = limit else { continue };
+                    if limit == 0 {
+                        return Ok(SlotRequest::Zero { tag: tag.clone() });
+                    }
+                    connection
+                        .prepare_cached("DELETE FROM concurrency_slots WHERE tag = ?1 AND expires <= ?2")?
+                        .execute(params![tag, now.0])?;
+                    let held: u32 = connection
+                        .prepare_cached(
+                            "SELECT count(*) FROM concurrency_slots WHERE tag = ?1 AND holder != ?2",
+                        )?
+                        .query_row(params![tag, holder], |row| row.get(0))?;
+                    if held >= limit {
+                        return Ok(SlotRequest::Full {
+                            tag: tag.clone(),
+                            limit,
+                        });
+                    }
+                    limited.push(tag);
+                }
+                for tag in limited {
+                    connection
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO concurrency_slots (tag, holder, acquired, expires) VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![tag, holder, now.0, expires.0])?;
+                }
+                Ok(SlotRequest::Granted)
+            };
+            acquire().map_err(backend("acquiring concurrency slots"))
+        })
+    }
+
+    fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {
+        let holder = holder.to_owned();
+        self.writer.send(WriteOp::Call(Box::new(move |connection| {
+            if let Err(error) = connection.execute(
+                "UPDATE concurrency_slots SET expires = ?2 WHERE holder = ?1",
+                params![holder, expires.0],
+            ) {
+                tracing::error!("could not renew the slots of {holder}: {error}");
+            }
+        })))
+    }
+
+    fn release_slots(&self, holder: &str) -> StoreResult<()> {
+        let holder = holder.to_owned();
+        self.writer.send(WriteOp::Call(Box::new(move |connection| {
+            if let Err(error) =
+                connection.execute("DELETE FROM concurrency_slots WHERE holder = ?1", [&holder])
+            {
+                tracing::error!("could not release the slots of {holder}: {error}");
+            }
+        })))
     }
 }
 

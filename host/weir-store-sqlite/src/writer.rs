@@ -62,9 +62,8 @@ pub(crate) enum WriteOp {
         change: StateChange,
         result: Option<PreparedResult>,
     },
-    ClearCache {
-        reply: SyncSender<StoreResult<usize>>,
-    },
+    /// Work that needs an answer (a count, a slot); it sends the answer itself.
+    Call(Box<dyn FnOnce(&Connection) + Send>),
     Flush {
         reply: SyncSender<StoreResult<()>>,
     },
@@ -123,9 +122,17 @@ impl Writer {
         answer.recv().map_err(|_| writer_gone())?
     }
 
-    pub(crate) fn clear_cache(&self) -> StoreResult<usize> {
+    /// Runs `work` on the writer's connection, in order with the queued writes, inside
+    /// the batch's transaction, and returns its answer.
+    pub(crate) fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let (reply, answer) = sync_channel(1);
-        self.send(WriteOp::ClearCache { reply })?;
+        self.send(WriteOp::Call(Box::new(move |connection| {
+            // The caller waits on the other end; if it is gone, nobody needs the answer.
+            let _ = reply.send(work(connection));
+        })))?;
         answer.recv().map_err(|_| writer_gone())?
     }
 
@@ -250,9 +257,6 @@ fn write_loop(
                 Reply::Flush(reply) => {
                     let _ = reply.send(pending_error.take().map_or(Ok(()), Err));
                 }
-                Reply::Cleared(reply, count) => {
-                    let _ = reply.send(count);
-                }
             }
         }
     }
@@ -260,7 +264,6 @@ fn write_loop(
 
 enum Reply {
     Flush(SyncSender<StoreResult<()>>),
-    Cleared(SyncSender<StoreResult<usize>>, StoreResult<usize>),
 }
 
 /// Applies a batch in one transaction. A write that fails (say, a state change for an
@@ -272,19 +275,16 @@ fn commit_batch(
     batch: Vec<(u64, WriteOp)>,
     replies: &mut Vec<Reply>,
 ) -> StoreResult<()> {
+    // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
+    // the slot) cannot interleave with another process's.
     let transaction = connection
-        .transaction()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(backend("starting a transaction"))?;
     let mut first_error = None;
     for (_, op) in batch {
         match op {
             WriteOp::Flush { reply } => replies.push(Reply::Flush(reply)),
-            WriteOp::ClearCache { reply } => {
-                let count = transaction
-                    .execute("DELETE FROM cache_entries", [])
-                    .map_err(backend("clearing the cache"));
-                replies.push(Reply::Cleared(reply, count));
-            }
+            WriteOp::Call(work) => work(&transaction),
             op => {
                 if let Err(error) = apply(&transaction, sequences, op) {
                     first_error.get_or_insert(error);
@@ -453,7 +453,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             }
             insert_flow_state(transaction, &id, &change)
         }
-        WriteOp::ClearCache { .. } | WriteOp::Flush { .. } => {
+        WriteOp::Call(_) | WriteOp::Flush { .. } => {
             unreachable!("handled by commit_batch")
         }
     }

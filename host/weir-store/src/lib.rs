@@ -208,6 +208,28 @@ pub trait RunStore: Send + Sync {
     fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>>;
     fn result(&self, digest: &str) -> StoreResult<serde_json::Value>;
 
+    /// Creates or changes a tag's limit.
+    fn set_concurrency_limit(&self, tag: &str, limit: u32, now: Timestamp) -> StoreResult<()>;
+    fn concurrency_limit(&self, tag: &str, now: Timestamp)
+    -> StoreResult<Option<ConcurrencyLimit>>;
+    fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>>;
+    /// Removes a limit; returns whether there was one.
+    fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool>;
+    /// Frees every slot of a tag; returns how many were held.
+    fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize>;
+    /// Atomically takes one slot of each limited tag among `tags` for `holder` until
+    /// `expires`, or nothing. Holds across processes sharing the store.
+    fn acquire_slots(
+        &self,
+        tags: &[String],
+        holder: &str,
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> StoreResult<SlotRequest>;
+    /// Extends the holder's leases (a heartbeat while it runs).
+    fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()>;
+    fn release_slots(&self, holder: &str) -> StoreResult<()>;
+
     /// The unexpired entry for `key` at `now`, with its result.
     fn cached_result(
         &self,
@@ -217,6 +239,27 @@ pub trait RunStore: Send + Sync {
     fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>>;
     /// Removes every cache entry (results stay with their runs); returns how many.
     fn clear_cache(&self) -> StoreResult<usize>;
+}
+
+/// A tag's concurrency limit and the slots in use now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConcurrencyLimit {
+    pub tag: String,
+    pub limit: u32,
+    /// Task runs holding a slot (leases not expired).
+    pub holders: Vec<String>,
+    pub created: Timestamp,
+}
+
+/// The answer to a request for slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotRequest {
+    /// Every limited tag had a free slot; they are now held.
+    Granted,
+    /// A tag's limit is reached; nothing was taken.
+    Full { tag: String, limit: u32 },
+    /// A tag's limit is 0: runs with it are not to run at all.
+    Zero { tag: String },
 }
 
 /// A cache entry to write when a run completes.

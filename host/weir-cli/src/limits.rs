@@ -1,0 +1,105 @@
+//! `weir concurrency-limit create|ls|read|delete|reset`.
+
+use clap::Subcommand;
+use serde_json::json;
+use std::path::Path;
+use weir_core::{Clock, SystemClock};
+use weir_store::{ConcurrencyLimit, RunStore};
+use weir_store_sqlite::SqliteStore;
+
+use crate::Failure;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LimitCommand {
+    /// Limit task runs with TAG to N at once (0 aborts them); changes an existing limit.
+    Create { tag: String, limit: u32 },
+    /// List limits and the task runs holding their slots.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one limit.
+    Read {
+        tag: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a limit.
+    Delete { tag: String },
+    /// Free every slot of a limit (e.g. after runs were lost).
+    Reset { tag: String },
+}
+
+fn describe(limit: &ConcurrencyLimit) -> String {
+    let holders = if limit.holders.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", limit.holders.join(", "))
+    };
+    format!(
+        "{:<20} {:>3} of {:<3} slots in use{holders}",
+        limit.tag,
+        limit.holders.len(),
+        limit.limit
+    )
+}
+
+pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure> {
+    let store = SqliteStore::open(store_dir).map_err(Failure::internal)?;
+    let now = SystemClock.now();
+    match command {
+        LimitCommand::Create { tag, limit } => {
+            store
+                .set_concurrency_limit(&tag, limit, now)
+                .map_err(Failure::internal)?;
+            println!("tag `{tag}` is limited to {limit} task runs at once");
+        }
+        LimitCommand::Ls { json } => {
+            let limits = store.concurrency_limits(now).map_err(Failure::internal)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&limits).map_err(Failure::internal)?
+                );
+            } else {
+                for limit in &limits {
+                    println!("{}", describe(limit));
+                }
+            }
+        }
+        LimitCommand::Read { tag, json } => {
+            let limit = store
+                .concurrency_limit(&tag, now)
+                .map_err(Failure::internal)?
+                .ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "no concurrency limit for tag `{tag}` (see `weir concurrency-limit ls`)"
+                    ))
+                })?;
+            if json {
+                println!("{}", json!(limit));
+            } else {
+                println!("{}", describe(&limit));
+            }
+        }
+        LimitCommand::Delete { tag } => {
+            if !store
+                .delete_concurrency_limit(&tag)
+                .map_err(Failure::internal)?
+            {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "no concurrency limit for tag `{tag}`"
+                )));
+            }
+            println!("removed the concurrency limit of tag `{tag}`");
+        }
+        LimitCommand::Reset { tag } => {
+            let freed = store
+                .reset_concurrency_limit(&tag)
+                .map_err(Failure::internal)?;
+            println!("freed {freed} slots of tag `{tag}`");
+        }
+    }
+    store.flush().map_err(Failure::internal)?;
+    Ok(0)
+}

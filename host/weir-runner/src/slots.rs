@@ -1,0 +1,89 @@
+//! Tag concurrency limits as the runner sees them: wait for a slot of every limited tag
+//! of a task run, hold it while an attempt runs (renewing its lease), give it back
+//! however the attempt ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use weir_store::{RunStore, SlotRequest};
+
+use crate::runner::TaskRunner;
+
+/// How long a slot stays held without a heartbeat: a killed process's slots free after this.
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
+/// How often a waiting run checks for slots freed by other processes; slots freed in this
+/// process wake waiters at once.
+const OTHER_PROCESS_POLL: Duration = Duration::from_millis(25);
+
+/// Held slots; dropping it gives them back and wakes waiting runs.
+pub(crate) struct SlotGuard {
+    store: Arc<dyn RunStore>,
+    holder: String,
+    freed: Arc<Notify>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if let Err(error) = self.store.release_slots(&self.holder) {
+            tracing::error!("could not release the slots of {}: {error}", self.holder);
+        }
+        self.freed.notify_waiters();
+    }
+}
+
+impl TaskRunner {
+    /// Waits until `holder` holds a slot of every limited tag among `tags`. An error
+    /// says which tag's limit is 0 (such runs are aborted).
+    pub(crate) async fn acquire_slots(
+        &self,
+        tags: &[String],
+        holder: &str,
+    ) -> Result<SlotGuard, String> {
+        loop {
+            let freed = self.slots_freed.notified();
+            tokio::pin!(freed);
+            // Registered before asking, so a release in between is not missed.
+            freed.as_mut().enable();
+            let now = self.clock.now();
+            let request = self
+                .store
+                .acquire_slots(tags, holder, now, now.saturating_add(LEASE));
+            match request {
+                Ok(SlotRequest::Granted) => return Ok(self.hold(holder)),
+                Ok(SlotRequest::Zero { tag }) => {
+                    return Err(format!(
+                        "tag `{tag}` has a concurrency limit of 0: its task runs are aborted"
+                    ));
+                }
+                Ok(SlotRequest::Full { .. }) => {}
+                Err(error) => tracing::error!("could not ask for concurrency slots: {error}"),
+            }
+            tokio::select! {
+                _ = &mut freed => {}
+                _ = tokio::time::sleep(OTHER_PROCESS_POLL) => {}
+            }
+        }
+    }
+
+    fn hold(&self, holder: &str) -> SlotGuard {
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        let renewed = holder.to_owned();
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                if let Err(error) = store.renew_slots(&renewed, clock.now().saturating_add(LEASE)) {
+                    tracing::error!("could not renew the slots of {renewed}: {error}");
+                }
+            }
+        });
+        SlotGuard {
+            store: self.store.clone(),
+            holder: holder.to_owned(),
+            freed: self.slots_freed.clone(),
+            heartbeat,
+        }
+    }
+}
