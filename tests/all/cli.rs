@@ -386,3 +386,112 @@ fn run_history_can_be_listed_inspected_and_read() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("no run `no-such-run` in the store"));
 }
+
+#[test]
+fn a_flow_killed_with_sigkill_is_resumed_without_rerunning_what_completed() {
+    use weir_store::RunStore;
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("sleepers.toml");
+    std::fs::write(
+        &flow,
+        format!(
+            r#"
+format = 1
+name = "sleepers"
+output = "sleep"
+
+[plugins]
+misbehave = "{}"
+
+[nodes.sleep]
+task = "misbehave.sleepy"
+input = {{ ms = [{}] }}
+map = ["ms"]
+
+[nodes.after]
+task = "misbehave.sleepy"
+input = {{ ms = 1 }}
+wait_for = ["sleep"]
+"#,
+            plugin("misbehave"),
+            vec!["100"; 40].join(", ")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+        .current_dir(dir.path())
+        .args(["run", "sleepers.toml", "--concurrency", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let store_dir = dir.path().join(".weir");
+    let completed = |store: &weir_store_sqlite::SqliteStore| {
+        store
+            .task_runs(&weir_store::TaskRunFilter {
+                state: Some(weir_core::State::Completed),
+                ..Default::default()
+            })
+            .unwrap()
+            .len()
+    };
+    // Wait until a fair part of the map is done, then kill the process outright.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if store_dir.join("weir.db").exists() {
+            let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
+            if completed(&store) >= 8 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow made no progress"
+        );
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
+    let before = completed(&store);
+    assert!(
+        (8..40).contains(&before),
+        "{before} completed before the kill"
+    );
+    let runs = store.flow_runs(&Default::default()).unwrap();
+    assert_eq!(
+        runs[0].state,
+        weir_core::State::Running,
+        "the killed run is left Running"
+    );
+    let id = runs[0].id.to_string();
+    drop(store);
+
+    let resumed = weir(dir.path(), &["run", "--resume", &id, "--concurrency", "8"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    let output: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(output, serde_json::json!(vec![100; 40]));
+
+    let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
+    let all = store
+        .task_runs(&weir_store::TaskRunFilter::default())
+        .unwrap();
+    for index in 0..40u32 {
+        let completed = all
+            .iter()
+            .filter(|run| run.map_index == Some(index) && run.state == weir_core::State::Completed)
+            .count();
+        assert_eq!(completed, 1, "element {index} completed {completed} times");
+    }
+    let crashed = all
+        .iter()
+        .filter(|run| run.state == weir_core::State::Crashed)
+        .count();
+    assert!(crashed <= 8, "{crashed} runs were in flight at the kill");
+    let record = store
+        .flow_run(&weir_core::FlowRunId::from_string(id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, weir_core::State::Completed);
+}

@@ -3,9 +3,10 @@ use clap::Args;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::State;
+use weir_core::{FlowRunId, State};
 use weir_flow::Flow;
 use weir_runner::{FlowRunError, FlowRunner};
+use weir_store::FlowRunFilter;
 
 use crate::task_run::open_runner;
 use crate::{Failure, exit};
@@ -13,7 +14,12 @@ use crate::{Failure, exit};
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The flow file (TOML).
-    flow: PathBuf,
+    #[arg(required_unless_present = "resume")]
+    flow: Option<PathBuf>,
+    /// Continue an interrupted (or failed) flow run, by id or name, without running again
+    /// what it completed.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["flow", "params", "params_file"])]
+    resume: Option<String>,
     /// A parameter, `key=value` (repeatable); the value is read as the parameter's type.
     #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
@@ -75,21 +81,52 @@ fn parameters(flow: &Flow, args: &RunArgs) -> Result<Map<String, Value>, Failure
     Ok(given)
 }
 
+/// A flow run's id, or the newest flow run with that name.
+fn find_flow_run(tasks: &weir_runner::TaskRunner, run: &str) -> Result<FlowRunId, Failure> {
+    if run.starts_with(FlowRunId::PREFIX) {
+        return Ok(FlowRunId::from_string(run));
+    }
+    let named = tasks
+        .store()
+        .flow_runs(&FlowRunFilter {
+            name: Some(run.to_owned()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .map_err(Failure::internal)?;
+    named
+        .into_iter()
+        .next()
+        .map(|record| record.id)
+        .ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "no flow run `{run}` in the store (see `weir runs ls`)"
+            ))
+        })
+}
+
 pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> {
-    let flow = Flow::load(&args.flow).map_err(Failure::usage)?;
-    let given = parameters(&flow, &args)?;
     let tasks = Arc::new(open_runner(store_dir)?);
     let concurrency = args
         .concurrency
         .unwrap_or_else(FlowRunner::default_concurrency);
     let runner = Arc::new(FlowRunner::new(tasks.clone(), concurrency));
-    let outcome = runner
-        .run_flow(&flow, &given)
-        .await
-        .map_err(|error| match error {
-            FlowRunError::Store(_) => Failure::internal(error),
-            _ => Failure::usage(error),
-        })?;
+    let started = match (&args.resume, &args.flow) {
+        (Some(run), _) => {
+            let id = find_flow_run(&tasks, run)?;
+            runner.resume_flow(&id).await
+        }
+        (None, Some(path)) => {
+            let flow = Flow::load(path).map_err(Failure::usage)?;
+            let given = parameters(&flow, &args)?;
+            runner.run_flow(&flow, &given).await
+        }
+        (None, None) => unreachable!("clap requires a flow file or --resume"),
+    };
+    let outcome = started.map_err(|error| match error {
+        FlowRunError::Store(_) => Failure::internal(error),
+        _ => Failure::usage(error),
+    })?;
     tasks
         .store()
         .flush()

@@ -55,6 +55,13 @@ struct PreparedFlow {
     subflows: HashMap<String, Arc<PreparedFlow>>,
 }
 
+/// What an interrupted flow run had finished, for a resume.
+#[derive(Default)]
+struct Resumed {
+    nodes: HashMap<String, Value>,
+    elements: HashMap<(String, u32), Value>,
+}
+
 /// How one node ended.
 #[derive(Debug, Clone)]
 enum NodeOutcome {
@@ -213,15 +220,14 @@ impl FlowRunner {
             let flow = &prepared.flow;
             let store = self.tasks.store().clone();
             let clock = self.tasks.clock().clone();
-            let observer = self.tasks.observer().clone();
             let label = FlowRunLabel {
                 id: FlowRunId::generate(),
                 name: flow_run_name(),
                 flow: flow.name.clone(),
             };
-            let change = |state, message: Option<String>, attempt| StateChange {
+            let change = |state, attempt| StateChange {
                 state,
-                message,
+                message: None,
                 attempt,
                 at: clock.now(),
             };
@@ -235,13 +241,121 @@ impl FlowRunner {
                     parent: parent.clone(),
                     created: clock.now(),
                 },
-                &[
-                    change(State::Pending, None, 0),
-                    change(State::Running, None, 1),
-                ],
+                &[change(State::Pending, 0), change(State::Running, 1)],
             )?;
-            observer.flow_run_created(&label);
+            self.tasks.observer().flow_run_created(&label);
+            self.drive(prepared.clone(), parameters, label, Resumed::default(), 1)
+                .await
+        })
+    }
 
+    /// Continues a flow run that was interrupted (its process killed) or that failed:
+    /// completed nodes and map elements are reused, the rest runs. The flow file must
+    /// still be where the run was started from.
+    pub async fn resume_flow(
+        self: &Arc<Self>,
+        id: &FlowRunId,
+    ) -> Result<FlowRunOutcome, FlowRunError> {
+        let store = self.tasks.store().clone();
+        let record = store.flow_run(id)?.ok_or_else(|| FlowError {
+            origin: id.to_string(),
+            node: None,
+            field: None,
+            message: "no flow run with this id in the store".into(),
+        })?;
+        let refuse = |message: String| FlowError {
+            origin: format!("flow run '{}' ({})", record.name, record.id),
+            node: None,
+            field: None,
+            message,
+        };
+        if record.state == State::Completed {
+            return Err(refuse("it already completed; there is nothing to resume".into()).into());
+        }
+        let source = record.source.clone().ok_or_else(|| {
+            refuse("it was not started from a flow file, so it cannot be resumed".into())
+        })?;
+        let flow = Flow::load(std::path::Path::new(&source))?;
+        let prepared = self.prepare(flow, Vec::new()).await?;
+        let Value::Object(given) = record.parameters.clone() else {
+            return Err(refuse("its recorded parameters are not an object".into()).into());
+        };
+        let parameters = prepared.flow.bind_parameters(&given)?;
+
+        let mut resumed = Resumed::default();
+        for (node, output) in store.node_outputs(id)? {
+            resumed.nodes.insert(node, output);
+        }
+        let filter = TaskRunFilter {
+            flow_run_id: Some(id.clone()),
+            ..Default::default()
+        };
+        let clock = self.tasks.clock().clone();
+        for run in store.task_runs(&filter)? {
+            match (
+                &run.node,
+                run.map_index,
+                run.state.is_success(),
+                &run.result_digest,
+            ) {
+                (Some(node), Some(index), true, Some(digest)) => {
+                    resumed
+                        .elements
+                        .insert((node.clone(), index), store.result(digest)?);
+                }
+                _ if !run.state.is_final() => {
+                    // Its process died while it ran; it will run again.
+                    let change = StateChange {
+                        state: State::Crashed,
+                        message: Some("the process running it stopped before it finished".into()),
+                        attempt: run.attempts,
+                        at: clock.now(),
+                    };
+                    store.finish_task_run(&run.id, &change, None, None)?;
+                }
+                _ => {}
+            }
+        }
+        let label = FlowRunLabel {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            flow: record.flow.clone(),
+        };
+        let attempt = record.attempts + 1;
+        store.set_flow_run_state(
+            &label.id,
+            &StateChange {
+                state: State::Running,
+                message: Some("resumed".into()),
+                attempt,
+                at: clock.now(),
+            },
+            None,
+        )?;
+        self.drive(prepared, parameters, label, resumed, attempt)
+            .await
+    }
+
+    /// Runs the graph (and the flow's retries) of a recorded flow run to its final state.
+    async fn drive(
+        self: &Arc<Self>,
+        prepared: Arc<PreparedFlow>,
+        parameters: Map<String, Value>,
+        label: FlowRunLabel,
+        resumed: Resumed,
+        first_attempt: u32,
+    ) -> Result<FlowRunOutcome, FlowRunError> {
+        {
+            let flow = &prepared.flow;
+            let store = self.tasks.store().clone();
+            let clock = self.tasks.clock().clone();
+            let observer = self.tasks.observer().clone();
+            let change = |state, message: Option<String>, attempt| StateChange {
+                state,
+                message,
+                attempt,
+                at: clock.now(),
+            };
             let shared = Arc::new(FlowRunShared {
                 runner: self.clone(),
                 prepared: prepared.clone(),
@@ -252,10 +366,11 @@ impl FlowRunner {
                 },
                 parameters,
                 name_counters: Mutex::new(HashMap::new()),
+                reused_elements: resumed.elements,
             });
-            // Nodes that completed keep their values across flow retries.
-            let mut completed: HashMap<String, Value> = HashMap::new();
-            let mut attempt = 1;
+            // Nodes that completed keep their values across flow retries (and resumes).
+            let mut completed: HashMap<String, Value> = resumed.nodes;
+            let mut attempt = first_attempt;
             loop {
                 let graph = execute_graph(shared.clone(), &mut completed);
                 let failure = match flow.timeout {
@@ -297,7 +412,7 @@ impl FlowRunner {
                         attempts: attempt,
                     });
                 };
-                if attempt > flow.retries {
+                if attempt - first_attempt >= flow.retries {
                     store.set_flow_run_state(
                         &label.id,
                         &change(state, Some(cause.clone()), attempt),
@@ -334,7 +449,7 @@ impl FlowRunner {
                     None,
                 )?;
             }
-        })
+        }
     }
 
     /// Marks the flow run's unfinished task runs Cancelled (their attempts were dropped).
@@ -387,6 +502,8 @@ struct FlowRunShared {
     parameters: Map<String, Value>,
     /// `task-N` numbering within this flow run.
     name_counters: Mutex<HashMap<String, u64>>,
+    /// Map elements that completed before a resume: (node, index) → output.
+    reused_elements: HashMap<(String, u32), Value>,
 }
 
 impl FlowRunShared {
@@ -401,7 +518,14 @@ impl FlowRunShared {
         name
     }
 
-    fn request(&self, node: &str, plugin: &str, task: &str, input: Value) -> TaskRequest {
+    fn request(
+        &self,
+        node: &str,
+        plugin: &str,
+        task: &str,
+        input: Value,
+        map_index: Option<u32>,
+    ) -> TaskRequest {
         let NodeKind::Task { overrides, .. } =
             &self.prepared.flow.node(node).expect("validated").kind
         else {
@@ -414,6 +538,7 @@ impl FlowRunShared {
             overrides: (**overrides).clone(),
             flow_run: Some(self.flow_run.clone()),
             node: Some(node.to_owned()),
+            map_index,
             default_name: Some(self.next_name(task)),
         }
     }
@@ -501,6 +626,10 @@ async fn execute_graph(
         };
         match &outcome {
             NodeOutcome::Completed(value) => {
+                let store = shared.runner.tasks.store();
+                if let Err(error) = store.record_node_output(&shared.flow_run.id, &node_id, value) {
+                    tracing::error!("could not record the output of node `{node_id}`: {error}");
+                }
                 completed.insert(node_id.clone(), value.clone());
             }
             NodeOutcome::Failed { state, cause } => {
@@ -520,7 +649,10 @@ async fn execute_graph(
         if node.is_empty() {
             (State::Failed, cause)
         } else {
-            (State::Failed, format!("node `{node}` did not complete: {cause}"))
+            (
+                State::Failed,
+                format!("node `{node}` did not complete: {cause}"),
+            )
         }
     })
 }
@@ -534,7 +666,7 @@ fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
         ..
     } = &node.kind
     {
-        let request = shared.request(node_id, plugin, task, input.clone());
+        let request = shared.request(node_id, plugin, task, input.clone(), None);
         if let Err(error) = shared.runner.tasks.record_not_ready(&request, cause) {
             tracing::error!("could not record node `{node_id}` as NotReady: {error}");
         }
@@ -592,7 +724,16 @@ async fn run_node(
             };
             let mut elements = JoinSet::new();
             for (index, element) in inputs.into_iter().enumerate() {
-                let request = shared.request(node_id, plugin, task, element);
+                // An element completed before a resume is not run again.
+                let reused = shared
+                    .reused_elements
+                    .get(&(node_id.to_owned(), index as u32))
+                    .cloned();
+                if let Some(done) = reused {
+                    elements.spawn(async move { (index, NodeOutcome::Completed(done)) });
+                    continue;
+                }
+                let request = shared.request(node_id, plugin, task, element, Some(index as u32));
                 let shared = shared.clone();
                 elements.spawn(async move { (index, run_request(&shared, request).await) });
             }
@@ -695,7 +836,7 @@ async fn run_task(
     task: &str,
     input: Value,
 ) -> NodeOutcome {
-    let request = shared.request(node_id, plugin, task, input);
+    let request = shared.request(node_id, plugin, task, input, None);
     run_request(shared, request).await
 }
 

@@ -53,6 +53,8 @@ pub struct TaskRequest {
     pub flow_run: Option<FlowRunRef>,
     /// The flow node this run is for.
     pub node: Option<String>,
+    /// Its element, when the node maps over a list.
+    pub map_index: Option<u32>,
     /// The run's name when neither the request nor the task has a template
     /// (a flow numbers its runs itself); by default `task-N` per runner.
     pub default_name: Option<String>,
@@ -67,6 +69,7 @@ impl TaskRequest {
             overrides: TaskOverrides::default(),
             flow_run: None,
             node: None,
+            map_index: None,
             default_name: None,
         }
     }
@@ -237,6 +240,7 @@ impl TaskRunner {
                 plugin_digest: request.plugin.digest().clone(),
                 flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
                 node: request.node.clone(),
+                map_index: request.map_index,
                 input: request.input.clone(),
                 tags: info.tags.clone(),
                 created: now,
@@ -326,6 +330,7 @@ impl TaskRunner {
             plugin_digest: plugin.digest().clone(),
             flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
             node: request.node.clone(),
+            map_index: request.map_index,
             input: request.input.clone(),
             tags: settings.tags.clone(),
             created: self.clock.now(),

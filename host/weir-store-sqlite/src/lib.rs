@@ -128,7 +128,7 @@ fn json_from_sql<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Resu
     })
 }
 
-const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node";
+const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node, map_index";
 
 fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord> {
     Ok(TaskRunRecord {
@@ -149,6 +149,7 @@ fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord>
         started: row.get::<_, Option<i64>>(14)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(15)?.map(Timestamp),
         node: row.get(16)?,
+        map_index: row.get(17)?,
     })
 }
 
@@ -367,6 +368,41 @@ impl RunStore for SqliteStore {
             .map_err(backend("reading a flow run's history"))?;
         rows.collect::<Result<_, _>>()
             .map_err(backend("reading a flow run's history"))
+    }
+
+    fn record_node_output(
+        &self,
+        id: &FlowRunId,
+        node: &str,
+        output: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let result = results::prepare(&self.results_dir, output)?;
+        self.writer.send(WriteOp::RecordNodeOutput {
+            id: id.clone(),
+            node: node.to_owned(),
+            result,
+        })
+    }
+
+    fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let connection = self.read()?;
+        let nodes: Vec<(String, String)> = connection
+            .prepare_cached("SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("reading a flow run's node outputs"))?;
+        nodes
+            .into_iter()
+            .map(|(node, digest)| {
+                Ok((
+                    node,
+                    results::read(&connection, &self.results_dir, &digest)?,
+                ))
+            })
+            .collect()
     }
 
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {

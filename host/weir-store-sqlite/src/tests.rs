@@ -18,6 +18,7 @@ fn new_run(name: &str) -> NewTaskRun {
         plugin_digest: ComponentDigest::of_bytes(b"arith"),
         flow_run_id: None,
         node: None,
+        map_index: None,
         input: json!({"a": 1}),
         tags: vec!["math".into()],
         created: Timestamp(1_000),

@@ -62,6 +62,11 @@ pub(crate) enum WriteOp {
         change: StateChange,
         result: Option<PreparedResult>,
     },
+    RecordNodeOutput {
+        id: FlowRunId,
+        node: String,
+        result: PreparedResult,
+    },
     /// Work that needs an answer (a count, a slot); it sends the answer itself.
     Call(Box<dyn FnOnce(&Connection) + Send>),
     Flush {
@@ -453,6 +458,16 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             }
             insert_flow_state(transaction, &id, &change)
         }
+        WriteOp::RecordNodeOutput { id, node, result } => {
+            put_result(transaction, &result)?;
+            transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO flow_run_nodes (flow_run_id, node, result_digest) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut statement| statement.execute(params![id.as_str(), node, result.digest]))
+                .map_err(backend("recording a node's output"))?;
+            Ok(())
+        }
         WriteOp::Call(_) | WriteOp::Flush { .. } => {
             unreachable!("handled by commit_batch")
         }
@@ -542,8 +557,8 @@ fn create_task_run(
     transaction
         .prepare_cached(
             "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                 attempts, input_json, tags_json, result_digest, created, started, ended, node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -562,7 +577,8 @@ fn create_task_run(
                 run.created.0,
                 started,
                 ended,
-                run.node
+                run.node,
+                run.map_index
             ])
         })
         .map_err(backend("creating a task run"))?;

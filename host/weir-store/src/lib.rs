@@ -35,6 +35,8 @@ pub struct NewTaskRun {
     pub flow_run_id: Option<FlowRunId>,
     /// The flow node it runs for.
     pub node: Option<String>,
+    /// Its element, when the node maps over a list.
+    pub map_index: Option<u32>,
     pub input: serde_json::Value,
     pub tags: Vec<String>,
     pub created: Timestamp,
@@ -50,6 +52,7 @@ pub struct TaskRunRecord {
     pub plugin_digest: ComponentDigest,
     pub flow_run_id: Option<FlowRunId>,
     pub node: Option<String>,
+    pub map_index: Option<u32>,
     pub state: State,
     pub state_message: Option<String>,
     /// Attempts started so far (0 for a cache hit).
@@ -201,6 +204,15 @@ pub trait RunStore: Send + Sync {
     fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>>;
     fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>>;
     fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>>;
+    /// Records the output of a flow run's node once it completed (what a resume reuses).
+    fn record_node_output(
+        &self,
+        id: &FlowRunId,
+        node: &str,
+        output: &serde_json::Value,
+    ) -> StoreResult<()>;
+    /// The outputs of the flow run's completed nodes.
+    fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>>;
 
     fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
     fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;
