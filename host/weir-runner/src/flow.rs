@@ -722,25 +722,10 @@ async fn run_node(
                 Ok(inputs) => inputs,
                 Err(cause) => return failed(cause),
             };
-            let mut elements = JoinSet::new();
-            for (index, element) in inputs.into_iter().enumerate() {
-                // An element completed before a resume is not run again.
-                let reused = shared
-                    .reused_elements
-                    .get(&(node_id.to_owned(), index as u32))
-                    .cloned();
-                if let Some(done) = reused {
-                    elements.spawn(async move { (index, NodeOutcome::Completed(done)) });
-                    continue;
-                }
-                let request = shared.request(node_id, plugin, task, element, Some(index as u32));
-                let shared = shared.clone();
-                elements.spawn(async move { (index, run_request(&shared, request).await) });
-            }
-            let mut outputs = vec![Value::Null; elements.len()];
+            let mut outputs = vec![Value::Null; inputs.len()];
             let mut first_failure = None;
-            while let Some(joined) = elements.join_next().await {
-                match joined {
+            let mut gather =
+                |joined: Result<(usize, NodeOutcome), tokio::task::JoinError>| match joined {
                     Ok((index, NodeOutcome::Completed(value))) => outputs[index] = value,
                     Ok((index, NodeOutcome::Failed { state, cause })) => {
                         first_failure.get_or_insert((index, state, cause));
@@ -752,7 +737,39 @@ async fn run_node(
                             panic.to_string(),
                         ));
                     }
+                };
+            let mut elements = JoinSet::new();
+            for (index, element) in inputs.into_iter().enumerate() {
+                // An element completed before a resume is not run again.
+                let reused = shared
+                    .reused_elements
+                    .get(&(node_id.to_owned(), index as u32))
+                    .cloned();
+                if let Some(done) = reused {
+                    gather(Ok((index, NodeOutcome::Completed(done))));
+                    continue;
                 }
+                // Take a slot before spawning, so that only as many element futures exist
+                // as can run: a map of 100,000 must not hold 100,000 futures at once.
+                let slot = shared
+                    .runner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the slots are never closed");
+                let request = shared.request(node_id, plugin, task, element, Some(index as u32));
+                let shared = shared.clone();
+                elements.spawn(async move {
+                    let _slot = slot;
+                    (index, execute_request(&shared, request).await)
+                });
+                while let Some(joined) = elements.try_join_next() {
+                    gather(joined);
+                }
+            }
+            while let Some(joined) = elements.join_next().await {
+                gather(joined);
             }
             match first_failure {
                 None => NodeOutcome::Completed(Value::Array(outputs)),
@@ -820,10 +837,19 @@ fn fan_out(input: &Value, map: &[String]) -> Result<Vec<Value>, String> {
     }
     Ok((0..length.unwrap_or(0))
         .map(|index| {
-            let mut element = object.clone();
-            for field in map {
-                element[field] = object[field][index].clone();
-            }
+            // Copy the unmapped fields and one element of each mapped list: cloning the
+            // whole object would copy every list once per element (quadratic).
+            let element: Map<String, Value> = object
+                .iter()
+                .map(|(key, value)| {
+                    let value = if map.contains(key) {
+                        value[index].clone()
+                    } else {
+                        value.clone()
+                    };
+                    (key.clone(), value)
+                })
+                .collect();
             Value::Object(element)
         })
         .collect())
@@ -849,6 +875,11 @@ async fn run_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeO
         .acquire_owned()
         .await
         .expect("the slots are never closed");
+    execute_request(shared, request).await
+}
+
+/// Runs a task request; the caller holds a slot.
+async fn execute_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeOutcome {
     match shared.runner.tasks.run_task(request).await {
         Ok(outcome) if outcome.state.is_success() => {
             NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))

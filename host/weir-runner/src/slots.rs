@@ -47,9 +47,20 @@ impl TaskRunner {
             // Registered before asking, so a release in between is not missed.
             freed.as_mut().enable();
             let now = self.clock.now();
-            let request = self
-                .store
-                .acquire_slots(tags, holder, now, now.saturating_add(LEASE));
+            // The store answers from its writer thread; waiting for it here would block
+            // an async worker, so the wait happens on a blocking thread.
+            let store = self.store.clone();
+            let (asked_tags, asked_holder) = (tags.to_vec(), holder.to_owned());
+            let request = tokio::task::spawn_blocking(move || {
+                store.acquire_slots(&asked_tags, &asked_holder, now, now.saturating_add(LEASE))
+            })
+            .await
+            .unwrap_or_else(|panic| {
+                Err(weir_store::StoreError::Backend {
+                    action: "acquiring concurrency slots".into(),
+                    message: panic.to_string(),
+                })
+            });
             match request {
                 Ok(SlotRequest::Granted) => return Ok(self.hold(holder)),
                 Ok(SlotRequest::Zero { tag }) => {
