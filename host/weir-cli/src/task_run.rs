@@ -76,7 +76,7 @@ pub(crate) fn open_runner(store_dir: &Path) -> Result<TaskRunner, Failure> {
         Arc::new(runtime),
         Arc::new(store),
         Arc::new(SystemClock),
-        Arc::new(TerminalObserver),
+        Arc::new(TerminalObserver::stderr()),
     ))
 }
 

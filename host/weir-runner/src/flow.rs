@@ -367,6 +367,7 @@ impl FlowRunner {
                 parameters,
                 name_counters: Mutex::new(HashMap::new()),
                 reused_elements: resumed.elements,
+                label: label.clone(),
             });
             // Nodes that completed keep their values across flow retries (and resumes).
             let mut completed: HashMap<String, Value> = resumed.nodes;
@@ -504,6 +505,7 @@ struct FlowRunShared {
     name_counters: Mutex<HashMap<String, u64>>,
     /// Map elements that completed before a resume: (node, index) → output.
     reused_elements: HashMap<(String, u32), Value>,
+    label: FlowRunLabel,
 }
 
 impl FlowRunShared {
@@ -722,10 +724,16 @@ async fn run_node(
                 Ok(inputs) => inputs,
                 Err(cause) => return failed(cause),
             };
-            let mut outputs = vec![Value::Null; inputs.len()];
+            let total = inputs.len();
+            let mut outputs = vec![Value::Null; total];
             let mut first_failure = None;
-            let mut gather =
-                |joined: Result<(usize, NodeOutcome), tokio::task::JoinError>| match joined {
+            let observer = shared.runner.tasks.observer().clone();
+            observer.map_progress(&shared.label, node_id, 0, total);
+            let mut finished = 0;
+            let mut gather = |joined: Result<(usize, NodeOutcome), tokio::task::JoinError>| {
+                finished += 1;
+                observer.map_progress(&shared.label, node_id, finished, total);
+                match joined {
                     Ok((index, NodeOutcome::Completed(value))) => outputs[index] = value,
                     Ok((index, NodeOutcome::Failed { state, cause })) => {
                         first_failure.get_or_insert((index, state, cause));
@@ -737,7 +745,8 @@ async fn run_node(
                             panic.to_string(),
                         ));
                     }
-                };
+                }
+            };
             let mut elements = JoinSet::new();
             for (index, element) in inputs.into_iter().enumerate() {
                 // An element completed before a resume is not run again.

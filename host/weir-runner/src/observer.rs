@@ -6,6 +6,10 @@ pub struct RunLabel {
     pub id: TaskRunId,
     pub name: String,
     pub task: String,
+    /// The flow run and node it belongs to, and its element when the node maps.
+    pub flow_run_id: Option<FlowRunId>,
+    pub node: Option<String>,
+    pub map_index: Option<u32>,
 }
 
 /// Names a flow run in what is shown to a person.
@@ -23,6 +27,8 @@ pub trait RunObserver: Send + Sync {
     fn task_run_state(&self, run: &RunLabel, state: State, message: Option<&str>);
     fn flow_run_created(&self, _run: &FlowRunLabel) {}
     fn flow_run_state(&self, _run: &FlowRunLabel, _state: State, _message: Option<&str>) {}
+    /// A node mapping over `total` elements has `finished` of them done (0 when it starts).
+    fn map_progress(&self, _run: &FlowRunLabel, _node: &str, _finished: usize, _total: usize) {}
 }
 
 /// Shows nothing; for embedding and benchmarks.

@@ -224,6 +224,9 @@ impl TaskRunner {
             id: id.clone(),
             name: name.clone(),
             task: info.name.clone(),
+            flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
+            node: request.node.clone(),
+            map_index: request.map_index,
         };
         let change = |state, message: Option<&str>| StateChange {
             state,
@@ -321,6 +324,9 @@ impl TaskRunner {
             id: TaskRunId::generate(),
             name,
             task: info.name.clone(),
+            flow_run_id: request.flow_run.as_ref().map(|flow| flow.id.clone()),
+            node: request.node.clone(),
+            map_index: request.map_index,
         };
         let new_run = NewTaskRun {
             id: label.id.clone(),
