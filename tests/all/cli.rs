@@ -495,3 +495,93 @@ wait_for = ["sleep"]
         .unwrap();
     assert_eq!(record.state, weir_core::State::Completed);
 }
+
+#[test]
+fn task_run_grants_directories_and_environment_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/hello.txt"), "hello from the host").unwrap();
+    std::fs::write(
+        dir.path().join("secrets.env"),
+        "# for the test\nAPI_TOKEN=tok-98765-secret\n",
+    )
+    .unwrap();
+    let misbehave = plugin("misbehave");
+    let files = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &misbehave,
+            "--task",
+            "files",
+            "--input",
+            r#"{"read": ["/in/hello.txt"], "write": ["/in/x"]}"#,
+            "--dir",
+            "data:/in",
+        ],
+    );
+    assert_eq!(files.status.code(), Some(0), "{}", text(&files.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&files.stdout).unwrap();
+    assert_eq!(report["read /in/hello.txt"], "ok: hello from the host");
+    assert!(
+        report["write /in/x"]
+            .as_str()
+            .unwrap()
+            .starts_with("denied"),
+        "read-only by default"
+    );
+
+    let env = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &misbehave,
+            "--task",
+            "env",
+            "--input",
+            r#"{"names": ["API_TOKEN"]}"#,
+            "--env",
+            "API_TOKEN",
+            "--secrets-file",
+            "secrets.env",
+        ],
+    );
+    let stderr = text(&env.stderr);
+    assert_eq!(env.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("API_TOKEN is [redacted]"), "{stderr}");
+    assert!(!stderr.contains("tok-98765"), "{stderr}");
+    let logs = weir(
+        dir.path(),
+        &["runs", "logs", &{
+            let listed = weir(dir.path(), &["runs", "ls", "--tasks", "--json"]);
+            let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            runs[0]["id"].as_str().unwrap().to_owned()
+        }],
+    );
+    assert!(
+        !text(&logs.stdout).contains("tok-98765"),
+        "{}",
+        text(&logs.stdout)
+    );
+
+    let bad = weir(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            &misbehave,
+            "--task",
+            "files",
+            "--dir",
+            "data:/in:maybe",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("should be `ro` or `rw`"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

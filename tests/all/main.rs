@@ -4,6 +4,7 @@
 mod caching;
 mod cli;
 mod flows;
+mod grants;
 mod limits;
 mod loading;
 mod runs;

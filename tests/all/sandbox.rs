@@ -182,8 +182,6 @@ async fn files_environment_and_sockets_are_denied() {
     // A real listener the guest is not allowed to reach.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // SAFETY: set before any guest runs; the guest must not see it either way.
-    unsafe { std::env::set_var("WEIR_TEST_SECRET", "hunter2") };
     let outcome = harness
         .runner
         .run_task(TaskRequest::new(plugin, "escape", json!({"port": port})))

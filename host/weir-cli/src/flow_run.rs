@@ -29,6 +29,10 @@ pub(crate) struct RunArgs {
     /// Task runs in progress at once (default: 8 per core, between 16 and 128).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// `NAME=value` lines for the environment variables nodes are granted (`env = [...]`);
+    /// their values are redacted from logs.
+    #[arg(long)]
+    secrets_file: Option<PathBuf>,
     /// Print a JSON object with the flow run's id, name, state, message and output.
     #[arg(long)]
     json: bool,
@@ -106,7 +110,7 @@ fn find_flow_run(tasks: &weir_runner::TaskRunner, run: &str) -> Result<FlowRunId
 }
 
 pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> {
-    let tasks = Arc::new(open_runner(store_dir)?);
+    let tasks = Arc::new(open_runner(store_dir, args.secrets_file.as_deref())?);
     let concurrency = args
         .concurrency
         .unwrap_or_else(FlowRunner::default_concurrency);

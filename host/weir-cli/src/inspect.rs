@@ -15,7 +15,7 @@ pub(crate) struct InspectArgs {
 }
 
 pub(crate) async fn run(store_dir: &Path, args: InspectArgs) -> Result<u8, Failure> {
-    let runner = open_runner(store_dir)?;
+    let runner = open_runner(store_dir, None)?;
     let plugin = runner
         .load_plugin(&args.plugin)
         .await

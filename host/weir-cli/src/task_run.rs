@@ -40,6 +40,16 @@ pub(crate) struct TaskRunArgs {
     /// Run even if a cached result exists, and replace it.
     #[arg(long)]
     refresh_cache: bool,
+    /// Grant a host directory: `HOST:GUEST[:ro|rw]` (read-only unless `rw`); repeatable.
+    #[arg(long = "dir", value_name = "HOST:GUEST[:ro|rw]", value_parser = weir_core::DirGrant::parse)]
+    dirs: Vec<weir_core::DirGrant>,
+    /// Grant an environment variable by name (its value from --secrets-file or this
+    /// environment); repeatable.
+    #[arg(long = "env", value_name = "NAME")]
+    env: Vec<String>,
+    /// `NAME=value` lines for granted variables; their values are redacted from logs.
+    #[arg(long)]
+    secrets_file: Option<PathBuf>,
     /// Print a JSON object with the run's id, name, state, message and output.
     #[arg(long)]
     json: bool,
@@ -63,7 +73,15 @@ fn read_input(text: &str) -> Result<serde_json::Value, Failure> {
 }
 
 /// Opens the store and a runtime whose compiled-plugin cache lives in the store directory.
-pub(crate) fn open_runner(store_dir: &Path) -> Result<TaskRunner, Failure> {
+pub(crate) fn open_runner(
+    store_dir: &Path,
+    secrets_file: Option<&Path>,
+) -> Result<TaskRunner, Failure> {
+    let secrets = match secrets_file {
+        Some(path) => weir_runner::load_secrets(path)
+            .map_err(|message| Failure::usage(anyhow::anyhow!(message)))?,
+        None => Default::default(),
+    };
     let store = weir_store_sqlite::SqliteStore::open(store_dir)
         .with_context(|| format!("opening the store in {}", store_dir.display()))
         .map_err(Failure::internal)?;
@@ -77,7 +95,8 @@ pub(crate) fn open_runner(store_dir: &Path) -> Result<TaskRunner, Failure> {
         Arc::new(store),
         Arc::new(SystemClock),
         Arc::new(TerminalObserver::stderr()),
-    ))
+    )
+    .with_secrets(secrets))
 }
 
 pub(crate) fn runner_failure(error: RunnerError) -> Failure {
@@ -89,7 +108,7 @@ pub(crate) fn runner_failure(error: RunnerError) -> Failure {
 
 pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failure> {
     let input = read_input(&args.input)?;
-    let runner = open_runner(store_dir)?;
+    let runner = open_runner(store_dir, args.secrets_file.as_deref())?;
     let plugin = runner
         .load_plugin(&args.plugin)
         .await
@@ -103,6 +122,10 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         fuel: args.fuel,
         cache_policy: args.no_cache.then_some(weir_core::CachePolicy::None),
         refresh_cache: args.refresh_cache,
+        grants: weir_core::Grants {
+            dirs: args.dirs.clone(),
+            env: args.env.clone(),
+        },
         ..Default::default()
     };
     let outcome = runner

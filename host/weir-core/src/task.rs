@@ -157,6 +157,8 @@ pub struct TaskOverrides {
     pub extra_tags: Vec<String>,
     pub run_name: Option<String>,
     pub log_prints: Option<bool>,
+    /// Directories and environment variables granted to this run.
+    pub grants: crate::Grants,
 }
 
 /// Who is running and why, as handed to the guest.

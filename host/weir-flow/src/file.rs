@@ -29,7 +29,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weir_core::{CachePolicy, RetryDelays, TaskOverrides, parse_duration, parse_size};
+use weir_core::{
+    CachePolicy, DirGrant, Grants, RetryDelays, TaskOverrides, parse_duration, parse_size,
+};
 
 use crate::model::{Flow, FlowOutput, Node, NodeKind, Parameter, ParameterType};
 use crate::validate::FlowError;
@@ -120,6 +122,12 @@ struct NodeFile {
     tags: Vec<String>,
     run_name: Option<String>,
     log_prints: Option<bool>,
+    /// Directories granted: `HOST:GUEST[:ro|rw]`, HOST relative to the flow file.
+    #[serde(default)]
+    dirs: Vec<String>,
+    /// Environment variables granted, by name.
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 impl DurationFile {
@@ -336,6 +344,20 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                     extra_tags: file.tags,
                     run_name: file.run_name,
                     log_prints: file.log_prints,
+                    grants: Grants {
+                        dirs: file
+                            .dirs
+                            .iter()
+                            .map(|spec| {
+                                DirGrant::parse(spec).map(|mut grant| {
+                                    grant.host = base.join(&grant.host);
+                                    grant
+                                })
+                            })
+                            .collect::<Result<_, _>>()
+                            .map_err(|message| ("dirs", message))?,
+                        env: file.env,
+                    },
                 }),
             }
         }

@@ -31,8 +31,10 @@ mod logs;
 mod naming;
 mod observer;
 mod runner;
+mod secrets;
 mod slots;
 
 pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
 pub use runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};
+pub use secrets::load_secrets;

@@ -28,6 +28,14 @@ pub enum RunnerError {
     #[error("the input of task `{task}` must be a JSON object, not {found}")]
     InputNotObject { task: String, found: String },
     #[error(
+        "task `{task}` is granted the environment variable `{name}`, but it is neither in the secrets file nor in this environment"
+    )]
+    MissingEnv { task: String, name: String },
+    #[error(
+        "task `{task}` is granted the directory {path}, which does not exist or is not a directory"
+    )]
+    MissingDir { task: String, path: String },
+    #[error(
         "the memory limit of {requested} bytes is above this host's maximum of {maximum} bytes"
     )]
     MemoryAboveMaximum { requested: u64, maximum: u64 },
@@ -93,6 +101,13 @@ pub struct TaskRunOutcome {
     pub attempts: u32,
 }
 
+/// What a run may touch, resolved when it starts.
+#[derive(Default)]
+struct Access {
+    env: Vec<(String, String)>,
+    secrets: Vec<String>,
+}
+
 /// The settings of one run: the task's defaults with the request's overrides applied.
 struct Effective {
     retry: RetryPolicy,
@@ -103,6 +118,7 @@ struct Effective {
     refresh_cache: bool,
     tags: Vec<String>,
     log_prints: bool,
+    grants: weir_core::Grants,
 }
 
 impl Effective {
@@ -137,6 +153,7 @@ impl Effective {
             refresh_cache: overrides.refresh_cache,
             tags,
             log_prints: overrides.log_prints.unwrap_or(info.log_prints),
+            grants: overrides.grants.clone(),
         }
     }
 }
@@ -151,6 +168,8 @@ pub struct TaskRunner {
     name_counters: Mutex<HashMap<String, u64>>,
     /// Wakes runs waiting for a tag's concurrency slot when this process frees one.
     pub(crate) slots_freed: Arc<tokio::sync::Notify>,
+    /// Values for granted environment variables, redacted wherever shown.
+    secrets: HashMap<String, String>,
 }
 
 impl TaskRunner {
@@ -167,7 +186,14 @@ impl TaskRunner {
             observer,
             name_counters: Mutex::new(HashMap::new()),
             slots_freed: Arc::new(tokio::sync::Notify::new()),
+            secrets: HashMap::new(),
         }
+    }
+
+    /// Values for granted environment variables (see [`load_secrets`](crate::load_secrets)).
+    pub fn with_secrets(mut self, secrets: HashMap<String, String>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -267,6 +293,38 @@ impl TaskRunner {
         })
     }
 
+    /// Checks a run's grants and reads the granted environment variables' values: from
+    /// the secrets file (redacted wherever shown) or the host's environment.
+    fn resolve_grants(
+        &self,
+        task: &str,
+        grants: &weir_core::Grants,
+    ) -> Result<Access, RunnerError> {
+        for dir in &grants.dirs {
+            if !dir.host.is_dir() {
+                return Err(RunnerError::MissingDir {
+                    task: task.to_owned(),
+                    path: dir.host.display().to_string(),
+                });
+            }
+        }
+        let mut access = Access::default();
+        for name in &grants.env {
+            let value = match self.secrets.get(name) {
+                Some(secret) => {
+                    access.secrets.push(secret.clone());
+                    secret.clone()
+                }
+                None => std::env::var(name).map_err(|_| RunnerError::MissingEnv {
+                    task: task.to_owned(),
+                    name: name.clone(),
+                })?,
+            };
+            access.env.push((name.clone(), value));
+        }
+        Ok(access)
+    }
+
     fn task_info(&self, request: &TaskRequest) -> Result<TaskInfo, RunnerError> {
         let plugin = &request.plugin;
         plugin
@@ -319,6 +377,7 @@ impl TaskRunner {
             });
         }
 
+        let access = self.resolve_grants(&info.name, &settings.grants)?;
         let name = self.run_name(&request, &info);
         let label = RunLabel {
             id: TaskRunId::generate(),
@@ -356,6 +415,7 @@ impl TaskRunner {
             label,
             log,
             input_text: request.input.to_string(),
+            access,
             new_run,
         };
         execution.run().await
@@ -382,6 +442,8 @@ struct Execution<'a> {
     label: RunLabel,
     log: Arc<RunLog>,
     input_text: String,
+    /// Granted directories and environment (with values), and the values to redact.
+    access: Access,
     /// Recorded together with its first states, once it is known whether it hits the cache.
     new_run: NewTaskRun,
 }
@@ -412,6 +474,9 @@ impl Execution<'_> {
             timeout: self.settings.timeout,
             log_prints: self.settings.log_prints,
             sink: self.log.clone(),
+            dirs: self.settings.grants.dirs.clone(),
+            env: self.access.env.clone(),
+            secrets: self.access.secrets.clone(),
         }
     }
 

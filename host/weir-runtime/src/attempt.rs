@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
-use weir_core::{Limits, RunContext, format_duration};
+use weir_core::{DirGrant, Limits, RunContext, format_duration};
 
 use crate::bindings::{self, WitTaskError, WitTaskInfo};
 use crate::output::{AttemptLog, LogSink};
@@ -23,6 +23,12 @@ pub struct AttemptSpec {
     /// Turn the guest's stdout and stderr into log lines.
     pub log_prints: bool,
     pub sink: Arc<dyn LogSink>,
+    /// Host directories the guest may open.
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables the guest sees, with their values.
+    pub env: Vec<(String, String)>,
+    /// Values replaced by `[redacted]` in log lines and messages.
+    pub secrets: Vec<String>,
 }
 
 impl AttemptSpec {
@@ -46,6 +52,9 @@ impl AttemptSpec {
             timeout: None,
             log_prints: true,
             sink,
+            dirs: Vec::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -110,6 +119,8 @@ pub(crate) struct Guard {
     pub(crate) log: Arc<AttemptLog>,
     pub(crate) limits: Limits,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) dirs: Vec<DirGrant>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -120,12 +131,15 @@ impl Runtime {
             spec.sink,
             spec.log_prints,
             self.config.log_limit_bytes,
+            spec.secrets,
         ));
         let guard = Guard {
             context: spec.context,
             log: log.clone(),
             limits: spec.limits,
             timeout: spec.timeout,
+            dirs: spec.dirs,
+            env: spec.env,
         };
         let call = Call::Run {
             task: spec.task,
@@ -154,7 +168,18 @@ impl Runtime {
             Err(Interrupted(outcome)) => outcome,
         };
         log.finish();
-        outcome
+        // A message may quote what the guest saw, secrets included.
+        match outcome {
+            AttemptOutcome::Failed { retriable, message } => AttemptOutcome::Failed {
+                retriable,
+                message: log.redact(&message),
+            },
+            AttemptOutcome::Crashed { kind, message } => AttemptOutcome::Crashed {
+                kind,
+                message: log.redact(&message),
+            },
+            other => other,
+        }
     }
 
     /// Asks the plugin for its own cache key (tasks whose policy is custom-key).
@@ -167,12 +192,15 @@ impl Runtime {
             spec.sink,
             spec.log_prints,
             self.config.log_limit_bytes,
+            spec.secrets,
         ));
         let guard = Guard {
             context: spec.context,
             log: log.clone(),
             limits: spec.limits,
             timeout: spec.timeout,
+            dirs: spec.dirs,
+            env: spec.env,
         };
         let call = Call::CacheKey {
             task: spec.task,
@@ -196,7 +224,21 @@ impl Runtime {
     ) -> Result<CallResult, Interrupted> {
         let started = Instant::now();
         let memory_limit = guard.limits.memory_bytes.min(self.config.max_memory_bytes);
-        let state = AttemptState::new(guard.context, guard.log.clone(), memory_limit);
+        let state = match AttemptState::new(
+            guard.context,
+            guard.log.clone(),
+            memory_limit,
+            &guard.dirs,
+            &guard.env,
+        ) {
+            Ok(state) => state,
+            Err(message) => {
+                return Err(Interrupted(AttemptOutcome::Crashed {
+                    kind: CrashKind::Instantiation,
+                    message,
+                }));
+            }
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let fuel = guard.limits.fuel.unwrap_or(u64::MAX);

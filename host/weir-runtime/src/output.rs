@@ -34,6 +34,8 @@ const MAX_LINE_BYTES: usize = 16 * 1024;
 pub(crate) struct AttemptLog {
     sink: Arc<dyn LogSink>,
     capture_prints: bool,
+    /// Values never to be shown: replaced by `[redacted]` wherever text leaves the sandbox.
+    secrets: Vec<String>,
     state: Mutex<AttemptLogState>,
 }
 
@@ -54,10 +56,19 @@ pub(crate) enum Stream {
 }
 
 impl AttemptLog {
-    pub(crate) fn new(sink: Arc<dyn LogSink>, capture_prints: bool, limit_bytes: usize) -> Self {
+    pub(crate) fn new(
+        sink: Arc<dyn LogSink>,
+        capture_prints: bool,
+        limit_bytes: usize,
+        secrets: Vec<String>,
+    ) -> Self {
         AttemptLog {
             sink,
             capture_prints,
+            secrets: secrets
+                .into_iter()
+                .filter(|secret| !secret.is_empty())
+                .collect(),
             state: Mutex::new(AttemptLogState {
                 remaining_bytes: limit_bytes,
                 limit_bytes,
@@ -74,6 +85,17 @@ impl AttemptLog {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `text` with every secret value replaced.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut redacted = text.to_owned();
+        for secret in &self.secrets {
+            if redacted.contains(secret.as_str()) {
+                redacted = redacted.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        redacted
     }
 
     /// A line from the task's `log` import.
@@ -103,7 +125,11 @@ impl AttemptLog {
             return;
         }
         state.remaining_bytes -= message.len();
-        self.sink.log(level, message);
+        if self.secrets.is_empty() {
+            self.sink.log(level, message);
+        } else {
+            self.sink.log(level, &self.redact(message));
+        }
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) {

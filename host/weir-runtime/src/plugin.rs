@@ -211,6 +211,7 @@ impl Runtime {
             Arc::new(StderrLogSink) as Arc<dyn LogSink>,
             false,
             self.config.log_limit_bytes,
+            Vec::new(),
         ));
         let context = RunContext {
             flow_run_id: None,
@@ -227,6 +228,8 @@ impl Runtime {
             log,
             limits: Limits::default(),
             timeout: Some(Duration::from_secs(30)),
+            dirs: Vec::new(),
+            env: Vec::new(),
         };
         let raw = match self.call_guarded(pre, guard, Call::Info).await {
             Ok(CallResult::Info(raw)) => raw,

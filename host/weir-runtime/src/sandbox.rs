@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use weir_core::{LogLevel, RunContext};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use weir_core::{DirGrant, LogLevel, RunContext};
 
 use crate::bindings::{WitLogLevel, WitRunContext, weir::task::host};
 use crate::output::{AttemptLog, CapturedOutput, Stream};
@@ -19,7 +19,15 @@ pub(crate) struct AttemptState {
 }
 
 impl AttemptState {
-    pub(crate) fn new(context: RunContext, log: Arc<AttemptLog>, memory_limit_bytes: u64) -> Self {
+    /// Builds the store data; fails (with a message naming it) when a granted directory
+    /// cannot be opened.
+    pub(crate) fn new(
+        context: RunContext,
+        log: Arc<AttemptLog>,
+        memory_limit_bytes: u64,
+        dirs: &[DirGrant],
+        env: &[(String, String)],
+    ) -> Result<Self, String> {
         // Everything is denied unless granted: the builder's defaults have no preopens, no
         // environment, no arguments and a closed stdin; the socket switches are turned off
         // explicitly so that a later default change cannot open the network.
@@ -30,13 +38,34 @@ impl AttemptState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        AttemptState {
+        // Granted directories are opened with cap-std: paths are resolved beneath the
+        // directory, so `..` and symlinks cannot lead out of it.
+        for dir in dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|error| {
+                    format!(
+                        "could not grant the directory {} (as {}): {error:#}",
+                        dir.host.display(),
+                        dir.guest
+                    )
+                })?;
+        }
+        for (name, value) in env {
+            builder.env(name, value);
+        }
+        Ok(AttemptState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit_bytes),
             context,
             log,
-        }
+        })
     }
 }
 

@@ -132,6 +132,46 @@ fn escape(port: u16) -> Value {
     Value::Object(attempts)
 }
 
+/// Reads each file in `read` and writes a line to each file in `write`, reporting
+/// `"ok: ..."` or `"denied: <error>"` per path (for testing directory grants).
+#[weir::task]
+fn files(read: Vec<String>, write: Vec<String>) -> Value {
+    let mut report = Map::new();
+    for path in read {
+        let outcome = match std::fs::read_to_string(&path) {
+            Ok(text) => format!("ok: {}", text.trim()),
+            Err(error) => format!("denied: {error}"),
+        };
+        report.insert(format!("read {path}"), Value::String(outcome));
+    }
+    for path in write {
+        let outcome = match std::fs::write(&path, "written by a weir task\n") {
+            Ok(()) => "ok: written".to_owned(),
+            Err(error) => format!("denied: {error}"),
+        };
+        report.insert(format!("write {path}"), Value::String(outcome));
+    }
+    Value::Object(report)
+}
+
+/// Reads each named environment variable and logs what it found (for testing
+/// environment grants and the redaction of secrets).
+#[weir::task]
+fn env(names: Vec<String>) -> Value {
+    let mut report = Map::new();
+    for name in names {
+        let outcome = match std::env::var(&name) {
+            Ok(value) => {
+                weir::info!("{name} is {value}");
+                format!("ok: {value}")
+            }
+            Err(error) => format!("denied: {error}"),
+        };
+        report.insert(name, Value::String(outcome));
+    }
+    Value::Object(report)
+}
+
 /// The names in directory `path`.
 fn list(path: &str) -> std::io::Result<String> {
     let mut names = Vec::new();
@@ -141,4 +181,6 @@ fn list(path: &str) -> std::io::Result<String> {
     Ok(format!("{} entries: {}", names.len(), names.join(", ")))
 }
 
-weir::export!(spin, hog, boom, overflow, flood, chatty, sleepy, escape);
+weir::export!(
+    spin, hog, boom, overflow, flood, chatty, sleepy, escape, files, env
+);
