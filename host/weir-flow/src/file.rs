@@ -66,6 +66,8 @@ struct ParameterFile {
     kind: String,
     default: Option<Value>,
     description: Option<String>,
+    /// A JSON Schema (subset) the value must satisfy.
+    schema: Option<Value>,
 }
 
 fn any_type() -> String {
@@ -211,6 +213,7 @@ impl Flow {
                     kind,
                     default: parameter.default,
                     description: parameter.description,
+                    schema: parameter.schema,
                 },
             );
         }

@@ -22,6 +22,7 @@ mod file;
 mod model;
 mod names;
 pub mod reference;
+pub mod schema;
 mod validate;
 
 pub use file::FORMAT_VERSION;

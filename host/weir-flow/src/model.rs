@@ -85,6 +85,8 @@ pub struct Parameter {
     /// None: the parameter is required.
     pub default: Option<Value>,
     pub description: Option<String>,
+    /// A JSON Schema the value must also satisfy (see [`crate::schema`] for the subset).
+    pub schema: Option<Value>,
 }
 
 /// What a node runs.
@@ -174,6 +176,7 @@ impl Flow {
                 kind,
                 default,
                 description: None,
+                schema: None,
             },
         );
         self

@@ -171,6 +171,27 @@ fn parameters_are_checked_against_their_types() {
 }
 
 #[test]
+fn parameters_can_carry_a_json_schema() {
+    let flow = parse(&DIAMOND.replace(
+        "[parameters.label]\ntype = \"string\"",
+        "[parameters.label]\ntype = \"string\"\nschema = { enum = [\"small\", \"large\"] }",
+    ))
+    .unwrap();
+    let given = |value: serde_json::Value| value.as_object().unwrap().clone();
+    assert!(
+        flow.bind_parameters(&given(json!({"label": "small"})))
+            .is_ok()
+    );
+    let error = flow
+        .bind_parameters(&given(json!({"label": "medium"})))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "flows/diamond.toml, field `parameters.label`: the value: \"medium\" is not one of [\"small\",\"large\"]"
+    );
+}
+
+#[test]
 fn other_mistakes_say_what_to_do() {
     let map_field = error_of(|text| text.replace("allow_failure = [\"right\"]", "map = [\"c\"]"));
     assert!(

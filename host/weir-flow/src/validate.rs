@@ -72,14 +72,19 @@ impl Flow {
             return Err(self.error(None, Some("nodes"), "the flow has no nodes"));
         }
         for (name, parameter) in &self.parameters {
-            if let Some(default) = &parameter.default
-                && !parameter.kind.accepts(default)
-            {
-                return Err(self.error(
-                    None,
-                    Some(&format!("parameters.{name}.default")),
-                    format!("the default {default} is not a {}", parameter.kind.name()),
-                ));
+            if let Some(default) = &parameter.default {
+                if !parameter.kind.accepts(default) {
+                    return Err(self.error(
+                        None,
+                        Some(&format!("parameters.{name}.default")),
+                        format!("the default {default} is not a {}", parameter.kind.name()),
+                    ));
+                }
+                if let Some(schema) = &parameter.schema {
+                    crate::schema::check(schema, default).map_err(|message| {
+                        self.error(None, Some(&format!("parameters.{name}.default")), message)
+                    })?;
+                }
             }
         }
         let mut seen = BTreeSet::new();
@@ -314,6 +319,11 @@ impl Flow {
                     Some(&format!("parameters.{name}")),
                     format!("{value} is not a {}", parameter.kind.name()),
                 ));
+            }
+            if let Some(schema) = &parameter.schema {
+                crate::schema::check(schema, &value).map_err(|message| {
+                    self.error(None, Some(&format!("parameters.{name}")), message)
+                })?;
             }
             bound.insert(name.clone(), value);
         }
