@@ -3,13 +3,11 @@ use clap::Args;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use weir_core::{FlowRunId, State};
 use weir_flow::Flow;
 use weir_runner::{FlowRunError, FlowRunner};
-use weir_store::FlowRunFilter;
 
+use crate::Failure;
 use crate::task_run::open_runner;
-use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -85,30 +83,6 @@ fn parameters(flow: &Flow, args: &RunArgs) -> Result<Map<String, Value>, Failure
     Ok(given)
 }
 
-/// A flow run's id, or the newest flow run with that name.
-fn find_flow_run(tasks: &weir_runner::TaskRunner, run: &str) -> Result<FlowRunId, Failure> {
-    if run.starts_with(FlowRunId::PREFIX) {
-        return Ok(FlowRunId::from_string(run));
-    }
-    let named = tasks
-        .store()
-        .flow_runs(&FlowRunFilter {
-            name: Some(run.to_owned()),
-            limit: Some(1),
-            ..Default::default()
-        })
-        .map_err(Failure::internal)?;
-    named
-        .into_iter()
-        .next()
-        .map(|record| record.id)
-        .ok_or_else(|| {
-            Failure::usage(anyhow::anyhow!(
-                "no flow run `{run}` in the store (see `weir runs ls`)"
-            ))
-        })
-}
-
 pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> {
     let tasks = Arc::new(open_runner(store_dir, args.secrets_file.as_deref())?);
     let concurrency = args
@@ -117,8 +91,8 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
     let runner = Arc::new(FlowRunner::new(tasks.clone(), concurrency));
     let started = match (&args.resume, &args.flow) {
         (Some(run), _) => {
-            let id = find_flow_run(&tasks, run)?;
-            runner.resume_flow(&id).await
+            let record = crate::runs::find_flow_run(tasks.store().as_ref(), run)?;
+            runner.resume_flow(&record.id).await
         }
         (None, Some(path)) => {
             let flow = Flow::load(path).map_err(Failure::usage)?;
@@ -136,23 +110,13 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
         .flush()
         .context("recording the flow run in the store")
         .map_err(Failure::internal)?;
-    if args.json {
-        let report = serde_json::json!({
-            "id": outcome.id,
-            "name": outcome.name,
-            "state": outcome.state,
-            "message": outcome.message,
-            "attempts": outcome.attempts,
-            "output": outcome.output,
-        });
-        println!("{report}");
-    } else if let Some(output) = &outcome.output {
-        println!("{output}");
-    }
-    Ok(match outcome.state {
-        State::Completed => 0,
-        State::TimedOut => exit::TIMED_OUT,
-        State::Crashed => exit::CRASHED,
-        _ => exit::FAILED,
-    })
+    Ok(crate::report_run(
+        args.json,
+        outcome.id.as_str(),
+        &outcome.name,
+        outcome.state,
+        outcome.message.as_deref(),
+        outcome.attempts,
+        outcome.output.as_ref(),
+    ))
 }

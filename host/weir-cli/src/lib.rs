@@ -79,6 +79,39 @@ impl Failure {
     }
 }
 
+/// Prints how a run ended (its output, or with `--json` a report) and returns the exit
+/// code for its state. Shared by `weir run` and `weir task run`.
+pub(crate) fn report_run(
+    json: bool,
+    id: &str,
+    name: &str,
+    state: weir_core::State,
+    message: Option<&str>,
+    attempts: u32,
+    output: Option<&serde_json::Value>,
+) -> u8 {
+    use weir_core::State;
+    if json {
+        let report = serde_json::json!({
+            "id": id,
+            "name": name,
+            "state": state,
+            "message": message,
+            "attempts": attempts,
+            "output": output,
+        });
+        println!("{report}");
+    } else if let Some(output) = output {
+        println!("{output}");
+    }
+    match state {
+        State::Completed | State::Cached => 0,
+        State::TimedOut => exit::TIMED_OUT,
+        State::Crashed => exit::CRASHED,
+        _ => exit::FAILED,
+    }
+}
+
 pub(crate) mod exit {
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;

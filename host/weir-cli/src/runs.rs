@@ -174,23 +174,18 @@ enum Found {
     Task(TaskRunRecord),
 }
 
-fn find(store: &SqliteStore, run: &str) -> Result<Found, Failure> {
+/// A flow run by id (`frun_…`) or name (the newest with that name).
+pub(crate) fn find_flow_run(store: &dyn RunStore, run: &str) -> Result<FlowRunRecord, Failure> {
     let missing = || {
         Failure::usage(anyhow::anyhow!(
             "no run `{run}` in the store (see `weir runs ls`)"
         ))
     };
-    if run.starts_with(TaskRunId::PREFIX) {
-        let record = store
-            .task_run(&TaskRunId::from_string(run))
-            .map_err(Failure::internal)?;
-        return record.map(Found::Task).ok_or_else(missing);
-    }
     if run.starts_with(FlowRunId::PREFIX) {
         let record = store
             .flow_run(&FlowRunId::from_string(run))
             .map_err(Failure::internal)?;
-        return record.map(Found::Flow).ok_or_else(missing);
+        return record.ok_or_else(missing);
     }
     let named = store
         .flow_runs(&FlowRunFilter {
@@ -199,11 +194,21 @@ fn find(store: &SqliteStore, run: &str) -> Result<Found, Failure> {
             ..Default::default()
         })
         .map_err(Failure::internal)?;
-    named
-        .into_iter()
-        .next()
-        .map(Found::Flow)
-        .ok_or_else(missing)
+    named.into_iter().next().ok_or_else(missing)
+}
+
+fn find(store: &SqliteStore, run: &str) -> Result<Found, Failure> {
+    if run.starts_with(TaskRunId::PREFIX) {
+        let record = store
+            .task_run(&TaskRunId::from_string(run))
+            .map_err(Failure::internal)?;
+        return record.map(Found::Task).ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "no run `{run}` in the store (see `weir runs ls`)"
+            ))
+        });
+    }
+    find_flow_run(store, run).map(Found::Flow)
 }
 
 fn task_runs_of(store: &SqliteStore, flow_run: &FlowRunId) -> Result<Vec<TaskRunRecord>, Failure> {

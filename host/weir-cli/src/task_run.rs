@@ -3,11 +3,11 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use weir_core::{RetryDelays, State, SystemClock, TaskOverrides, parse_duration};
+use weir_core::{RetryDelays, SystemClock, TaskOverrides, parse_duration};
 use weir_runner::{RunnerError, TaskRequest, TaskRunner};
 
+use crate::Failure;
 use crate::terminal::TerminalObserver;
-use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
 pub(crate) struct TaskRunArgs {
@@ -138,23 +138,13 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         .flush()
         .context("recording the run in the store")
         .map_err(Failure::internal)?;
-    if args.json {
-        let report = serde_json::json!({
-            "id": outcome.id,
-            "name": outcome.name,
-            "state": outcome.state,
-            "message": outcome.message,
-            "attempts": outcome.attempts,
-            "output": outcome.output,
-        });
-        println!("{report}");
-    } else if let Some(output) = &outcome.output {
-        println!("{output}");
-    }
-    Ok(match outcome.state {
-        State::Completed | State::Cached => 0,
-        State::TimedOut => exit::TIMED_OUT,
-        State::Crashed => exit::CRASHED,
-        _ => exit::FAILED,
-    })
+    Ok(crate::report_run(
+        args.json,
+        outcome.id.as_str(),
+        &outcome.name,
+        outcome.state,
+        outcome.message.as_deref(),
+        outcome.attempts,
+        outcome.output.as_ref(),
+    ))
 }

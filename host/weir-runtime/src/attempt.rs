@@ -127,24 +127,9 @@ impl Runtime {
     /// Runs one attempt of `spec.task` in a fresh store. Never panics and never hangs
     /// past the timeout: every way the guest can end becomes an [`AttemptOutcome`].
     pub async fn run_attempt(&self, plugin: &Plugin, spec: AttemptSpec) -> AttemptOutcome {
-        let log = Arc::new(AttemptLog::new(
-            spec.sink,
-            spec.log_prints,
-            self.config.log_limit_bytes,
-            spec.secrets,
-        ));
-        let guard = Guard {
-            context: spec.context,
-            log: log.clone(),
-            limits: spec.limits,
-            timeout: spec.timeout,
-            dirs: spec.dirs,
-            env: spec.env,
-        };
-        let call = Call::Run {
-            task: spec.task,
-            input: spec.input,
-        };
+        let (guard, task, input) = self.guard(spec);
+        let log = guard.log.clone();
+        let call = Call::Run { task, input };
         let outcome = match self.call_guarded(plugin.pre(), guard, call).await {
             Ok(CallResult::Run(Ok(text))) => match serde_json::from_str(&text) {
                 Ok(output) => AttemptOutcome::Completed { output },
@@ -188,6 +173,20 @@ impl Runtime {
         plugin: &Plugin,
         spec: AttemptSpec,
     ) -> Result<Option<String>, AttemptOutcome> {
+        let (guard, task, input) = self.guard(spec);
+        let log = guard.log.clone();
+        let call = Call::CacheKey { task, input };
+        let result = self.call_guarded(plugin.pre(), guard, call).await;
+        log.finish();
+        match result {
+            Ok(CallResult::CacheKey(key)) => Ok(key),
+            Ok(_) => unreachable!("a cache-key call returns a key"),
+            Err(Interrupted(outcome)) => Err(outcome),
+        }
+    }
+
+    /// Splits a spec into the bounds of its store (with its log) and what to call.
+    fn guard(&self, spec: AttemptSpec) -> (Guard, String, String) {
         let log = Arc::new(AttemptLog::new(
             spec.sink,
             spec.log_prints,
@@ -196,23 +195,13 @@ impl Runtime {
         ));
         let guard = Guard {
             context: spec.context,
-            log: log.clone(),
+            log,
             limits: spec.limits,
             timeout: spec.timeout,
             dirs: spec.dirs,
             env: spec.env,
         };
-        let call = Call::CacheKey {
-            task: spec.task,
-            input: spec.input,
-        };
-        let result = self.call_guarded(plugin.pre(), guard, call).await;
-        log.finish();
-        match result {
-            Ok(CallResult::CacheKey(key)) => Ok(key),
-            Ok(_) => unreachable!("a cache-key call returns a key"),
-            Err(Interrupted(outcome)) => Err(outcome),
-        }
+        (guard, spec.task, spec.input)
     }
 
     /// Instantiates `pre` in a fresh store and makes `call`, bounded by the guard.

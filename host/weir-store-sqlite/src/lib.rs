@@ -100,6 +100,26 @@ impl SqliteStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
+    /// A run's state changes, in order (`query` selects state, message, attempt, at).
+    fn history(&self, query: &str, id: &str) -> StoreResult<Vec<StateChange>> {
+        let connection = self.read()?;
+        let mut statement = connection
+            .prepare_cached(query)
+            .map_err(backend("reading a state history"))?;
+        let rows = statement
+            .query_map([id], |row| {
+                Ok(StateChange {
+                    state: state_from_sql(row.get(0)?)?,
+                    message: row.get(1)?,
+                    attempt: row.get(2)?,
+                    at: Timestamp(row.get(3)?),
+                })
+            })
+            .map_err(backend("reading a state history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading a state history"))
+    }
+
     fn prepare_result(
         &self,
         result: Option<&serde_json::Value>,
@@ -352,22 +372,10 @@ impl RunStore for SqliteStore {
     }
 
     fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
-        let connection = self.read()?;
-        let mut statement = connection
-            .prepare_cached("SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1 ORDER BY seq")
-            .map_err(backend("reading a flow run's history"))?;
-        let rows = statement
-            .query_map([id.as_str()], |row| {
-                Ok(StateChange {
-                    state: state_from_sql(row.get(0)?)?,
-                    message: row.get(1)?,
-                    attempt: row.get(2)?,
-                    at: Timestamp(row.get(3)?),
-                })
-            })
-            .map_err(backend("reading a flow run's history"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(backend("reading a flow run's history"))
+        self.history(
+            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1 ORDER BY seq",
+            id.as_str(),
+        )
     }
 
     fn record_node_output(
@@ -445,24 +453,10 @@ impl RunStore for SqliteStore {
     }
 
     fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
-        let connection = self.read()?;
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq",
-            )
-            .map_err(backend("reading state history"))?;
-        let rows = statement
-            .query_map([id.as_str()], |row| {
-                Ok(StateChange {
-                    state: state_from_sql(row.get(0)?)?,
-                    message: row.get(1)?,
-                    attempt: row.get(2)?,
-                    at: Timestamp(row.get(3)?),
-                })
-            })
-            .map_err(backend("reading state history"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(backend("reading state history"))
+        self.history(
+            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq",
+            id.as_str(),
+        )
     }
 
     fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>> {
