@@ -21,8 +21,8 @@ pub fn shared_runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let cache =
-                std::env::temp_dir().join(format!("weir-tests-compiled-{}", std::process::id()));
+            // Inside the build directory: reused by later test runs, removed by `cargo clean`.
+            let cache = PathBuf::from(env!("OUT_DIR")).join("compiled");
             Arc::new(
                 Runtime::new(RuntimeConfig {
                     compiled_cache_dir: Some(cache),
