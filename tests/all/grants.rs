@@ -31,6 +31,7 @@ fn grant(root: &tempfile::TempDir, writable: bool) -> TaskOverrides {
                 writable,
             }],
             env: Vec::new(),
+            http: Vec::new(),
         },
         ..Default::default()
     }
@@ -135,6 +136,7 @@ async fn only_granted_environment_variables_are_seen_and_secrets_are_redacted() 
         grants: Grants {
             dirs: Vec::new(),
             env: vec!["API_TOKEN".into(), "CARGO_PKG_NAME".into()],
+            http: Vec::new(),
         },
         ..Default::default()
     };
@@ -177,6 +179,7 @@ async fn only_granted_environment_variables_are_seen_and_secrets_are_redacted() 
         grants: Grants {
             dirs: Vec::new(),
             env: vec!["WEIR_SURELY_UNSET_VARIABLE".into()],
+            http: Vec::new(),
         },
         ..Default::default()
     };
@@ -199,6 +202,7 @@ async fn a_missing_granted_directory_is_named() {
         grants: Grants {
             dirs: vec![DirGrant::parse("no/such/dir:/data").unwrap()],
             env: Vec::new(),
+            http: Vec::new(),
         },
         ..Default::default()
     };

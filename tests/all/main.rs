@@ -5,6 +5,7 @@ mod caching;
 mod cli;
 mod flows;
 mod grants;
+mod http;
 mod limits;
 mod loading;
 mod runs;

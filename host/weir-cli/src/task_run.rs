@@ -47,6 +47,10 @@ pub(crate) struct TaskRunArgs {
     /// environment); repeatable.
     #[arg(long = "env", value_name = "NAME")]
     env: Vec<String>,
+    /// Allow HTTP requests to a host: `HOST`, `HOST:PORT` or `SCHEME://HOST[:PORT]`
+    /// (`*.domain` for subdomains); repeatable.
+    #[arg(long = "allow-http", value_name = "HOST", value_parser = weir_core::HttpGrant::parse)]
+    http: Vec<weir_core::HttpGrant>,
     /// `NAME=value` lines for granted variables; their values are redacted from logs.
     #[arg(long)]
     secrets_file: Option<PathBuf>,
@@ -125,6 +129,7 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         grants: weir_core::Grants {
             dirs: args.dirs.clone(),
             env: args.env.clone(),
+            http: args.http.clone(),
         },
         ..Default::default()
     };

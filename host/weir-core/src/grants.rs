@@ -7,6 +7,8 @@ pub struct Grants {
     /// Names of environment variables the task may read; values come from the secrets
     /// file or the host's environment when the run starts.
     pub env: Vec<String>,
+    /// Hosts the task may send HTTP requests to.
+    pub http: Vec<HttpGrant>,
 }
 
 impl Grants {
@@ -22,10 +24,22 @@ impl Grants {
                 self.env.push(name.clone());
             }
         }
+        for host in &other.http {
+            if !self.http.contains(host) {
+                self.http.push(host.clone());
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.env.is_empty()
+        self.dirs.is_empty() && self.env.is_empty() && self.http.is_empty()
+    }
+
+    /// Whether an HTTP request to `scheme://host:port` is granted.
+    pub fn allows_http(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.http
+            .iter()
+            .any(|grant| grant.matches(scheme, host, port))
     }
 }
 
@@ -65,6 +79,91 @@ impl DirGrant {
     }
 }
 
+/// A host a task may reach over HTTP: `host`, `host:port`, `scheme://host[:port]`, or
+/// `*.domain` for its subdomains. Without a port only the scheme's default port (80 for
+/// http, 443 for https) is allowed; without a scheme, both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    pub scheme: Option<String>,
+    /// Lowercase; `*.example.com` matches subdomains of example.com, not example.com.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HttpGrant {
+    pub fn parse(spec: &str) -> Result<HttpGrant, String> {
+        let (scheme, rest) = match spec.split_once("://") {
+            Some((scheme, rest)) if scheme == "http" || scheme == "https" => {
+                (Some(scheme.to_owned()), rest)
+            }
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{spec}`: the scheme `{scheme}` is not http or https"
+                ));
+            }
+            None => (None, spec),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!("`{spec}` should name a host, not a path"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| format!("`{spec}`: `{port}` is not a port"))?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "`{spec}` should be HOST, HOST:PORT or SCHEME://HOST[:PORT]"
+            ));
+        }
+        Ok(HttpGrant {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self
+            .scheme
+            .as_deref()
+            .is_some_and(|granted| granted != scheme)
+        {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        let host_matches = match self.host.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == self.host,
+        };
+        let default_port = match scheme {
+            "http" => 80,
+            "https" => 443,
+            _ => 0,
+        };
+        host_matches && port == self.port.unwrap_or(default_port)
+    }
+}
+
+impl std::fmt::Display for HttpGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(scheme) = &self.scheme {
+            write!(f, "{scheme}://")?;
+        }
+        write!(f, "{}", self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +184,27 @@ mod tests {
             DirGrant::parse("a:b:x")
                 .unwrap_err()
                 .contains("`ro` or `rw`")
+        );
+    }
+
+    #[test]
+    fn http_grants_match_host_port_and_scheme() {
+        let exact = HttpGrant::parse("127.0.0.1:8080").unwrap();
+        assert!(exact.matches("http", "127.0.0.1", 8080));
+        assert!(!exact.matches("http", "127.0.0.1", 8081));
+        assert!(!exact.matches("http", "127.0.0.2", 8080));
+        let default_port = HttpGrant::parse("api.github.com").unwrap();
+        assert!(default_port.matches("https", "API.github.com", 443));
+        assert!(!default_port.matches("https", "api.github.com", 8443));
+        let wildcard = HttpGrant::parse("https://*.example.com").unwrap();
+        assert!(wildcard.matches("https", "a.b.example.com", 443));
+        assert!(!wildcard.matches("https", "example.com", 443));
+        assert!(!wildcard.matches("http", "a.example.com", 80));
+        assert!(HttpGrant::parse("ftp://x").is_err());
+        assert!(HttpGrant::parse("host:port").is_err());
+        assert_eq!(
+            HttpGrant::parse("https://h:1").unwrap().to_string(),
+            "https://h:1"
         );
     }
 }

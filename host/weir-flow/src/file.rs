@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weir_core::{
-    CachePolicy, DirGrant, Grants, RetryDelays, TaskOverrides, parse_duration, parse_size,
+    CachePolicy, DirGrant, Grants, HttpGrant, RetryDelays, TaskOverrides, parse_duration,
+    parse_size,
 };
 
 use crate::model::{Flow, FlowOutput, Node, NodeKind, Parameter, ParameterType};
@@ -130,6 +131,9 @@ struct NodeFile {
     /// Environment variables granted, by name.
     #[serde(default)]
     env: Vec<String>,
+    /// Hosts the task may reach over HTTP: `host`, `host:port`, `scheme://host[:port]`.
+    #[serde(default)]
+    http: Vec<String>,
 }
 
 impl DurationFile {
@@ -360,6 +364,12 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                             .collect::<Result<_, _>>()
                             .map_err(|message| ("dirs", message))?,
                         env: file.env,
+                        http: file
+                            .http
+                            .iter()
+                            .map(|spec| HttpGrant::parse(spec))
+                            .collect::<Result<_, _>>()
+                            .map_err(|message| ("http", message))?,
                     },
                 }),
             }

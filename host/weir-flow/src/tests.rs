@@ -36,6 +36,9 @@ timeout = "5s"
 memory = "64MiB"
 cache = "inputs"
 tags = ["math"]
+http = ["127.0.0.1:8080", "https://*.example.com"]
+dirs = ["data:/data:rw"]
+env = ["API_TOKEN"]
 
 [nodes.join]
 task = "arith.add"
@@ -69,6 +72,11 @@ fn a_flow_file_loads_with_its_graph_and_overrides() {
     assert_eq!(overrides.retries, Some(3));
     assert_eq!(overrides.memory_bytes, Some(64 << 20));
     assert_eq!(overrides.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(overrides.grants.http.len(), 2);
+    assert!(overrides.grants.allows_http("https", "api.example.com", 443));
+    assert_eq!(overrides.grants.dirs[0].host, Path::new("flows/data"));
+    assert!(overrides.grants.dirs[0].writable);
+    assert_eq!(overrides.grants.env, ["API_TOKEN"]);
     let parameters = flow
         .bind_parameters(&json!({"label": "l"}).as_object().unwrap().clone())
         .unwrap();

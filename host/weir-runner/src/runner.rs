@@ -477,6 +477,7 @@ impl Execution<'_> {
             dirs: self.settings.grants.dirs.clone(),
             env: self.access.env.clone(),
             secrets: self.access.secrets.clone(),
+            http: self.settings.grants.http.clone(),
         }
     }
 

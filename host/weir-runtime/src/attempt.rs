@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
-use weir_core::{DirGrant, Limits, RunContext, format_duration};
+use weir_core::{DirGrant, HttpGrant, Limits, RunContext, format_duration};
 
 use crate::bindings::{self, WitTaskError, WitTaskInfo};
 use crate::output::{AttemptLog, LogSink};
@@ -29,6 +29,8 @@ pub struct AttemptSpec {
     pub env: Vec<(String, String)>,
     /// Values replaced by `[redacted]` in log lines and messages.
     pub secrets: Vec<String>,
+    /// Hosts the guest may send HTTP requests to.
+    pub http: Vec<HttpGrant>,
 }
 
 impl AttemptSpec {
@@ -55,6 +57,7 @@ impl AttemptSpec {
             dirs: Vec::new(),
             env: Vec::new(),
             secrets: Vec::new(),
+            http: Vec::new(),
         }
     }
 }
@@ -121,6 +124,7 @@ pub(crate) struct Guard {
     pub(crate) timeout: Option<Duration>,
     pub(crate) dirs: Vec<DirGrant>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) http: Vec<HttpGrant>,
 }
 
 impl Runtime {
@@ -200,6 +204,7 @@ impl Runtime {
             timeout: spec.timeout,
             dirs: spec.dirs,
             env: spec.env,
+            http: spec.http,
         };
         (guard, spec.task, spec.input)
     }
@@ -219,6 +224,7 @@ impl Runtime {
             memory_limit,
             &guard.dirs,
             &guard.env,
+            &guard.http,
         ) {
             Ok(state) => state,
             Err(message) => {

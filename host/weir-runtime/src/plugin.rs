@@ -230,6 +230,7 @@ impl Runtime {
             timeout: Some(Duration::from_secs(30)),
             dirs: Vec::new(),
             env: Vec::new(),
+            http: Vec::new(),
         };
         let raw = match self.call_guarded(pre, guard, Call::Info).await {
             Ok(CallResult::Info(raw)) => raw,

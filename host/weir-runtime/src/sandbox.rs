@@ -1,10 +1,15 @@
 //! The per-attempt store data: a WASI context with no authority, the memory limiter,
 //! the run context and the attempt's log.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
-use weir_core::{DirGrant, LogLevel, RunContext};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+use weir_core::{DirGrant, HttpGrant, LogLevel, RunContext};
 
 use crate::bindings::{WitLogLevel, WitRunContext, weir::task::host};
 use crate::output::{AttemptLog, CapturedOutput, Stream};
@@ -13,6 +18,8 @@ use crate::output::{AttemptLog, CapturedOutput, Stream};
 pub(crate) struct AttemptState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
     pub(crate) limiter: MemoryLimiter,
     context: RunContext,
     pub(crate) log: Arc<AttemptLog>,
@@ -27,6 +34,7 @@ impl AttemptState {
         memory_limit_bytes: u64,
         dirs: &[DirGrant],
         env: &[(String, String)],
+        http: &[HttpGrant],
     ) -> Result<Self, String> {
         // Everything is denied unless granted: the builder's defaults have no preopens, no
         // environment, no arguments and a closed stdin; the socket switches are turned off
@@ -62,6 +70,11 @@ impl AttemptState {
         Ok(AttemptState {
             wasi: builder.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy {
+                granted: http.to_vec(),
+                log: log.clone(),
+            },
             limiter: MemoryLimiter::new(memory_limit_bytes),
             context,
             log,
@@ -75,6 +88,69 @@ impl WasiView for AttemptState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for AttemptState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http_policy,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+/// Outgoing HTTP: only to granted hosts, with timeouts. A refused request fails inside
+/// the guest (`HTTP request denied`) and the run's log says which host was refused.
+pub(crate) struct HttpPolicy {
+    granted: Vec<HttpGrant>,
+    log: Arc<AttemptLog>,
+}
+
+type HttpFuture<T> = Box<dyn Future<Output = wasmtime_wasi_http::Result<T>> + Send>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        response_done: HttpFuture<()>,
+    ) -> HttpFuture<(http::Response<WasiBody>, HttpFuture<()>)> {
+        drop(response_done);
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if !self
+            .granted
+            .iter()
+            .any(|grant| grant.matches(&scheme, &host, port))
+        {
+            self.log.log(
+                LogLevel::Warning,
+                &format!(
+                    "refused an HTTP request to {scheme}://{host}:{port}: this host is not granted to the task (grant it with --allow-http or `http = [...]`)"
+                ),
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // Bounded waits: a server that never answers costs a timeout, not a hang.
+        let options = Some(options.unwrap_or(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(10)),
+            first_byte_timeout: Some(Duration::from_secs(30)),
+            between_bytes_timeout: Some(Duration::from_secs(30)),
+        }));
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as HttpFuture<()>,
+            ))
+        })
     }
 }
 

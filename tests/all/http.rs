@@ -1,0 +1,151 @@
+//! Outgoing HTTP: only to granted hosts (host and port), refused requests fail inside the
+//! guest and are logged, 5xx answers are retried. Against a real server on 127.0.0.1.
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use weir_core::{Grants, HttpGrant, State, TaskOverrides};
+use weir_runner::TaskRequest;
+use weir_store::RunStore;
+use weir_tests::{Harness, load_plugin};
+
+/// A small HTTP/1.1 server on 127.0.0.1: `/ok` answers 200, `/flaky` answers 500 twice
+/// then 200. It serves at most 20 connections within 20 s, then stops.
+fn serve() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let flaky_calls = Arc::new(AtomicUsize::new(0));
+    let calls = flaky_calls.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while served < 20 && Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            served += 1;
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, body) = match path.as_str() {
+                "/ok" => (200, r#"{"stars": 42}"#.to_owned()),
+                "/flaky" if calls.fetch_add(1, Ordering::SeqCst) < 2 => {
+                    (500, "try again".to_owned())
+                }
+                "/flaky" => (200, "finally".to_owned()),
+                _ => (404, "no such page".to_owned()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, flaky_calls)
+}
+
+fn granting(spec: &str) -> TaskOverrides {
+    TaskOverrides {
+        grants: Grants {
+            http: vec![HttpGrant::parse(spec).unwrap()],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_granted_host_is_reached_and_5xx_answers_are_retried() {
+    let harness = Harness::new();
+    let (port, flaky_calls) = serve();
+    let plugin = load_plugin("fetcher").await;
+    let ok = harness
+        .runner
+        .run_task(
+            TaskRequest::new(
+                plugin.clone(),
+                "get",
+                json!({"url": format!("http://127.0.0.1:{port}/ok")}),
+            )
+            .with_overrides(granting(&format!("127.0.0.1:{port}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.state, State::Completed, "{ok:?}");
+    assert_eq!(
+        ok.output,
+        Some(json!({"status": 200, "body": "{\"stars\": 42}"}))
+    );
+
+    let flaky = harness
+        .runner
+        .run_task(
+            TaskRequest::new(
+                plugin,
+                "get",
+                json!({"url": format!("http://127.0.0.1:{port}/flaky")}),
+            )
+            .with_overrides(granting(&format!("http://127.0.0.1:{port}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(flaky.state, State::Completed, "{flaky:?}");
+    assert_eq!(flaky.attempts, 3);
+    assert_eq!(flaky_calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn hosts_and_ports_not_granted_are_refused_and_logged() {
+    let harness = Harness::new();
+    let (port, _) = serve();
+    let plugin = load_plugin("fetcher").await;
+    let cases = [
+        // Nothing granted.
+        (None, format!("http://127.0.0.1:{port}/ok")),
+        // The listed host on another port.
+        (
+            Some(format!("127.0.0.1:{}", port.wrapping_add(1))),
+            format!("http://127.0.0.1:{port}/ok"),
+        ),
+        // Another host.
+        (
+            Some("example.com".to_owned()),
+            format!("http://127.0.0.1:{port}/ok"),
+        ),
+    ];
+    for (grant, url) in cases {
+        let overrides = grant.as_deref().map(granting).unwrap_or_default();
+        let outcome = harness
+            .runner
+            .run_task(
+                TaskRequest::new(plugin.clone(), "get", json!({"url": url}))
+                    .with_overrides(overrides),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.state, State::Failed, "{grant:?}: {outcome:?}");
+        let message = outcome.message.unwrap();
+        assert!(message.contains("HttpRequestDenied"), "{message}");
+        let logs = harness.store.logs(&outcome.id).unwrap();
+        assert!(
+            logs.iter().any(|line| line.message.starts_with(&format!(
+                "refused an HTTP request to http://127.0.0.1:{port}: this host is not granted"
+            ))),
+            "{logs:?}"
+        );
+    }
+}
