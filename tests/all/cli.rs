@@ -242,6 +242,8 @@ fn inspect_lists_tasks_and_digest() {
     assert_eq!(cached["cache_policy"], "inputs");
     assert_eq!(cached["cache_expiration"], 3_600_000);
 
+    let fetcher = text(&weir(dir.path(), &["inspect", &plugin("fetcher")]).stdout);
+    assert!(fetcher.contains("  needs       http\n"), "{fetcher}");
     let human = weir(dir.path(), &["inspect", &plugin("flaky")]);
     let stdout = text(&human.stdout);
     assert!(

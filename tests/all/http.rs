@@ -109,26 +109,78 @@ async fn a_granted_host_is_reached_and_5xx_answers_are_retried() {
 }
 
 #[tokio::test]
+async fn a_task_whose_declared_needs_are_not_granted_does_not_start() {
+    let harness = Harness::new();
+    let plugin = load_plugin("fetcher").await;
+    let info = plugin.task("get").unwrap();
+    assert_eq!(info.needs, [weir_core::Need::AnyHttp]);
+    let error = harness
+        .runner
+        .run_task(TaskRequest::new(
+            plugin,
+            "get",
+            json!({"url": "http://127.0.0.1:9/"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task `get` needs HTTP to some host (--allow-http HOST, or http = [\"HOST\"] on the node), which this run is not granted"
+    );
+    assert!(
+        harness
+            .store
+            .task_runs(&Default::default())
+            .unwrap()
+            .is_empty()
+    );
+
+    // In a flow, the node is named before anything runs.
+    let flow = weir_flow::Flow::load(&harness.write_flow(
+        "needs.toml",
+        r#"
+format = 1
+name = "needs"
+
+[plugins]
+fetcher = "{fetcher}"
+
+[nodes.fetch]
+task = "fetcher.get"
+input = { url = "http://127.0.0.1:9/" }
+"#,
+    ))
+    .unwrap();
+    let error = harness
+        .flows(2)
+        .run_flow(&flow, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().ends_with("needs.toml: node `fetch`, field `task`: task `get` needs HTTP to some host (--allow-http HOST, or http = [\"HOST\"] on the node), which this node is not granted"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn hosts_and_ports_not_granted_are_refused_and_logged() {
     let harness = Harness::new();
     let (port, _) = serve();
     let plugin = load_plugin("fetcher").await;
     let cases = [
-        // Nothing granted.
-        (None, format!("http://127.0.0.1:{port}/ok")),
         // The listed host on another port.
         (
-            Some(format!("127.0.0.1:{}", port.wrapping_add(1))),
+            format!("127.0.0.1:{}", port.wrapping_add(1)),
             format!("http://127.0.0.1:{port}/ok"),
         ),
         // Another host.
         (
-            Some("example.com".to_owned()),
+            "example.com".to_owned(),
             format!("http://127.0.0.1:{port}/ok"),
         ),
     ];
     for (grant, url) in cases {
-        let overrides = grant.as_deref().map(granting).unwrap_or_default();
+        let overrides = granting(&grant);
         let outcome = harness
             .runner
             .run_task(

@@ -185,7 +185,7 @@ impl Harness {
     /// and `{misbehave}` stand for the test plugins' paths.
     pub fn write_flow(&self, file: &str, body: &str) -> PathBuf {
         let mut text = body.to_owned();
-        for plugin in ["arith", "hello", "flaky", "misbehave"] {
+        for plugin in ["arith", "hello", "flaky", "misbehave", "fetcher"] {
             text = text.replace(
                 &format!("{{{plugin}}}"),
                 &plugin_path(plugin).display().to_string(),

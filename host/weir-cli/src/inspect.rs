@@ -84,6 +84,10 @@ pub(crate) async fn run(store_dir: &Path, args: InspectArgs) -> Result<u8, Failu
             "  log prints  {}",
             if task.log_prints { "yes" } else { "no" }
         );
+        if !task.needs.is_empty() {
+            let needs: Vec<String> = task.needs.iter().map(ToString::to_string).collect();
+            println!("  needs       {}", needs.join(", "));
+        }
     }
     Ok(0)
 }

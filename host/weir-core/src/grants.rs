@@ -79,6 +79,124 @@ impl DirGrant {
     }
 }
 
+/// Something a task declares it cannot work without.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Need {
+    Env(String),
+    Dir {
+        guest: String,
+        writable: bool,
+    },
+    /// HTTP to some host.
+    AnyHttp,
+    Http(String),
+}
+
+impl Need {
+    /// Parses `env:NAME`, `dir:/path`, `dir:/path:rw`, `http` or `http:HOST`.
+    pub fn parse(text: &str) -> Result<Need, String> {
+        let invalid = || {
+            format!(
+                "`{text}` is not a need; expected `env:NAME`, `dir:/path`, `dir:/path:rw`, `http` or `http:HOST`"
+            )
+        };
+        match text.split_once(':') {
+            None if text == "http" => Ok(Need::AnyHttp),
+            Some(("env", name)) if !name.is_empty() => Ok(Need::Env(name.to_owned())),
+            Some(("http", host)) if !host.is_empty() => Ok(Need::Http(host.to_ascii_lowercase())),
+            Some(("dir", path)) if !path.is_empty() => Ok(match path.strip_suffix(":rw") {
+                Some(guest) => Need::Dir {
+                    guest: guest.to_owned(),
+                    writable: true,
+                },
+                None => Need::Dir {
+                    guest: path.strip_suffix(":ro").unwrap_or(path).to_owned(),
+                    writable: false,
+                },
+            }),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// How to grant it, for messages.
+    pub fn how_to_grant(&self) -> String {
+        match self {
+            Need::Env(name) => format!(
+                "the environment variable `{name}` (--env {name}, or env = [\"{name}\"] on the node)"
+            ),
+            Need::Dir { guest, writable } => format!(
+                "a {}directory at `{guest}` (--dir HOST:{guest}{}, or dirs = [\"HOST:{guest}{}\"] on the node)",
+                if *writable { "writable " } else { "" },
+                if *writable { ":rw" } else { "" },
+                if *writable { ":rw" } else { "" }
+            ),
+            Need::AnyHttp => {
+                "HTTP to some host (--allow-http HOST, or http = [\"HOST\"] on the node)".to_owned()
+            }
+            Need::Http(host) => format!(
+                "HTTP to `{host}` (--allow-http {host}, or http = [\"{host}\"] on the node)"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Env(name) => write!(f, "env:{name}"),
+            Need::Dir {
+                guest,
+                writable: true,
+            } => write!(f, "dir:{guest}:rw"),
+            Need::Dir {
+                guest,
+                writable: false,
+            } => write!(f, "dir:{guest}"),
+            Need::AnyHttp => f.write_str("http"),
+            Need::Http(host) => write!(f, "http:{host}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Need {
+    type Error = String;
+    fn try_from(text: String) -> Result<Need, String> {
+        Need::parse(&text)
+    }
+}
+
+impl From<Need> for String {
+    fn from(need: Need) -> String {
+        need.to_string()
+    }
+}
+
+impl Grants {
+    /// The first of `needs` these grants do not cover.
+    pub fn first_missing<'a>(&self, needs: &'a [Need]) -> Option<&'a Need> {
+        needs.iter().find(|need| !self.covers(need))
+    }
+
+    fn covers(&self, need: &Need) -> bool {
+        match need {
+            Need::Env(name) => self.env.contains(name),
+            Need::Dir { guest, writable } => self.dirs.iter().any(|dir| {
+                dir.guest.trim_end_matches('/') == guest.trim_end_matches('/')
+                    && (dir.writable || !writable)
+            }),
+            Need::AnyHttp => !self.http.is_empty(),
+            Need::Http(host) => self.http.iter().any(|grant| {
+                grant.host == *host
+                    || grant
+                        .host
+                        .strip_prefix("*.")
+                        .is_some_and(|domain| host.ends_with(&format!(".{domain}")))
+            }),
+        }
+    }
+}
+
 /// A host a task may reach over HTTP: `host`, `host:port`, `scheme://host[:port]`, or
 /// `*.domain` for its subdomains. Without a port only the scheme's default port (80 for
 /// http, 443 for https) is allowed; without a scheme, both.
@@ -206,5 +324,29 @@ mod tests {
             HttpGrant::parse("https://h:1").unwrap().to_string(),
             "https://h:1"
         );
+    }
+
+    #[test]
+    fn needs_parse_and_are_checked_against_grants() {
+        let needs: Vec<Need> = ["env:TOKEN", "dir:/data:rw", "http:api.github.com", "http"]
+            .iter()
+            .map(|text| Need::parse(text).unwrap())
+            .collect();
+        assert!(Need::parse("disk:/x").is_err());
+        let mut grants = Grants::default();
+        assert_eq!(grants.first_missing(&needs), Some(&needs[0]));
+        grants.env.push("TOKEN".into());
+        grants.dirs.push(DirGrant::parse("data:/data").unwrap());
+        assert_eq!(
+            grants.first_missing(&needs),
+            Some(&needs[1]),
+            "read-only is not enough"
+        );
+        grants.dirs[0].writable = true;
+        grants
+            .http
+            .push(HttpGrant::parse("https://*.github.com").unwrap());
+        assert_eq!(grants.first_missing(&needs), None);
+        assert_eq!(needs[1].to_string(), "dir:/data:rw");
     }
 }

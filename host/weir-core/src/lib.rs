@@ -33,7 +33,7 @@ mod task;
 pub use cache::{CacheKey, CachePolicy, ComponentDigest};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use duration::{DurationParseError, format_duration, parse_duration};
-pub use grants::{DirGrant, Grants, HttpGrant};
+pub use grants::{DirGrant, Grants, HttpGrant, Need};
 pub use ids::{FlowRunId, TaskRunId};
 pub use json::canonical_json;
 pub use limits::Limits;

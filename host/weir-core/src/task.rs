@@ -118,6 +118,9 @@ pub struct TaskInfo {
     pub run_name: Option<String>,
     pub input_schema: Option<serde_json::Value>,
     pub output_schema: Option<serde_json::Value>,
+    /// What the task cannot run without; a run must be granted each.
+    #[serde(default)]
+    pub needs: Vec<crate::Need>,
 }
 
 impl TaskInfo {
@@ -136,6 +139,7 @@ impl TaskInfo {
             run_name: None,
             input_schema: None,
             output_schema: None,
+            needs: Vec::new(),
         }
     }
 }

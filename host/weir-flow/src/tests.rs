@@ -73,7 +73,11 @@ fn a_flow_file_loads_with_its_graph_and_overrides() {
     assert_eq!(overrides.memory_bytes, Some(64 << 20));
     assert_eq!(overrides.timeout, Some(std::time::Duration::from_secs(5)));
     assert_eq!(overrides.grants.http.len(), 2);
-    assert!(overrides.grants.allows_http("https", "api.example.com", 443));
+    assert!(
+        overrides
+            .grants
+            .allows_http("https", "api.example.com", 443)
+    );
     assert_eq!(overrides.grants.dirs[0].host, Path::new("flows/data"));
     assert!(overrides.grants.dirs[0].writable);
     assert_eq!(overrides.grants.env, ["API_TOKEN"]);

@@ -160,6 +160,23 @@ impl FlowRunner {
                             }
                             .into());
                         }
+
+                        let needs = &loaded.task(task).expect("checked above").needs;
+                        let NodeKind::Task { overrides, .. } = &node.kind else {
+                            unreachable!("matched a task node");
+                        };
+                        if let Some(need) = overrides.grants.first_missing(needs) {
+                            return Err(FlowError {
+                                origin: flow.origin(),
+                                node: Some(node.id.clone()),
+                                field: Some("task".into()),
+                                message: format!(
+                                    "task `{task}` needs {}, which this node is not granted",
+                                    need.how_to_grant()
+                                ),
+                            }
+                            .into());
+                        }
                     }
                     NodeKind::Subflow { path, .. } => {
                         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());

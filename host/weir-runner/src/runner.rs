@@ -31,6 +31,8 @@ pub enum RunnerError {
         "task `{task}` is granted the environment variable `{name}`, but it is neither in the secrets file nor in this environment"
     )]
     MissingEnv { task: String, name: String },
+    #[error("task `{task}` needs {grant}, which this run is not granted")]
+    NeedNotGranted { task: String, grant: String },
     #[error(
         "task `{task}` is granted the directory {path}, which does not exist or is not a directory"
     )]
@@ -377,6 +379,12 @@ impl TaskRunner {
             });
         }
 
+        if let Some(need) = settings.grants.first_missing(&info.needs) {
+            return Err(RunnerError::NeedNotGranted {
+                task: info.name.clone(),
+                grant: need.how_to_grant(),
+            });
+        }
         let access = self.resolve_grants(&info.name, &settings.grants)?;
         let name = self.run_name(&request, &info);
         let label = RunLabel {

@@ -297,6 +297,12 @@ fn convert_task_info(raw: WitTaskInfo) -> anyhow::Result<TaskInfo> {
         .transpose()
     };
     let input_schema = schema(raw.input_schema.clone(), "input")?;
+    let needs = raw
+        .needs
+        .iter()
+        .map(|need| weir_core::Need::parse(need))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| anyhow::anyhow!("task `{}`: {message}", raw.name))?;
     let output_schema = schema(raw.output_schema.clone(), "output")?;
     let delays = match raw.retry_backoff {
         Some(backoff) => RetryDelays::Exponential {
@@ -332,5 +338,6 @@ fn convert_task_info(raw: WitTaskInfo) -> anyhow::Result<TaskInfo> {
         run_name: raw.run_name,
         input_schema,
         output_schema,
+        needs,
     })
 }

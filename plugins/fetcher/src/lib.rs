@@ -7,7 +7,7 @@ use wasi::io::streams::StreamError;
 
 /// Fetches `url` and returns its status and body; a 5xx answer is a retriable error,
 /// a refused or failed request a fatal one.
-#[weir::task(retries = 2, retry_delay = 0)]
+#[weir::task(retries = 2, retry_delay = 0, needs = ["http"])]
 fn get(url: String) -> weir::Result<Value> {
     let (status, body) = http_get(&url).map_err(weir::TaskError::fatal)?;
     if status >= 500 {

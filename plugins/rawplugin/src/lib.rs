@@ -29,6 +29,7 @@ impl Guest for RawPlugin {
             run_name: None,
             input_schema: None,
             output_schema: None,
+            needs: Vec::new(),
         }]
     }
 

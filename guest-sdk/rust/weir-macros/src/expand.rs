@@ -259,6 +259,7 @@ fn spec(name: &str, description: Option<String>, options: &Options) -> TokenStre
     let cache_expiration_ms = option(options.cache_expiration_ms.map(|ms| quote!(#ms)));
     let log_prints = options.log_prints;
     let run_name = option(options.run_name.as_ref().map(|template| quote!(#template)));
+    let needs = &options.needs;
     quote! {
         ::weir::__private::TaskSpec {
             name: #name,
@@ -274,6 +275,7 @@ fn spec(name: &str, description: Option<String>, options: &Options) -> TokenStre
             cache_expiration_ms: #cache_expiration_ms,
             log_prints: #log_prints,
             run_name: #run_name,
+            needs: &[#(#needs),*],
         }
     }
 }

@@ -25,6 +25,7 @@ const OPTIONS: &[&str] = &[
     "cache_expiration",
     "log_prints",
     "run_name",
+    "needs",
 ];
 
 /// How results may be reused.
@@ -51,6 +52,8 @@ pub(crate) struct Options {
     pub cache_expiration_ms: Option<u64>,
     pub log_prints: bool,
     pub run_name: Option<LitStr>,
+    /// `env:NAME`, `dir:/path[:rw]`, `http`, `http:HOST`.
+    pub needs: Vec<String>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             cache_expiration_ms: None,
             log_prints: true,
             run_name: None,
+            needs: Vec::new(),
         };
         let mut errors = Errors::default();
         let mut seen: Vec<String> = Vec::new();
@@ -228,6 +232,34 @@ impl Options {
                         options.cache_expiration_ms = Some(expiration);
                     }
                     "log_prints" => options.log_prints = boolean(value, "log_prints")?,
+                    "needs" => {
+                        let needs = strings(
+                            value,
+                            "needs",
+                            "[\"env:API_TOKEN\", \"http:api.github.com\"]",
+                        )?;
+                        for need in &needs {
+                            let valid = need == "http"
+                                || need
+                                    .strip_prefix("env:")
+                                    .is_some_and(|name| !name.is_empty())
+                                || need
+                                    .strip_prefix("http:")
+                                    .is_some_and(|host| !host.is_empty())
+                                || need
+                                    .strip_prefix("dir:")
+                                    .is_some_and(|path| path.starts_with('/'));
+                            if !valid {
+                                return Err(syn::Error::new(
+                                    span,
+                                    format!(
+                                        "`{need}` is not a need; expected `env:NAME`, `dir:/path`, `dir:/path:rw`, `http` or `http:HOST`"
+                                    ),
+                                ));
+                            }
+                        }
+                        options.needs = needs;
+                    }
                     "run_name" => {
                         options.run_name = Some(string(value, "run_name", "\"fetch-{url}\"")?)
                     }
@@ -563,5 +595,22 @@ mod tests {
     #[test]
     fn every_error_is_reported() {
         assert_eq!(error(quote!(retrys = 3, timeout = "3x")).lines().count(), 2);
+    }
+
+    #[test]
+    fn needs_are_checked() {
+        let options = Options::parse(quote!(
+            needs = ["env:TOKEN", "dir:/data:rw", "http", "http:api.github.com"]
+        ))
+        .unwrap();
+        assert_eq!(
+            options.needs,
+            ["env:TOKEN", "dir:/data:rw", "http", "http:api.github.com"]
+        );
+        assert_eq!(
+            error(quote!(needs = ["disk:/x"])),
+            "`disk:/x` is not a need; expected `env:NAME`, `dir:/path`, `dir:/path:rw`, `http` or `http:HOST`"
+        );
+        assert!(error(quote!(needs = ["dir:relative"])).contains("is not a need"));
     }
 }

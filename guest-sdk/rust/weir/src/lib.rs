@@ -71,6 +71,7 @@
 //! | `cache_expiration` | `"1h"` | how long a cached result stays valid; default forever |
 //! | `log_prints` | `true`, `false` | turn the task's stdout and stderr into log lines; default `true` |
 //! | `run_name` | `"fetch-{url}"` | template of run names, `{param}` is replaced by the input's field |
+//! | `needs` | `["http:api.github.com", "env:TOKEN", "dir:/data:rw", "http"]` | what the task cannot run without; the host refuses to start it unless each is granted |
 //!
 //! A mistyped option or value is a compile error.
 //!

@@ -42,6 +42,8 @@ pub struct TaskSpec {
     pub cache_expiration_ms: Option<u64>,
     pub log_prints: bool,
     pub run_name: Option<&'static str>,
+    /// `env:NAME`, `dir:/path[:rw]`, `http` or `http:HOST`, checked by the macro.
+    pub needs: &'static [&'static str],
 }
 
 impl TaskSpec {
@@ -64,6 +66,7 @@ impl TaskSpec {
             run_name: self.run_name.map(Into::into),
             input_schema: None,
             output_schema: None,
+            needs: self.needs.iter().map(|need| (*need).to_owned()).collect(),
         }
     }
 }
