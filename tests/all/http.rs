@@ -46,6 +46,7 @@ fn serve() -> (u16, Arc<AtomicUsize>) {
                     (500, "try again".to_owned())
                 }
                 "/flaky" => (200, "finally".to_owned()),
+                "/big" => (200, "x".repeat(10_000)),
                 _ => (404, "no such page".to_owned()),
             };
             let _ = write!(
@@ -200,4 +201,43 @@ async fn hosts_and_ports_not_granted_are_refused_and_logged() {
             "{logs:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_response_body_over_the_bound_fails_inside_the_task() {
+    let (port, _) = serve();
+    let runtime = std::sync::Arc::new(
+        weir_runtime::Runtime::new(weir_runtime::RuntimeConfig {
+            max_http_response_bytes: 1024,
+            pool_instances: 8,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(weir_store_sqlite::SqliteStore::open(dir.path()).unwrap());
+    let runner = weir_runner::TaskRunner::new(
+        runtime.clone(),
+        store,
+        std::sync::Arc::new(weir_core::SystemClock),
+        std::sync::Arc::new(weir_runner::SilentObserver),
+    );
+    let plugin = runner
+        .load_plugin(&weir_tests::plugin_path("fetcher"))
+        .await
+        .unwrap();
+    let outcome = runner
+        .run_task(
+            TaskRequest::new(
+                plugin,
+                "get",
+                json!({"url": format!("http://127.0.0.1:{port}/big")}),
+            )
+            .with_overrides(granting(&format!("127.0.0.1:{port}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, State::Failed, "{outcome:?}");
+    let message = outcome.message.unwrap();
+    assert!(message.contains("reading the body failed"), "{message}");
 }

@@ -225,6 +225,7 @@ impl Runtime {
             &guard.dirs,
             &guard.env,
             &guard.http,
+            self.config.max_http_response_bytes,
         ) {
             Ok(state) => state,
             Err(message) => {

@@ -22,6 +22,8 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Bytes of log lines and printed output kept per attempt.
     pub log_limit_bytes: usize,
+    /// The largest HTTP response body a task may receive.
+    pub max_http_response_bytes: usize,
     /// Reserve instance slots up front (fast instantiation); off falls back to on-demand allocation.
     pub pooling: bool,
     /// Slots in the pool: the most component instances alive at once.
@@ -35,6 +37,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             max_memory_bytes: 4 << 30,
             log_limit_bytes: 1 << 20,
+            max_http_response_bytes: 64 << 20,
             pooling: true,
             pool_instances: 256,
         }

@@ -35,6 +35,7 @@ impl AttemptState {
         dirs: &[DirGrant],
         env: &[(String, String)],
         http: &[HttpGrant],
+        max_http_response_bytes: usize,
     ) -> Result<Self, String> {
         // Everything is denied unless granted: the builder's defaults have no preopens, no
         // environment, no arguments and a closed stdin; the socket switches are turned off
@@ -74,6 +75,7 @@ impl AttemptState {
             http_policy: HttpPolicy {
                 granted: http.to_vec(),
                 log: log.clone(),
+                max_response_bytes: max_http_response_bytes,
             },
             limiter: MemoryLimiter::new(memory_limit_bytes),
             context,
@@ -106,6 +108,8 @@ impl WasiHttpView for AttemptState {
 pub(crate) struct HttpPolicy {
     granted: Vec<HttpGrant>,
     log: Arc<AttemptLog>,
+    /// The largest response body the task may receive.
+    max_response_bytes: usize,
 }
 
 type HttpFuture<T> = Box<dyn Future<Output = wasmtime_wasi_http::Result<T>> + Send>;
@@ -143,13 +147,19 @@ impl WasiHttpHooks for HttpPolicy {
             first_byte_timeout: Some(Duration::from_secs(30)),
             between_bytes_timeout: Some(Duration::from_secs(30)),
         }));
+        let limit = self.max_response_bytes;
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as HttpFuture<()>,
-            ))
+            // A response body larger than the bound fails the read inside the guest.
+            let response = response.map(move |body| {
+                http_body_util::Limited::new(body, limit)
+                    .map_err(move |_| {
+                        wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit as u64))
+                    })
+                    .boxed_unsync()
+            });
+            Ok((response, Box::new(io) as HttpFuture<()>))
         })
     }
 }
