@@ -239,5 +239,5 @@ async fn a_response_body_over_the_bound_fails_inside_the_task() {
         .unwrap();
     assert_eq!(outcome.state, State::Failed, "{outcome:?}");
     let message = outcome.message.unwrap();
-    assert!(message.contains("reading the body failed"), "{message}");
+    assert!(message.contains("reading the body from"), "{message}");
 }

@@ -108,6 +108,7 @@
 
 mod context;
 mod error;
+pub mod http;
 mod json;
 mod log;
 mod panic;
