@@ -8,5 +8,6 @@ mod grants;
 mod http;
 mod limits;
 mod loading;
+mod repo_info;
 mod runs;
 mod sandbox;

@@ -367,11 +367,18 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                         http: file
                             .http
                             .iter()
+                            .filter(|spec| !spec.contains("${"))
                             .map(|spec| HttpGrant::parse(spec))
                             .collect::<Result<_, _>>()
                             .map_err(|message| ("http", message))?,
                     },
                 }),
+                http_templates: file
+                    .http
+                    .iter()
+                    .filter(|spec| spec.contains("${"))
+                    .cloned()
+                    .collect(),
             }
         }
     };

@@ -101,6 +101,8 @@ pub enum NodeKind {
         /// Input fields holding lists to map over (one task run per element, zipped).
         map: Vec<String>,
         overrides: Box<TaskOverrides>,
+        /// HTTP grants written with parameters (`${params.api}`), resolved when a run starts.
+        http_templates: Vec<String>,
     },
     /// Another flow file, run as a subflow; its result is its output.
     Subflow {
@@ -198,6 +200,7 @@ impl Flow {
                 input,
                 map: Vec::new(),
                 overrides: Box::default(),
+                http_templates: Vec::new(),
             },
             wait_for: Vec::new(),
             allow_failure: Vec::new(),

@@ -111,8 +111,27 @@ impl Flow {
                     task,
                     input,
                     map,
+                    http_templates,
                     ..
                 } => {
+                    for template in http_templates {
+                        let references =
+                            references_in(&Value::String(template.clone())).map_err(|error| {
+                                self.error(Some(id), Some("http"), error.to_string())
+                            })?;
+                        for reference in references {
+                            let known = matches!(&reference.target, Target::Parameter(name) if self.parameters.contains_key(name));
+                            if !known {
+                                return Err(self.error(
+                                    Some(id),
+                                    Some("http"),
+                                    format!(
+                                        "`{reference}`: grants may use the flow's parameters only"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
                     if !self.plugins.contains_key(plugin) {
                         let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
                         return Err(self.error(

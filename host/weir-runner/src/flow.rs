@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use weir_core::{FlowRunId, State, format_duration};
+use weir_core::{FlowRunId, HttpGrant, Need, State, format_duration};
 use weir_flow::reference::{self, Reference, ResolveError, Target};
 use weir_flow::{Flow, FlowError, FlowOutput, NodeKind, flow_run_name};
 use weir_runtime::Plugin;
@@ -161,11 +161,28 @@ impl FlowRunner {
                             .into());
                         }
 
-                        let needs = &loaded.task(task).expect("checked above").needs;
-                        let NodeKind::Task { overrides, .. } = &node.kind else {
+                        let NodeKind::Task {
+                            overrides,
+                            http_templates,
+                            ..
+                        } = &node.kind
+                        else {
                             unreachable!("matched a task node");
                         };
-                        if let Some(need) = overrides.grants.first_missing(needs) {
+                        // HTTP grants written with parameters are only known when a run
+                        // starts; the runner checks those needs then.
+                        let needs: Vec<Need> = loaded
+                            .task(task)
+                            .expect("checked above")
+                            .needs
+                            .iter()
+                            .filter(|need| {
+                                http_templates.is_empty()
+                                    || !matches!(need, Need::AnyHttp | Need::Http(_))
+                            })
+                            .cloned()
+                            .collect();
+                        if let Some(need) = overrides.grants.first_missing(&needs) {
                             return Err(FlowError {
                                 origin: flow.origin(),
                                 node: Some(node.id.clone()),
@@ -373,7 +390,27 @@ impl FlowRunner {
                 attempt,
                 at: clock.now(),
             };
+            let http_grants = match resolve_http_grants(flow, &parameters) {
+                Ok(grants) => grants,
+                Err(message) => {
+                    store.set_flow_run_state(
+                        &label.id,
+                        &change(State::Failed, Some(message.clone()), first_attempt),
+                        None,
+                    )?;
+                    observer.flow_run_state(&label, State::Failed, Some(&message));
+                    return Ok(FlowRunOutcome {
+                        id: label.id,
+                        name: label.name,
+                        state: State::Failed,
+                        message: Some(message),
+                        output: None,
+                        attempts: first_attempt,
+                    });
+                }
+            };
             let shared = Arc::new(FlowRunShared {
+                http_grants,
                 runner: self.clone(),
                 prepared: prepared.clone(),
                 flow_run: FlowRunRef {
@@ -494,6 +531,45 @@ impl FlowRunner {
     }
 }
 
+/// Resolves the HTTP grants written with parameters (`http = ["${params.api}"]`).
+fn resolve_http_grants(
+    flow: &Flow,
+    parameters: &Map<String, Value>,
+) -> Result<HashMap<String, Vec<HttpGrant>>, String> {
+    let lookup = |reference: &Reference| -> Result<Value, ResolveError> {
+        let root = match &reference.target {
+            Target::Parameter(name) => parameters.get(name).cloned().unwrap_or(Value::Null),
+            Target::Node(_) => Value::Null,
+        };
+        reference::follow(reference, &root).cloned()
+    };
+    let mut grants = HashMap::new();
+    for node in &flow.nodes {
+        let NodeKind::Task { http_templates, .. } = &node.kind else {
+            continue;
+        };
+        for template in http_templates {
+            let resolved = reference::resolve(&Value::String(template.clone()), &lookup)
+                .map_err(|error| format!("node `{}`, field `http`: {error}", node.id))?;
+            let text = match resolved {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            let grant = HttpGrant::parse(&text).map_err(|message| {
+                format!(
+                    "node `{}`, field `http`: `{template}` gives {message}",
+                    node.id
+                )
+            })?;
+            grants
+                .entry(node.id.clone())
+                .or_insert_with(Vec::new)
+                .push(grant);
+        }
+    }
+    Ok(grants)
+}
+
 fn flow_output(flow: &Flow, completed: &HashMap<String, Value>) -> Option<Value> {
     match &flow.output {
         None => None,
@@ -523,6 +599,8 @@ struct FlowRunShared {
     /// Map elements that completed before a resume: (node, index) → output.
     reused_elements: HashMap<(String, u32), Value>,
     label: FlowRunLabel,
+    /// HTTP grants written with parameters, resolved for this run, by node.
+    http_grants: HashMap<String, Vec<HttpGrant>>,
 }
 
 impl FlowRunShared {
@@ -554,7 +632,13 @@ impl FlowRunShared {
             plugin: self.prepared.plugins[plugin].clone(),
             task: task.to_owned(),
             input,
-            overrides: (**overrides).clone(),
+            overrides: {
+                let mut overrides = (**overrides).clone();
+                if let Some(resolved) = self.http_grants.get(node) {
+                    overrides.grants.http.extend(resolved.iter().cloned());
+                }
+                overrides
+            },
             flow_run: Some(self.flow_run.clone()),
             node: Some(node.to_owned()),
             map_index,
