@@ -2,60 +2,25 @@
 //! guest and are logged, 5xx answers are retried. Against a real server on 127.0.0.1.
 
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 use weir_core::{Grants, HttpGrant, State, TaskOverrides};
 use weir_runner::TaskRequest;
 use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin};
 
-/// A small HTTP/1.1 server on 127.0.0.1: `/ok` answers 200, `/flaky` answers 500 twice
-/// then 200. It serves at most 20 connections within 20 s, then stops.
+/// `/ok` answers 200, `/flaky` answers 500 twice then 200, `/big` 10,000 bytes.
 fn serve() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
     let flaky_calls = Arc::new(AtomicUsize::new(0));
     let calls = flaky_calls.clone();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut served = 0;
-        while served < 20 && Instant::now() < deadline {
-            let Ok((mut stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            served += 1;
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head);
-            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let (status, body) = match path.as_str() {
-                "/ok" => (200, r#"{"stars": 42}"#.to_owned()),
-                "/flaky" if calls.fetch_add(1, Ordering::SeqCst) < 2 => {
-                    (500, "try again".to_owned())
-                }
-                "/flaky" => (200, "finally".to_owned()),
-                "/big" => (200, "x".repeat(10_000)),
-                _ => (404, "no such page".to_owned()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let address = weir_tests::http_server(move |path| match path {
+        "/ok" => (200, r#"{"stars": 42}"#.to_owned()),
+        "/flaky" if calls.fetch_add(1, Ordering::SeqCst) < 2 => (500, "try again".to_owned()),
+        "/flaky" => (200, "finally".to_owned()),
+        "/big" => (200, "x".repeat(10_000)),
+        _ => (404, "no such page".to_owned()),
     });
+    let port = address.rsplit(':').next().unwrap().parse().unwrap();
     (port, flaky_calls)
 }
 

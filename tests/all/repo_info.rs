@@ -4,8 +4,6 @@
 
 use serde_json::{Map, json};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,72 +15,36 @@ use weir_tests::{Harness, load_plugin};
 
 /// Serves the GitHub API paths the example uses, for `acme/widgets` (5 open issues);
 /// the second page of issues answers 500 the first time; `/slow` answers after 3 s.
-/// Counts requests per path. At most 100 connections within 30 s.
+/// Counts requests per path.
 fn github_like_server() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-    listener.set_nonblocking(true).unwrap();
     let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let counted = hits.clone();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut served = 0;
-        while served < 100 && Instant::now() < deadline {
-            let Ok((mut stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            served += 1;
-            let counted = counted.clone();
-            std::thread::spawn(move || {
-                stream.set_nonblocking(false).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let hit = {
-                    let mut hits = counted.lock().unwrap();
-                    let count = hits.entry(path.clone()).or_insert(0);
-                    *count += 1;
-                    *count
-                };
-                let issue =
-                    |number: u32| json!({"number": number, "title": format!("issue {number}")});
-                let (status, body) = match path.as_str() {
-                    "/repos/acme/widgets" => (
-                        200,
-                        json!({"full_name": "acme/widgets", "stargazers_count": 42, "forks_count": 7, "open_issues_count": 5}),
-                    ),
-                    "/repos/acme/widgets/issues?page=1&per_page=2" => {
-                        (200, json!([issue(1), issue(2)]))
-                    }
-                    "/repos/acme/widgets/issues?page=2&per_page=2" if hit == 1 => {
-                        (500, json!({"message": "try again"}))
-                    }
-                    "/repos/acme/widgets/issues?page=2&per_page=2" => {
-                        (200, json!([issue(3), issue(4)]))
-                    }
-                    "/repos/acme/widgets/issues?page=3&per_page=2" => (200, json!([issue(5)])),
-                    "/slow" => {
-                        std::thread::sleep(Duration::from_secs(3));
-                        (200, json!({}))
-                    }
-                    _ => (404, json!({"message": "Not Found"})),
-                };
-                let body = body.to_string();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
+    let address = weir_tests::http_server(move |path| {
+        let hit = {
+            let mut hits = counted.lock().unwrap();
+            let count = hits.entry(path.to_owned()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let issue = |number: u32| json!({"number": number, "title": format!("issue {number}")});
+        let (status, body) = match path {
+            "/repos/acme/widgets" => (
+                200,
+                json!({"full_name": "acme/widgets", "stargazers_count": 42, "forks_count": 7, "open_issues_count": 5}),
+            ),
+            "/repos/acme/widgets/issues?page=1&per_page=2" => (200, json!([issue(1), issue(2)])),
+            "/repos/acme/widgets/issues?page=2&per_page=2" if hit == 1 => {
+                (500, json!({"message": "try again"}))
+            }
+            "/repos/acme/widgets/issues?page=2&per_page=2" => (200, json!([issue(3), issue(4)])),
+            "/repos/acme/widgets/issues?page=3&per_page=2" => (200, json!([issue(5)])),
+            "/slow" => {
+                std::thread::sleep(Duration::from_secs(3));
+                (200, json!({}))
+            }
+            _ => (404, json!({"message": "Not Found"})),
+        };
+        (status, body.to_string())
     });
     (address, hits)
 }

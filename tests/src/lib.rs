@@ -52,6 +52,50 @@ pub async fn load_plugin(name: &str) -> Plugin {
     plugin
 }
 
+/// A small HTTP/1.1 server on 127.0.0.1 for tests: `respond(path)` gives the status and
+/// body of each request (each on its own thread, so a slow answer blocks no other). It
+/// serves at most 100 connections within 30 s, then stops. Returns `127.0.0.1:PORT`.
+pub fn http_server(respond: impl Fn(&str) -> (u16, String) + Send + Sync + 'static) -> String {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let address = listener.local_addr().expect("a bound address").to_string();
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let respond = Arc::new(respond);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < 100 && Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            served += 1;
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = respond(path);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    address
+}
+
 /// Everything an observer saw, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
