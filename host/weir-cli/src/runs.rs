@@ -112,28 +112,18 @@ fn list(store: &SqliteStore, args: &LsArgs) -> Result<u8, Failure> {
                 ..Default::default()
             })
             .map_err(Failure::internal)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&runs).map_err(Failure::internal)?
-            );
-            return Ok(0);
-        }
-        println!(
-            "{:<32} {:<24} {:<14} {:<24} {:>9}",
-            "ID", "NAME", "STATE", "CREATED", "DURATION"
-        );
-        for run in runs {
-            println!(
-                "{:<32} {:<24} {:<14} {:<24} {:>9}",
-                run.id,
-                run.name,
-                run.state,
-                run.created,
-                duration(run.started, run.ended)
-            );
-        }
-        return Ok(0);
+        let rows = runs
+            .iter()
+            .map(|run| ListRow {
+                id: run.id.to_string(),
+                name: &run.name,
+                of: &run.task,
+                state: run.state,
+                created: run.created,
+                duration: duration(run.started, run.ended),
+            })
+            .collect();
+        return print_listing(args.json, &runs, "TASK", rows);
     }
     let runs = store
         .flow_runs(&FlowRunFilter {
@@ -144,26 +134,52 @@ fn list(store: &SqliteStore, args: &LsArgs) -> Result<u8, Failure> {
             ..Default::default()
         })
         .map_err(Failure::internal)?;
-    if args.json {
+    let rows = runs
+        .iter()
+        .map(|run| ListRow {
+            id: run.id.to_string(),
+            name: &run.name,
+            of: &run.flow,
+            state: run.state,
+            created: run.created,
+            duration: duration(run.started, run.ended),
+        })
+        .collect();
+    print_listing(args.json, &runs, "FLOW", rows)
+}
+
+/// One line of `weir runs ls`.
+struct ListRow<'a> {
+    id: String,
+    name: &'a str,
+    /// The flow (or task) it ran.
+    of: &'a str,
+    state: State,
+    created: Timestamp,
+    duration: String,
+}
+
+fn print_listing<T: serde::Serialize>(
+    json: bool,
+    records: &[T],
+    of_heading: &str,
+    rows: Vec<ListRow<'_>>,
+) -> Result<u8, Failure> {
+    if json {
         println!(
             "{}",
-            serde_json::to_string(&runs).map_err(Failure::internal)?
+            serde_json::to_string(records).map_err(Failure::internal)?
         );
         return Ok(0);
     }
     println!(
         "{:<32} {:<24} {:<16} {:<14} {:<24} {:>9}",
-        "ID", "NAME", "FLOW", "STATE", "CREATED", "DURATION"
+        "ID", "NAME", of_heading, "STATE", "CREATED", "DURATION"
     );
-    for run in runs {
+    for row in rows {
         println!(
             "{:<32} {:<24} {:<16} {:<14} {:<24} {:>9}",
-            run.id,
-            run.name,
-            run.flow,
-            run.state,
-            run.created,
-            duration(run.started, run.ended)
+            row.id, row.name, row.of, row.state, row.created, row.duration
         );
     }
     Ok(0)

@@ -362,7 +362,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                 return Err(StoreError::UnknownTaskRun(id.to_string()));
             }
             let seq = sequences.next_state(transaction, &id, 1)?;
-            insert_state(transaction, &id, seq, &change)
+            insert_state(transaction, TASK_RUN_STATE, id.as_str(), Some(seq), &change)
         }
         WriteOp::FinishTaskRun {
             id,
@@ -422,7 +422,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                 })
                 .map_err(backend("creating a flow run"))?;
             for change in &states {
-                insert_flow_state(transaction, &run.id, change)?;
+                insert_state(transaction, FLOW_RUN_STATE, run.id.as_str(), None, change)?;
             }
             Ok(())
         }
@@ -456,7 +456,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                     message: format!("no flow run with id `{id}`"),
                 });
             }
-            insert_flow_state(transaction, &id, &change)
+            insert_state(transaction, FLOW_RUN_STATE, id.as_str(), None, &change)
         }
         WriteOp::RecordNodeOutput { id, node, result } => {
             put_result(transaction, &result)?;
@@ -486,19 +486,26 @@ fn put_result(transaction: &Connection, result: &PreparedResult) -> StoreResult<
     Ok(())
 }
 
+const TASK_RUN_STATE: &str =
+    "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/// Flow runs change state rarely, so their sequence numbers are looked up (`?2` is NULL).
+const FLOW_RUN_STATE: &str = "INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
+     VALUES (?1, coalesce(?2, (SELECT coalesce(max(seq), 0) + 1 FROM flow_run_states WHERE flow_run_id = ?1)), ?3, ?4, ?5, ?6)";
+
+/// Appends a state change to a history table (`TASK_RUN_STATE` or `FLOW_RUN_STATE`).
 fn insert_state(
     transaction: &Connection,
-    id: &TaskRunId,
-    seq: i64,
+    sql: &str,
+    id: &str,
+    seq: Option<i64>,
     change: &StateChange,
 ) -> StoreResult<()> {
     transaction
-        .prepare_cached(
-            "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
+        .prepare_cached(sql)
         .and_then(|mut statement| {
             statement.execute(params![
-                id.as_str(),
+                id,
                 seq,
                 change.state.as_str(),
                 change.message,
@@ -507,30 +514,6 @@ fn insert_state(
             ])
         })
         .map_err(backend("recording a state change"))?;
-    Ok(())
-}
-
-/// Flow runs change state rarely, so their sequence numbers are looked up.
-fn insert_flow_state(
-    transaction: &Connection,
-    id: &FlowRunId,
-    change: &StateChange,
-) -> StoreResult<()> {
-    transaction
-        .prepare_cached(
-            "INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
-             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM flow_run_states WHERE flow_run_id = ?1), ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![
-                id.as_str(),
-                change.state.as_str(),
-                change.message,
-                change.attempt,
-                change.at.0
-            ])
-        })
-        .map_err(backend("recording a flow run's state"))?;
     Ok(())
 }
 
@@ -584,7 +567,13 @@ fn create_task_run(
         .map_err(backend("creating a task run"))?;
     let first_seq = sequences.next_state(transaction, &run.id, states.len() as i64)?;
     for (seq, change) in (first_seq..).zip(states) {
-        insert_state(transaction, &run.id, seq, change)?;
+        insert_state(
+            transaction,
+            TASK_RUN_STATE,
+            run.id.as_str(),
+            Some(seq),
+            change,
+        )?;
     }
     if ended.is_some() {
         sequences.forget(&run.id);
@@ -624,7 +613,7 @@ fn finish_task_run(
     if updated == 0 {
         return Err(StoreError::UnknownTaskRun(id.to_string()));
     }
-    insert_state(transaction, id, seq, change)?;
+    insert_state(transaction, TASK_RUN_STATE, id.as_str(), Some(seq), change)?;
     if let (Some(cache), Some(result)) = (cache, result) {
         transaction
             .prepare_cached(
