@@ -31,7 +31,8 @@ impl fmt::Display for FlowError {
 }
 
 impl Flow {
-    pub(crate) fn error(
+    /// An error about this flow, naming its origin and, when given, the node and field.
+    pub fn error(
         &self,
         node: Option<&str>,
         field: Option<&str>,

@@ -141,7 +141,13 @@ impl FlowRunner {
             let mut subflows = HashMap::new();
             for node in &flow.nodes {
                 match &node.kind {
-                    NodeKind::Task { plugin, task, .. } => {
+                    NodeKind::Task {
+                        plugin,
+                        task,
+                        overrides,
+                        http_templates,
+                        ..
+                    } => {
                         let loaded = &plugins[plugin];
                         if loaded.task(task).is_none() {
                             let tasks: Vec<&str> = loaded
@@ -149,26 +155,18 @@ impl FlowRunner {
                                 .iter()
                                 .map(|info| info.name.as_str())
                                 .collect();
-                            return Err(FlowError {
-                                origin: flow.origin(),
-                                node: Some(node.id.clone()),
-                                field: Some("task".into()),
-                                message: format!(
-                                    "plugin `{plugin}` has no task `{task}` (its tasks: {})",
-                                    tasks.join(", ")
-                                ),
-                            }
-                            .into());
+                            return Err(flow
+                                .error(
+                                    Some(&node.id),
+                                    Some("task"),
+                                    format!(
+                                        "plugin `{plugin}` has no task `{task}` (its tasks: {})",
+                                        tasks.join(", ")
+                                    ),
+                                )
+                                .into());
                         }
 
-                        let NodeKind::Task {
-                            overrides,
-                            http_templates,
-                            ..
-                        } = &node.kind
-                        else {
-                            unreachable!("matched a task node");
-                        };
                         // HTTP grants written with parameters are only known when a run
                         // starts; the runner checks those needs then.
                         let needs: Vec<Need> = loaded
@@ -183,37 +181,34 @@ impl FlowRunner {
                             .cloned()
                             .collect();
                         if let Some(need) = overrides.grants.first_missing(&needs) {
-                            return Err(FlowError {
-                                origin: flow.origin(),
-                                node: Some(node.id.clone()),
-                                field: Some("task".into()),
-                                message: format!(
-                                    "task `{task}` needs {}, which this node is not granted",
-                                    need.how_to_grant()
-                                ),
-                            }
-                            .into());
+                            return Err(flow
+                                .error(
+                                    Some(&node.id),
+                                    Some("task"),
+                                    format!(
+                                        "task `{task}` needs {}, which this node is not granted",
+                                        need.how_to_grant()
+                                    ),
+                                )
+                                .into());
                         }
                     }
                     NodeKind::Subflow { path, .. } => {
                         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
                         if stack.contains(&canonical) {
-                            return Err(FlowError {
-                                origin: flow.origin(),
-                                node: Some(node.id.clone()),
-                                field: Some("flow".into()),
-                                message: format!(
-                                    "{} runs itself as a subflow (directly or through others)",
-                                    path.display()
-                                ),
-                            }
-                            .into());
+                            return Err(flow
+                                .error(
+                                    Some(&node.id),
+                                    Some("flow"),
+                                    format!(
+                                        "{} runs itself as a subflow (directly or through others)",
+                                        path.display()
+                                    ),
+                                )
+                                .into());
                         }
-                        let subflow = Flow::load(path).map_err(|error| FlowError {
-                            origin: flow.origin(),
-                            node: Some(node.id.clone()),
-                            field: Some("flow".into()),
-                            message: error.to_string(),
+                        let subflow = Flow::load(path).map_err(|error| {
+                            flow.error(Some(&node.id), Some("flow"), error.to_string())
                         })?;
                         let prepared = self.prepare(subflow, stack.clone()).await?;
                         subflows.insert(node.id.clone(), prepared);

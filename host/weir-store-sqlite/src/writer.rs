@@ -250,25 +250,18 @@ fn write_loop(
             }
         }
         let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
-        let mut replies = Vec::new();
-        let outcome = commit_batch(&mut connection, &mut sequences, batch, &mut replies);
+        let mut flushes = Vec::new();
+        let outcome = commit_batch(&mut connection, &mut sequences, batch, &mut flushes);
         if let Err(error) = outcome {
             tracing::error!("{error}");
             pending_error.get_or_insert(error);
         }
         committed.store(last_sequence, Ordering::SeqCst);
-        for reply in replies {
-            match reply {
-                Reply::Flush(reply) => {
-                    let _ = reply.send(pending_error.take().map_or(Ok(()), Err));
-                }
-            }
+        // A failure is reported to the first flush after it, once.
+        for reply in flushes {
+            let _ = reply.send(pending_error.take().map_or(Ok(()), Err));
         }
     }
-}
-
-enum Reply {
-    Flush(SyncSender<StoreResult<()>>),
 }
 
 /// Applies a batch in one transaction. A write that fails (say, a state change for an
@@ -278,7 +271,7 @@ fn commit_batch(
     connection: &mut Connection,
     sequences: &mut Sequences,
     batch: Vec<(u64, WriteOp)>,
-    replies: &mut Vec<Reply>,
+    flushes: &mut Vec<SyncSender<StoreResult<()>>>,
 ) -> StoreResult<()> {
     // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
     // the slot) cannot interleave with another process's.
@@ -288,7 +281,7 @@ fn commit_batch(
     let mut first_error = None;
     for (_, op) in batch {
         match op {
-            WriteOp::Flush { reply } => replies.push(Reply::Flush(reply)),
+            WriteOp::Flush { reply } => flushes.push(reply),
             WriteOp::Call(work) => work(&transaction),
             op => {
                 if let Err(error) = apply(&transaction, sequences, op) {
