@@ -10,6 +10,7 @@
 mod flow_run;
 mod inspect;
 mod limits;
+mod project;
 mod runs;
 mod task_run;
 mod terminal;
@@ -48,6 +49,10 @@ enum Command {
     /// Tag concurrency limits: how many task runs with a tag may run at once.
     #[command(subcommand)]
     ConcurrencyLimit(limits::LimitCommand),
+    /// Start a plugin project (Rust, Python or JavaScript) with an example task and its test.
+    New(project::NewArgs),
+    /// Build a plugin project into a component and check it against the weir:task world.
+    Build(project::BuildArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +153,8 @@ pub fn main() -> ExitCode {
             Command::Runs(command) => runs::runs(&cli.store, command),
             Command::Cache(command) => runs::cache(&cli.store, command),
             Command::ConcurrencyLimit(command) => limits::run(&cli.store, command),
+            Command::New(args) => project::new(args),
+            Command::Build(args) => project::build(&cli.store, args).await,
         }
     });
     match result {

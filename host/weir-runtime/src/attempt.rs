@@ -286,6 +286,24 @@ impl Runtime {
             None => work.await,
         };
         match raced {
+            // A guest that catches a refused allocation (Python's MemoryError, a JS
+            // RangeError) reports an ordinary error; the limit it hit is the real cause.
+            Ok(CallResult::Run(Err(error))) if store.data().limiter.refused_growth_to.is_some() => {
+                let limiter = &store.data().limiter;
+                let guest_said = match error {
+                    WitTaskError::Retriable(message) | WitTaskError::Fatal(message) => message,
+                };
+                Err(Interrupted(AttemptOutcome::Crashed {
+                    kind: CrashKind::OutOfMemory,
+                    message: format!(
+                        "{}; the task reported: {guest_said}",
+                        out_of_memory_message(
+                            limiter.limit_bytes(),
+                            limiter.refused_growth_to.unwrap_or_default()
+                        )
+                    ),
+                }))
+            }
             Ok(result) => Ok(result),
             Err((during_instantiation, error)) => {
                 let limiter = &store.data().limiter;
@@ -301,6 +319,14 @@ impl Runtime {
             }
         }
     }
+}
+
+fn out_of_memory_message(memory_limit: u64, tried: u64) -> String {
+    format!(
+        "out of memory: the task exceeded its memory limit of {} (it tried to grow to {})",
+        format_bytes(memory_limit),
+        format_bytes(tried)
+    )
 }
 
 fn classify_error(
@@ -319,11 +345,7 @@ fn classify_error(
     if let Some(tried) = refused_growth_to {
         return AttemptOutcome::Crashed {
             kind: CrashKind::OutOfMemory,
-            message: format!(
-                "out of memory: the task exceeded its memory limit of {} (it tried to grow to {})",
-                format_bytes(memory_limit),
-                format_bytes(tried)
-            ),
+            message: out_of_memory_message(memory_limit, tried),
         };
     }
     match trap {

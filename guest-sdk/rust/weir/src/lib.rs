@@ -129,7 +129,7 @@ pub use bindings::weir::task::types::{CachePolicy, ExponentialBackoff, TaskInfo}
 /// Only needed to implement the world by hand; `#[weir::task]` and [`export!`] use them for you.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit",
+        path: "wit",
         world: "weir:task/plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
