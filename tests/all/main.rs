@@ -8,6 +8,8 @@ mod grants;
 mod http;
 mod limits;
 mod loading;
+mod polyglot;
+mod projects;
 mod repo_info;
 mod runs;
 mod sandbox;

@@ -10,9 +10,19 @@ use weir_runner::{FlowRunLabel, FlowRunner, RunLabel, RunObserver, TaskRunner};
 use weir_runtime::{Plugin, Runtime, RuntimeConfig};
 use weir_store_sqlite::SqliteStore;
 
-/// The `.wasm` file of a test plugin built by `build.rs` from `plugins/NAME`.
+/// The `.wasm` file of a test plugin built by `build.rs` from `plugins/NAME` (Rust),
+/// `plugins/python/NAME` or `plugins/js/NAME`.
 pub fn plugin_path(name: &str) -> PathBuf {
+    let polyglot = PathBuf::from(env!("WEIR_TEST_POLYGLOT_PLUGINS")).join(format!("{name}.wasm"));
+    if polyglot.is_file() {
+        return polyglot;
+    }
     PathBuf::from(env!("WEIR_TEST_PLUGINS")).join(format!("{name}.wasm"))
+}
+
+/// Where the build installed componentize-py and componentize-js, for tests of `weir build`.
+pub fn tools_dir() -> PathBuf {
+    PathBuf::from(env!("WEIR_TEST_TOOLS_DIR"))
 }
 
 /// One runtime (one engine, one epoch ticker) for the whole test process, with a

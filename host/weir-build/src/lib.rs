@@ -27,7 +27,7 @@ use std::process::Command;
 
 pub use new::new_project;
 pub use sdk::{SDK_VERSION, write_sdk};
-pub use tools::{COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION};
+pub use tools::{COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, ROLLDOWN_VERSION};
 
 /// The languages a plugin can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +127,10 @@ impl Project {
 pub struct BuildOptions<'a> {
     /// Where componentizers are installed; default `.weir-build/tools` in the project.
     pub tools_dir: Option<PathBuf>,
+    /// Where the build writes what it generates; default `.weir-build` in the project.
+    pub work_dir: Option<PathBuf>,
+    /// The component to write; default `dist/<name>.wasm` in the project.
+    pub output: Option<PathBuf>,
     /// Told what the build is doing (installing, compiling), a line at a time.
     pub progress: Option<&'a (dyn Fn(&str) + Sync)>,
 }
@@ -143,11 +147,15 @@ impl BuildOptions<'_> {
             .clone()
             .unwrap_or_else(|| project.work_dir().join("tools"))
     }
+
+    fn work_dir(&self, project: &Project) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(|| project.work_dir())
+    }
 }
 
-/// Builds `project` into a component and returns its path (`dist/<name>.wasm`).
+/// Builds `project` into a component and returns its path (`dist/<name>.wasm` by default).
 pub fn build(project: &Project, options: &BuildOptions) -> Result<PathBuf, BuildError> {
-    let output = project.output();
+    let output = options.output.clone().unwrap_or_else(|| project.output());
     fs_err::create_dir_all(output.parent().expect("dist/ has a parent"))?;
     match project.language {
         Language::Rust => rust::build(project, options, &output)?,

@@ -78,7 +78,7 @@ pub(crate) fn build(
     output: &Path,
 ) -> Result<(), BuildError> {
     let componentize_py = tools::componentize_py(&options.tools_dir(project), options)?;
-    let work = project.work_dir();
+    let work = options.work_dir(project);
     let wit = work.join("wit");
     write_wit(&wit)?;
     // The SDK this weir carries comes after the project on the path: a copy in the project

@@ -10,6 +10,9 @@ use crate::{BuildError, BuildOptions, program_runs, run_step};
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// componentize-js from npm: SpiderMonkey (StarlingMonkey) and the app, snapshotted.
 pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+/// rolldown from npm, which bundles a plugin's modules into the one file componentize-js takes
+/// (the version componentize-js's own jco depends on).
+pub const ROLLDOWN_VERSION: &str = "1.3.2";
 
 /// Marks an installation that finished; a directory without it is removed and redone.
 const COMPLETE_MARKER: &str = ".weir-complete";
@@ -84,7 +87,9 @@ pub(crate) fn componentize_js(
         ));
         fs_err::create_dir_all(&prefix)?;
         run_step(
-            &format!("npm install @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"),
+            &format!(
+                "npm install @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION} rolldown@{ROLLDOWN_VERSION}"
+            ),
             Command::new(&npm)
                 .arg("install")
                 .arg("--prefix")

@@ -30,6 +30,9 @@ pub(crate) struct BuildArgs {
     /// `.weir-build/tools` in the project). Share one between projects to install once.
     #[arg(long, env = "WEIR_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
+    /// Where to write the component (default: `dist/NAME.wasm` in the project).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -60,6 +63,7 @@ pub(crate) async fn build(store_dir: &Path, args: BuildArgs) -> Result<u8, Failu
     let started = Instant::now();
     let project = Project::open(&args.dir).map_err(Failure::usage)?;
     let tools_dir = args.tools_dir.clone();
+    let output = args.output.clone();
     let building = project.clone();
     let output = tokio::task::spawn_blocking(move || {
         let progress = |line: &str| eprintln!("weir build: {line}");
@@ -67,7 +71,9 @@ pub(crate) async fn build(store_dir: &Path, args: BuildArgs) -> Result<u8, Failu
             &building,
             &BuildOptions {
                 tools_dir,
+                output,
                 progress: Some(&progress),
+                ..Default::default()
             },
         )
     })
