@@ -321,3 +321,39 @@ async fn python_task_options_become_the_tasks_defaults() {
     let context = plugin.task("context").unwrap();
     assert_eq!(context.run_name.as_deref(), Some("ctx-{label}"));
 }
+
+#[tokio::test]
+async fn the_example_flow_passes_data_between_rust_python_and_javascript() {
+    let harness = Harness::new();
+    let flow = weir_flow::Flow::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/polyglot/polyglot.toml"),
+    )
+    .unwrap();
+    let parameters = json!({"text": "three small words", "lines": ["a", "b c"]});
+    let parameters = parameters.as_object().unwrap().clone();
+    let flows = harness.flows(4);
+    let outcome = flows.run_flow(&flow, &parameters).await.unwrap();
+    assert_eq!(outcome.state, State::Completed, "{outcome:?}");
+    assert_eq!(
+        outcome.output,
+        Some(json!({
+            "stats": {"text": "three small words", "words": 3, "letters": 15},
+            "total": 18,
+            "headline": "3 WORDS AND 15 LETTERS: 18 IN ALL",
+            "lines": ["A", "B C"],
+            "greeting": "Behold, 3 WORDS AND 15 LETTERS: 18 IN ALL!",
+        }))
+    );
+    // The map's elements come from the cache the second time.
+    let second = flows.run_flow(&flow, &parameters).await.unwrap();
+    assert_eq!(second.state, State::Completed, "{second:?}");
+    let cached = harness
+        .store
+        .task_runs(&weir_store::TaskRunFilter {
+            state: Some(State::Cached),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+}

@@ -155,7 +155,8 @@ impl BuildOptions<'_> {
 
 /// Builds `project` into a component and returns its path (`dist/<name>.wasm` by default).
 pub fn build(project: &Project, options: &BuildOptions) -> Result<PathBuf, BuildError> {
-    let output = options.output.clone().unwrap_or_else(|| project.output());
+    // Absolute, because the componentizers run in the project's directory.
+    let output = std::path::absolute(options.output.clone().unwrap_or_else(|| project.output()))?;
     fs_err::create_dir_all(output.parent().expect("dist/ has a parent"))?;
     match project.language {
         Language::Rust => rust::build(project, options, &output)?,
