@@ -89,14 +89,14 @@ pub(crate) fn build(
             .as_deref()
             .and_then(|path| std::fs::canonicalize(path).ok())
             .is_some_and(|path| path == wanted);
-        if message.reason == "compiler-artifact" && ours {
-            if let Some(file) = message
+        if message.reason == "compiler-artifact"
+            && ours
+            && let Some(file) = message
                 .filenames
                 .into_iter()
                 .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
-            {
-                wasm = Some(file);
-            }
+        {
+            wasm = Some(file);
         }
     }
     let status = child.wait()?;
