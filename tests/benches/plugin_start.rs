@@ -37,6 +37,17 @@ fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1e3)
 }
 
+/// Minor page faults of this process so far (/proc/self/stat field 10).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0)
+}
+
 fn us(duration: Duration) -> String {
     format!("{:.0} µs", duration.as_secs_f64() * 1e6)
 }
@@ -109,6 +120,7 @@ fn main() {
             Arc::new(SilentObserver),
         );
         let input: serde_json::Value = serde_json::from_str(input).unwrap();
+        let faults = minor_faults();
         let started = Instant::now();
         for _ in 0..runs {
             let outcome = tokio
@@ -117,8 +129,9 @@ fn main() {
             assert_eq!(outcome.state, State::Completed, "{outcome:?}");
         }
         let per_run = started.elapsed() / runs;
+        let faults_per_run = (minor_faults() - faults) / u64::from(runs);
         println!(
-            "| {language} | {:.1} MB | {} | {} | {} | {} |",
+            "| {language} | {:.1} MB | {} | {} | {} | {} ({faults_per_run} page faults) |",
             size as f64 / 1e6,
             ms(first),
             ms(second),
