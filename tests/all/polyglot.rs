@@ -357,3 +357,39 @@ async fn the_example_flow_passes_data_between_rust_python_and_javascript() {
         .unwrap();
     assert_eq!(cached.len(), 2, "{cached:?}");
 }
+
+#[tokio::test]
+async fn a_cache_key_function_decides_what_is_the_same_input() {
+    let harness = Harness::new();
+    for plugin in PLUGINS {
+        let first = run(
+            &harness,
+            plugin,
+            "keyed",
+            json!({"key": "k", "payload": 1}),
+            TaskOverrides::default(),
+        )
+        .await;
+        assert_eq!(first.state, State::Completed, "{plugin}: {first:?}");
+        // Another payload, the same key: the first result.
+        let second = run(
+            &harness,
+            plugin,
+            "keyed",
+            json!({"key": "k", "payload": 2}),
+            TaskOverrides::default(),
+        )
+        .await;
+        assert_eq!(second.state, State::Cached, "{plugin}: {second:?}");
+        assert_eq!(second.output, first.output, "{plugin}");
+        let other = run(
+            &harness,
+            plugin,
+            "keyed",
+            json!({"key": "other", "payload": 1}),
+            TaskOverrides::default(),
+        )
+        .await;
+        assert_eq!(other.state, State::Completed, "{plugin}: {other:?}");
+    }
+}

@@ -44,22 +44,26 @@ pub fn shared_runtime() -> Arc<Runtime> {
         .clone()
 }
 
-/// Loads (once per process) a test plugin into the shared runtime.
+/// Loads (once per process) a test plugin into the shared runtime. Tests that ask at the same
+/// time wait for one load: compiling a Python or JavaScript component takes seconds of CPU.
 pub async fn load_plugin(name: &str) -> Plugin {
-    static LOADED: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
-    let loaded = LOADED.get_or_init(Default::default);
-    if let Some(plugin) = loaded.lock().unwrap().get(name) {
-        return plugin.clone();
-    }
-    let plugin = shared_runtime()
-        .load_plugin_file(&plugin_path(name))
-        .await
-        .unwrap_or_else(|error| panic!("loading test plugin {name}: {error}"));
-    loaded
+    type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Plugin>>>>;
+    static LOADED: OnceLock<Cells> = OnceLock::new();
+    let cell = LOADED
+        .get_or_init(Default::default)
         .lock()
         .unwrap()
-        .insert(name.to_owned(), plugin.clone());
-    plugin
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    cell.get_or_init(|| async {
+        shared_runtime()
+            .load_plugin_file(&plugin_path(name))
+            .await
+            .unwrap_or_else(|error| panic!("loading test plugin {name}: {error}"))
+    })
+    .await
+    .clone()
 }
 
 /// A small HTTP/1.1 server on 127.0.0.1 for tests: `respond(path)` gives the status and

@@ -70,3 +70,8 @@ export const chatter = task(function chatter() {
   console.log('a printed line');
   return 'done';
 });
+
+/** Cached by `key` only, whatever the payload. */
+export const keyed = task({ cacheKeyFn: (context, input) => input.key }, function keyed({ key, payload }) {
+  return { key, payload, nonce: Math.random() };
+});

@@ -20,7 +20,7 @@ test('natively the context is a stand-in first attempt', () => {
 
 test('the plugin interface runs tasks by name on JSON text', async () => {
   const names = __plugin.info().map((info) => info.name);
-  assert.deepEqual(names, ['greet', 'shout', 'flaky', 'fatal', 'spin', 'hog', 'cached', 'context', 'chatter']);
+  assert.deepEqual(names, ['greet', 'shout', 'flaky', 'fatal', 'spin', 'hog', 'cached', 'context', 'chatter', 'keyed']);
   const flakyInfo = __plugin.info().find((info) => info.name === 'flaky');
   assert.equal(flakyInfo.retries, 3);
   assert.deepEqual(flakyInfo.retryDelaysMs, [0n]);
