@@ -12,7 +12,7 @@ use weir_tests::{Harness, load_plugin};
 /// The Python and the JavaScript test plugins hold tasks of the same names and behaviour.
 const PLUGINS: [&str; 2] = ["pydemo", "jsdemo"];
 
-async fn run(
+async fn run_with(
     harness: &Harness,
     plugin: &str,
     task: &str,
@@ -25,6 +25,15 @@ async fn run(
         .run_task(TaskRequest::new(plugin, task, input).with_overrides(overrides))
         .await
         .unwrap()
+}
+
+async fn run(
+    harness: &Harness,
+    plugin: &str,
+    task: &str,
+    input: serde_json::Value,
+) -> weir_runner::TaskRunOutcome {
+    run_with(harness, plugin, task, input, TaskOverrides::default()).await
 }
 
 fn logs(harness: &Harness, id: &weir_core::TaskRunId) -> Vec<(LogLevel, String)> {
@@ -41,14 +50,7 @@ fn logs(harness: &Harness, id: &weir_core::TaskRunId) -> Vec<(LogLevel, String)>
 async fn an_exception_is_retried_until_the_task_succeeds() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let outcome = run(
-            &harness,
-            plugin,
-            "flaky",
-            json!({}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let outcome = run(&harness, plugin, "flaky", json!({})).await;
         assert_eq!(outcome.state, State::Completed, "{plugin}: {outcome:?}");
         assert_eq!(outcome.attempts, 3, "{plugin}");
         assert_eq!(
@@ -76,7 +78,6 @@ async fn a_fatal_error_is_not_retried() {
             plugin,
             "fatal",
             json!({"reason": "the moon is full"}),
-            TaskOverrides::default(),
         )
         .await;
         assert_eq!(outcome.state, State::Failed, "{plugin}: {outcome:?}");
@@ -94,7 +95,7 @@ async fn an_infinite_loop_ends_timed_out() {
     let harness = Harness::new();
     for plugin in PLUGINS {
         let started = Instant::now();
-        let outcome = run(
+        let outcome = run_with(
             &harness,
             plugin,
             "spin",
@@ -118,7 +119,7 @@ async fn an_infinite_loop_ends_timed_out() {
 async fn unbounded_allocation_crashes_at_the_memory_limit() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let outcome = run(
+        let outcome = run_with(
             &harness,
             plugin,
             "hog",
@@ -137,14 +138,7 @@ async fn unbounded_allocation_crashes_at_the_memory_limit() {
             "{plugin}: {message}"
         );
         // The host carries on: the same plugin runs again at once.
-        let after = run(
-            &harness,
-            plugin,
-            "context",
-            json!({}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let after = run(&harness, plugin, "context", json!({})).await;
         assert_eq!(after.state, State::Completed, "{plugin}: {after:?}");
     }
 }
@@ -153,14 +147,7 @@ async fn unbounded_allocation_crashes_at_the_memory_limit() {
 async fn logger_lines_and_prints_become_the_runs_log() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let outcome = run(
-            &harness,
-            plugin,
-            "chatter",
-            json!({}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let outcome = run(&harness, plugin, "chatter", json!({})).await;
         assert_eq!(outcome.state, State::Completed, "{plugin}: {outcome:?}");
         let lines = logs(&harness, &outcome.id);
         for (level, text) in [
@@ -184,33 +171,12 @@ async fn logger_lines_and_prints_become_the_runs_log() {
 async fn results_are_cached_by_input() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let first = run(
-            &harness,
-            plugin,
-            "cached",
-            json!({"x": 7}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let first = run(&harness, plugin, "cached", json!({"x": 7})).await;
         assert_eq!(first.state, State::Completed, "{plugin}: {first:?}");
-        let second = run(
-            &harness,
-            plugin,
-            "cached",
-            json!({"x": 7}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let second = run(&harness, plugin, "cached", json!({"x": 7})).await;
         assert_eq!(second.state, State::Cached, "{plugin}: {second:?}");
         assert_eq!(second.output, first.output, "{plugin}");
-        let other = run(
-            &harness,
-            plugin,
-            "cached",
-            json!({"x": 8}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let other = run(&harness, plugin, "cached", json!({"x": 8})).await;
         assert_eq!(other.state, State::Completed, "{plugin}");
         assert_ne!(other.output, first.output, "{plugin}");
     }
@@ -220,14 +186,7 @@ async fn results_are_cached_by_input() {
 async fn the_run_context_reaches_the_guest() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let outcome = run(
-            &harness,
-            plugin,
-            "context",
-            json!({}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let outcome = run(&harness, plugin, "context", json!({})).await;
         assert_eq!(outcome.state, State::Completed, "{plugin}: {outcome:?}");
         let output = outcome.output.unwrap();
         let id_field = if plugin == "pydemo" {
@@ -252,7 +211,6 @@ async fn python_checks_the_input_against_the_type_hints() {
         "pydemo",
         "greet",
         json!({"person": {"name": "Ada", "age": 36}}),
-        TaskOverrides::default(),
     )
     .await;
     assert_eq!(ok.output, Some(json!("Hello, Ada (36)!")), "{ok:?}");
@@ -274,14 +232,7 @@ async fn python_checks_the_input_against_the_type_hints() {
             "invalid input for task `greet`: unknown field `greting`, expected `person` or `greeting`",
         ),
     ] {
-        let outcome = run(
-            &harness,
-            "pydemo",
-            "greet",
-            input.clone(),
-            TaskOverrides::default(),
-        )
-        .await;
+        let outcome = run(&harness, "pydemo", "greet", input.clone()).await;
         assert_eq!(outcome.state, State::Failed, "{input}: {outcome:?}");
         assert_eq!(outcome.attempts, 1, "{input}: a wrong input was retried");
         let message = outcome.message.unwrap();
@@ -362,24 +313,10 @@ async fn the_example_flow_passes_data_between_rust_python_and_javascript() {
 async fn a_cache_key_function_decides_what_is_the_same_input() {
     let harness = Harness::new();
     for plugin in PLUGINS {
-        let first = run(
-            &harness,
-            plugin,
-            "keyed",
-            json!({"key": "k", "payload": 1}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let first = run(&harness, plugin, "keyed", json!({"key": "k", "payload": 1})).await;
         assert_eq!(first.state, State::Completed, "{plugin}: {first:?}");
         // Another payload, the same key: the first result.
-        let second = run(
-            &harness,
-            plugin,
-            "keyed",
-            json!({"key": "k", "payload": 2}),
-            TaskOverrides::default(),
-        )
-        .await;
+        let second = run(&harness, plugin, "keyed", json!({"key": "k", "payload": 2})).await;
         assert_eq!(second.state, State::Cached, "{plugin}: {second:?}");
         assert_eq!(second.output, first.output, "{plugin}");
         let other = run(
@@ -387,7 +324,6 @@ async fn a_cache_key_function_decides_what_is_the_same_input() {
             plugin,
             "keyed",
             json!({"key": "other", "payload": 1}),
-            TaskOverrides::default(),
         )
         .await;
         assert_eq!(other.state, State::Completed, "{plugin}: {other:?}");

@@ -25,6 +25,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The command failed with `code` and said `needle` on stderr.
+fn assert_fails(output: &Output, code: i32, needle: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+}
+
 /// The project's own unit test, as its README says to run it.
 fn project_test(dir: &Path, language: &str) -> Output {
     let mut command = match language {
@@ -137,28 +144,18 @@ fn a_new_javascript_plugin_builds_and_runs() {
 #[test]
 fn build_errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let empty = weir(dir.path(), &["build"]);
-    assert_eq!(empty.status.code(), Some(2));
-    assert!(
-        text(&empty.stderr).contains("is not a plugin project"),
-        "{}",
-        text(&empty.stderr)
+    assert_fails(&weir(dir.path(), &["build"]), 2, "is not a plugin project");
+
+    assert_fails(
+        &weir(dir.path(), &["new", "--lang", "python", "Bad_Name"]),
+        2,
+        "not a valid plugin name",
     );
 
-    let bad_name = weir(dir.path(), &["new", "--lang", "python", "Bad_Name"]);
-    assert_eq!(bad_name.status.code(), Some(2));
-    assert!(
-        text(&bad_name.stderr).contains("not a valid plugin name"),
-        "{}",
-        text(&bad_name.stderr)
-    );
-
-    let bad_lang = weir(dir.path(), &["new", "--lang", "cobol", "x"]);
-    assert_eq!(bad_lang.status.code(), Some(2));
-    assert!(
-        text(&bad_lang.stderr).contains("use rust, python or js"),
-        "{}",
-        text(&bad_lang.stderr)
+    assert_fails(
+        &weir(dir.path(), &["new", "--lang", "cobol", "x"]),
+        2,
+        "use rust, python or js",
     );
 
     // A Python project on a machine without python3, componentize-py not yet installed.
