@@ -2,6 +2,8 @@
 //! were built, one runtime per process, and a runner over a fresh store in a
 //! temporary directory.
 
+pub mod bare;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};

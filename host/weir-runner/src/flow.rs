@@ -3,7 +3,7 @@
 //! retries that keep completed nodes, and a flow timeout.
 
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -653,59 +653,75 @@ async fn execute_graph(
         .iter()
         .map(|(node, value)| (node.clone(), NodeOutcome::Completed(value.clone())))
         .collect();
-    let mut waiting: Vec<String> = shared
-        .prepared
-        .order
+    // Each node's upstreams are computed once, with the reverse edges, so that a node's end
+    // looks only at its own downstream nodes: scanning every waiting node at every end made a
+    // chain of n nodes cost O(n²) dependency computations.
+    let mut dependencies: HashMap<String, Vec<String>> = HashMap::new();
+    let mut downstream: HashMap<String, Vec<String>> = HashMap::new();
+    let mut unfinished_upstreams: HashMap<String, usize> = HashMap::new();
+    // In the validated order, so that runs are created (and numbered) in file order.
+    let mut ready: VecDeque<String> = VecDeque::new();
+    for node_id in &shared.prepared.order {
+        if outcomes.contains_key(node_id) {
+            continue;
+        }
+        let upstreams = flow.dependencies(node_id);
+        let unfinished = upstreams
+            .iter()
+            .filter(|upstream| !outcomes.contains_key(*upstream))
+            .count();
+        for upstream in &upstreams {
+            downstream
+                .entry(upstream.clone())
+                .or_default()
+                .push(node_id.clone());
+        }
+        if unfinished == 0 {
+            ready.push_back(node_id.clone());
+        } else {
+            unfinished_upstreams.insert(node_id.clone(), unfinished);
+        }
+        dependencies.insert(node_id.clone(), upstreams);
+    }
+    let handled_failures: HashSet<&str> = flow
+        .nodes
         .iter()
-        .filter(|node| !outcomes.contains_key(*node))
-        .cloned()
+        .flat_map(|node| node.allow_failure.iter().map(String::as_str))
         .collect();
     let mut running = JoinSet::new();
     let mut first_failure: Option<(String, State, String)> = None;
     loop {
-        // Start (or mark NotReady) every waiting node whose upstreams have all ended.
-        let mut progressed = true;
-        while progressed {
-            progressed = false;
-            let mut still_waiting = Vec::new();
-            for node_id in std::mem::take(&mut waiting) {
-                let dependencies = flow.dependencies(&node_id);
-                if !dependencies
-                    .iter()
-                    .all(|upstream| outcomes.contains_key(upstream))
-                {
-                    still_waiting.push(node_id);
-                    continue;
-                }
-                let node = flow.node(&node_id).expect("validated");
-                let blocking = dependencies.iter().find(|upstream| {
-                    matches!(outcomes[*upstream], NodeOutcome::Failed { .. })
-                        && !node.allow_failure.contains(upstream)
-                });
-                if let Some(upstream) = blocking {
-                    let cause = format!("upstream node `{upstream}` did not complete");
-                    record_not_ready(&shared, &node_id, &cause);
-                    outcomes.insert(
-                        node_id,
-                        NodeOutcome::Failed {
-                            state: State::NotReady,
-                            cause,
-                        },
-                    );
-                    progressed = true;
-                    continue;
-                }
-                let upstream: HashMap<String, NodeOutcome> = dependencies
-                    .iter()
-                    .map(|upstream| (upstream.clone(), outcomes[upstream].clone()))
-                    .collect();
-                let shared = shared.clone();
-                running.spawn(async move {
-                    let outcome = run_node(&shared, &node_id, &upstream).await;
-                    (node_id, outcome)
-                });
+        // Start (or mark NotReady) every node whose upstreams have all ended. A node marked
+        // NotReady has ended too, and may make its own downstream nodes ready.
+        while let Some(node_id) = ready.pop_front() {
+            let node = flow.node(&node_id).expect("validated");
+            let upstreams = &dependencies[&node_id];
+            let blocking = upstreams.iter().find(|upstream| {
+                matches!(outcomes[*upstream], NodeOutcome::Failed { .. })
+                    && !node.allow_failure.contains(upstream)
+            });
+            if let Some(upstream) = blocking {
+                let cause = format!("upstream node `{upstream}` did not complete");
+                record_not_ready(&shared, &node_id, &cause);
+                release_downstream(&node_id, &downstream, &mut unfinished_upstreams, &mut ready);
+                outcomes.insert(
+                    node_id,
+                    NodeOutcome::Failed {
+                        state: State::NotReady,
+                        cause,
+                    },
+                );
+                continue;
             }
-            waiting = still_waiting;
+            let upstream: HashMap<String, NodeOutcome> = upstreams
+                .iter()
+                .map(|upstream| (upstream.clone(), outcomes[upstream].clone()))
+                .collect();
+            let shared = shared.clone();
+            running.spawn(async move {
+                let outcome = run_node(&shared, &node_id, &upstream).await;
+                (node_id, outcome)
+            });
         }
         let Some(joined) = running.join_next().await else {
             break;
@@ -731,15 +747,13 @@ async fn execute_graph(
                 completed.insert(node_id.clone(), value.clone());
             }
             NodeOutcome::Failed { state, cause } => {
-                let handled = flow
-                    .nodes
-                    .iter()
-                    .any(|other| other.allow_failure.contains(&node_id));
+                let handled = handled_failures.contains(node_id.as_str());
                 if !handled && first_failure.is_none() {
                     first_failure = Some((node_id.clone(), *state, cause.clone()));
                 }
             }
         }
+        release_downstream(&node_id, &downstream, &mut unfinished_upstreams, &mut ready);
         outcomes.insert(node_id, outcome);
     }
     // Whatever ended the node (a failure, a crash, a timeout, an abort), the flow failed.
@@ -753,6 +767,24 @@ async fn execute_graph(
             )
         }
     })
+}
+
+/// `ended` has ended: each node downstream of it with no other unfinished upstream is ready.
+fn release_downstream(
+    ended: &str,
+    downstream: &HashMap<String, Vec<String>>,
+    unfinished_upstreams: &mut HashMap<String, usize>,
+    ready: &mut VecDeque<String>,
+) {
+    for node in downstream.get(ended).into_iter().flatten() {
+        if let Some(count) = unfinished_upstreams.get_mut(node) {
+            *count -= 1;
+            if *count == 0 {
+                unfinished_upstreams.remove(node);
+                ready.push_back(node.clone());
+            }
+        }
+    }
 }
 
 fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
