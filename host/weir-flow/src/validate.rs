@@ -1,10 +1,10 @@
 //! Checks made before anything runs: every error names the file, the node and the field.
 
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use crate::model::{Flow, FlowOutput, NodeKind};
+use crate::model::{Flow, FlowOutput, Node, NodeKind};
 use crate::reference::{Target, references_in};
 
 /// A flow that cannot run, and where the problem is.
@@ -48,21 +48,10 @@ impl Flow {
 
     /// The nodes `id` depends on: those its input references, and its `wait_for`.
     pub fn dependencies(&self, id: &str) -> Vec<String> {
-        let Some(node) = self.node(id) else {
-            return Vec::new();
-        };
-        let template = match &node.kind {
-            NodeKind::Task { input, .. } => input,
-            NodeKind::Subflow { parameters, .. } => parameters,
-        };
-        let mut found = BTreeSet::new();
-        for reference in references_in(template).unwrap_or_default() {
-            if let Target::Node(upstream) = reference.target {
-                found.insert(upstream);
-            }
+        match self.node(id) {
+            Some(node) => node_dependencies(node),
+            None => Vec::new(),
         }
-        found.extend(node.wait_for.iter().cloned());
-        found.into_iter().collect()
     }
 
     /// Checks the whole graph: names, plugins, references, maps, cycles, output, defaults.
@@ -259,44 +248,55 @@ impl Flow {
         self.topological_order()
     }
 
-    /// Kahn's algorithm; a cycle is an error that lists the nodes on it.
+    /// Kahn's algorithm, in waves: the nodes ready together keep the file's order. A cycle is
+    /// an error that lists the nodes on it. Linear in nodes and edges (up to sorting each
+    /// wave), so that a flow of thousands of nodes validates in milliseconds.
     fn topological_order(&self) -> Result<Vec<String>, FlowError> {
-        let mut remaining: BTreeMap<String, BTreeSet<String>> = self
+        let position: HashMap<&str, usize> = self
             .nodes
             .iter()
-            .map(|node| {
-                (
-                    node.id.clone(),
-                    self.dependencies(&node.id).into_iter().collect(),
-                )
-            })
+            .enumerate()
+            .map(|(index, node)| (node.id.as_str(), index))
             .collect();
-        let mut order = Vec::with_capacity(remaining.len());
-        // Keep the file's order among nodes that are ready together.
-        let file_order: Vec<String> = self.nodes.iter().map(|node| node.id.clone()).collect();
-        while !remaining.is_empty() {
-            let ready: Vec<String> = file_order
-                .iter()
-                .filter(|id| remaining.get(*id).is_some_and(BTreeSet::is_empty))
-                .cloned()
-                .collect();
-            if ready.is_empty() {
-                let cycle: Vec<&str> = remaining.keys().map(String::as_str).collect();
-                return Err(self.error(
-                    Some(cycle[0]),
-                    None,
-                    format!("the graph has a cycle through {}", cycle.join(" → ")),
-                ));
-            }
-            for id in &ready {
-                remaining.remove(id);
-            }
-            for dependencies in remaining.values_mut() {
-                for id in &ready {
-                    dependencies.remove(id);
+        let mut unfinished = vec![0usize; self.nodes.len()];
+        let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (index, node) in self.nodes.iter().enumerate() {
+            for upstream in node_dependencies(node) {
+                if let Some(&upstream) = position.get(upstream.as_str()) {
+                    unfinished[index] += 1;
+                    downstream[upstream].push(index);
                 }
             }
-            order.extend(ready);
+        }
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut wave: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| unfinished[index] == 0)
+            .collect();
+        while !wave.is_empty() {
+            let mut next = Vec::new();
+            for &index in &wave {
+                for &after in &downstream[index] {
+                    unfinished[after] -= 1;
+                    if unfinished[after] == 0 {
+                        next.push(after);
+                    }
+                }
+            }
+            order.extend(wave.iter().map(|&index| self.nodes[index].id.clone()));
+            next.sort_unstable();
+            wave = next;
+        }
+        if order.len() < self.nodes.len() {
+            let mut cycle: Vec<&str> = (0..self.nodes.len())
+                .filter(|&index| unfinished[index] > 0)
+                .map(|index| self.nodes[index].id.as_str())
+                .collect();
+            cycle.sort_unstable();
+            return Err(self.error(
+                Some(cycle[0]),
+                None,
+                format!("the graph has a cycle through {}", cycle.join(" → ")),
+            ));
         }
         Ok(order)
     }
@@ -357,4 +357,26 @@ fn list_or_none(names: &[&str]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+impl Node {
+    /// The nodes this one depends on: those its input references, and its `wait_for`.
+    pub fn dependencies(&self) -> Vec<String> {
+        node_dependencies(self)
+    }
+}
+
+fn node_dependencies(node: &Node) -> Vec<String> {
+    let template = match &node.kind {
+        NodeKind::Task { input, .. } => input,
+        NodeKind::Subflow { parameters, .. } => parameters,
+    };
+    let mut found = BTreeSet::new();
+    for reference in references_in(template).unwrap_or_default() {
+        if let Target::Node(upstream) = reference.target {
+            found.insert(upstream);
+        }
+    }
+    found.extend(node.wait_for.iter().cloned());
+    found.into_iter().collect()
 }

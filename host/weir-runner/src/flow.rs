@@ -2,9 +2,11 @@
 //! out and gathered in order, subflows, NotReady for what a failure blocks, flow
 //! retries that keep completed nodes, and a flow timeout.
 
+use futures_util::FutureExt as _;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use weir_core::{FlowRunId, HttpGrant, Need, State, format_duration};
 use weir_flow::reference::{self, Reference, ResolveError, Target};
-use weir_flow::{Flow, FlowError, FlowOutput, NodeKind, flow_run_name};
+use weir_flow::{Flow, FlowError, FlowOutput, Node, NodeKind, flow_run_name};
 use weir_runtime::Plugin;
 use weir_store::{NewFlowRun, StateChange, StoreError, TaskRunFilter};
 
@@ -53,6 +55,15 @@ struct PreparedFlow {
     order: Vec<String>,
     plugins: HashMap<String, Plugin>,
     subflows: HashMap<String, Arc<PreparedFlow>>,
+    /// Each node's position in `flow.nodes`: `Flow::node` searches the list, which a flow
+    /// of thousands of nodes cannot afford several times per node.
+    positions: HashMap<String, usize>,
+}
+
+impl PreparedFlow {
+    fn node(&self, id: &str) -> &Node {
+        &self.flow.nodes[self.positions[id]]
+    }
 }
 
 /// What an interrupted flow run had finished, for a resume.
@@ -215,11 +226,18 @@ impl FlowRunner {
                     }
                 }
             }
+            let positions = flow
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(position, node)| (node.id.clone(), position))
+                .collect();
             Ok(Arc::new(PreparedFlow {
                 flow,
                 order,
                 plugins,
                 subflows,
+                positions,
             }))
         })
     }
@@ -618,9 +636,7 @@ impl FlowRunShared {
         input: Value,
         map_index: Option<u32>,
     ) -> TaskRequest {
-        let NodeKind::Task { overrides, .. } =
-            &self.prepared.flow.node(node).expect("validated").kind
-        else {
+        let NodeKind::Task { overrides, .. } = &self.prepared.node(node).kind else {
             unreachable!("a request is built for task nodes only");
         };
         TaskRequest {
@@ -665,7 +681,7 @@ async fn execute_graph(
         if outcomes.contains_key(node_id) {
             continue;
         }
-        let upstreams = flow.dependencies(node_id);
+        let upstreams = shared.prepared.node(node_id).dependencies();
         let unfinished = upstreams
             .iter()
             .filter(|upstream| !outcomes.contains_key(*upstream))
@@ -693,8 +709,9 @@ async fn execute_graph(
     loop {
         // Start (or mark NotReady) every node whose upstreams have all ended. A node marked
         // NotReady has ended too, and may make its own downstream nodes ready.
+        let mut inline: Option<(String, HashMap<String, NodeOutcome>)> = None;
         while let Some(node_id) = ready.pop_front() {
-            let node = flow.node(&node_id).expect("validated");
+            let node = shared.prepared.node(&node_id);
             let upstreams = &dependencies[&node_id];
             let blocking = upstreams.iter().find(|upstream| {
                 matches!(outcomes[*upstream], NodeOutcome::Failed { .. })
@@ -717,16 +734,34 @@ async fn execute_graph(
                 .iter()
                 .map(|upstream| (upstream.clone(), outcomes[upstream].clone()))
                 .collect();
+            if running.is_empty() && ready.is_empty() && inline.is_none() {
+                // The only node that can run: run it in this task. Spawning it and waiting
+                // for it to join costs two wake-ups, often across threads, which made each
+                // step of a chain several times dearer than the task itself.
+                inline = Some((node_id, upstream));
+                continue;
+            }
             let shared = shared.clone();
             running.spawn(async move {
                 let outcome = run_node(&shared, &node_id, &upstream).await;
                 (node_id, outcome)
             });
         }
-        let Some(joined) = running.join_next().await else {
-            break;
+        let ended = match inline {
+            Some((node_id, upstream)) => {
+                let node_run = AssertUnwindSafe(run_node(&shared, &node_id, &upstream));
+                node_run
+                    .catch_unwind()
+                    .await
+                    .map(|outcome| (node_id, outcome))
+                    .map_err(|panic| panic_message(&*panic))
+            }
+            None => match running.join_next().await {
+                Some(joined) => joined.map_err(|error| error.to_string()),
+                None => break,
+            },
         };
-        let (node_id, outcome) = match joined {
+        let (node_id, outcome) = match ended {
             Ok(done) => done,
             Err(panic) => {
                 // A bug in weir, not in a task: report it as the flow's failure.
@@ -769,6 +804,14 @@ async fn execute_graph(
     })
 }
 
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
 /// `ended` has ended: each node downstream of it with no other unfinished upstream is ready.
 fn release_downstream(
     ended: &str,
@@ -788,7 +831,7 @@ fn release_downstream(
 }
 
 fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
-    let node = shared.prepared.flow.node(node_id).expect("validated");
+    let node = shared.prepared.node(node_id);
     if let NodeKind::Task {
         plugin,
         task,
@@ -828,7 +871,7 @@ async fn run_node(
     node_id: &str,
     upstream: &HashMap<String, NodeOutcome>,
 ) -> NodeOutcome {
-    let node = shared.prepared.flow.node(node_id).expect("validated");
+    let node = shared.prepared.node(node_id);
     let failed = |cause: String| NodeOutcome::Failed {
         state: State::Failed,
         cause,
