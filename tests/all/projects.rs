@@ -25,6 +25,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Replaces `from` by `to` in a project's file, then builds the project.
+fn build_with_edit(dir: &Path, project: &str, file: &str, from: &str, to: &str) -> Output {
+    let path = dir.join(project).join(file);
+    let source = std::fs::read_to_string(&path).unwrap();
+    assert!(source.contains(from), "{file} of {project} has no `{from}`");
+    std::fs::write(&path, source.replace(from, to)).unwrap();
+    weir(dir, &["build", project])
+}
+
 /// The command failed with `code` and said `needle` on stderr.
 fn assert_fails(output: &Output, code: i32, needle: &str) {
     let stderr = text(&output.stderr);
@@ -186,31 +195,18 @@ fn build_errors_say_what_is_wrong() {
             .code(),
         Some(0)
     );
-    let tasks = dir.path().join("typo/tasks.js");
-    let source = std::fs::read_to_string(&tasks)
-        .unwrap()
-        .replace("retries: 2", "retrys: 2");
-    std::fs::write(&tasks, source).unwrap();
-    let typo = weir(dir.path(), &["build", "typo"]);
-    assert_eq!(typo.status.code(), Some(1));
-    let stderr = text(&typo.stderr);
-    assert!(
-        stderr.contains("componentize-js failed") && stderr.contains("unknown option `retrys`"),
-        "{stderr}"
-    );
+    let typo = build_with_edit(dir.path(), "typo", "tasks.js", "retries: 2", "retrys: 2");
+    assert_fails(&typo, 1, "componentize-js failed");
+    assert_fails(&typo, 1, "unknown option `retrys`");
 
     // So does a Python one: the decorator runs when componentize-py snapshots the module.
-    let tasks = dir.path().join("nopython/tasks.py");
-    let source = std::fs::read_to_string(&tasks)
-        .unwrap()
-        .replace("retries=2", "retries=-2");
-    std::fs::write(&tasks, source).unwrap();
-    let negative = weir(dir.path(), &["build", "nopython"]);
-    assert_eq!(negative.status.code(), Some(1));
-    let stderr = text(&negative.stderr);
-    assert!(
-        stderr.contains("componentize-py failed")
-            && stderr.contains("retries must be an integer >= 0"),
-        "{stderr}"
+    let negative = build_with_edit(
+        dir.path(),
+        "nopython",
+        "tasks.py",
+        "retries=2",
+        "retries=-2",
     );
+    assert_fails(&negative, 1, "componentize-py failed");
+    assert_fails(&negative, 1, "retries must be an integer >= 0");
 }

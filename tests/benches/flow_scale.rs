@@ -5,41 +5,15 @@
 //! Run with `cargo bench -p weir-tests --bench flow_scale` (`-- --quick` for a smoke run).
 //! Figures are recorded in BENCHMARKS.md.
 
-use serde_json::{Map, json};
+use serde_json::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_core::{Clock, State, SystemClock, TaskOverrides};
-use weir_flow::{Flow, NodeKind};
+use weir_core::{Clock, State, SystemClock};
 use weir_runner::{FlowRunner, SilentObserver, TaskRunner};
 use weir_runtime::{Runtime, RuntimeConfig};
 use weir_store::RunStore;
 use weir_store_sqlite::SqliteStore;
-
-/// Resident memory now and at its peak, in MiB, from /proc.
-fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn map_flow(count: usize) -> Flow {
-    let values: Vec<usize> = (0..count).collect();
-    Flow::new("scale")
-        .plugin("arith", weir_tests::plugin_path("arith"))
-        .task("add", "arith.add", json!({"a": values, "b": 1}))
-        .with_last(|node| {
-            if let NodeKind::Task { map, .. } = &mut node.kind {
-                map.push("a".into());
-            }
-        })
-}
+use weir_tests::shapes::{map_of_adds, memory_mib, tagged_sleepers};
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
@@ -73,41 +47,27 @@ fn main() {
 
     // 20 tasks of 0.2 s under a limit of 2 on their tag, after a warm-up run that
     // compiles the plugin.
-    let sleepers = |count: usize, ms: u64| {
-        Flow::new("limited")
-            .plugin("misbehave", weir_tests::plugin_path("misbehave"))
-            .task("sleep", "misbehave.sleepy", json!({"ms": vec![ms; count]}))
-            .with_last(|node| {
-                if let NodeKind::Task { map, overrides, .. } = &mut node.kind {
-                    map.push("ms".into());
-                    **overrides = TaskOverrides {
-                        extra_tags: vec!["db".into()],
-                        ..Default::default()
-                    };
-                }
-            })
-    };
     limit_store
         .set_concurrency_limit("db", 2, SystemClock.now())
         .unwrap();
     tokio
-        .block_on(limit_flows.run_flow(&sleepers(2, 1), &Map::new()))
+        .block_on(limit_flows.run_flow(&tagged_sleepers(2, 1), &Map::new()))
         .unwrap();
     let started = Instant::now();
     let outcome = tokio
-        .block_on(limit_flows.run_flow(&sleepers(20, 200), &Map::new()))
+        .block_on(limit_flows.run_flow(&tagged_sleepers(20, 200), &Map::new()))
         .unwrap();
     let limited = started.elapsed();
     assert_eq!(outcome.state, State::Completed, "{outcome:?}");
 
     // Warm up the map: compile the plugin, fill the pool.
     tokio
-        .block_on(flows.run_flow(&map_flow(100), &Map::new()))
+        .block_on(flows.run_flow(&map_of_adds(100), &Map::new()))
         .unwrap();
     let (baseline_rss, _) = memory_mib();
 
     let measure_map = |count: usize| {
-        let flow = map_flow(count);
+        let flow = map_of_adds(count);
         let started = Instant::now();
         let outcome = tokio.block_on(flows.run_flow(&flow, &Map::new())).unwrap();
         store.flush().unwrap();

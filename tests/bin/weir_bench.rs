@@ -7,13 +7,14 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock, TaskOverrides};
-use weir_flow::{Flow, NodeKind};
+use weir_flow::Flow;
 use weir_runner::{FlowRunner, SilentObserver, TaskRequest, TaskRunner};
 use weir_runtime::{Runtime, RuntimeConfig};
 use weir_store::RunStore;
 use weir_store_sqlite::SqliteStore;
 use weir_tests::bare::{Allocator, bare_call};
 use weir_tests::plugin_path;
+use weir_tests::shapes::{chain, map_of_adds, memory_mib, tagged_sleepers};
 
 struct Bench {
     tokio: tokio::runtime::Runtime,
@@ -107,30 +108,8 @@ impl Bench {
     }
 }
 
-/// `count` task nodes in a chain, each waiting for the one before.
-fn chain(count: usize, plugin: &str, task: &str, input: impl Fn(usize) -> Value) -> Flow {
-    let mut flow = Flow::new("chain").plugin(plugin, plugin_path(plugin));
-    for i in 0..count {
-        flow = flow.task(format!("t{i}"), &format!("{plugin}.{task}"), input(i));
-        if i > 0 {
-            flow = flow.with_last(|node| node.wait_for.push(format!("t{}", i - 1)));
-        }
-    }
-    flow
-}
-
 fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn main() {
@@ -162,20 +141,9 @@ fn main() {
         // 2. A map of 10,000 tasks.
         "map" => {
             let count = if quick { 100 } else { 10_000 };
-            let map = |count: usize| {
-                let values: Vec<usize> = (0..count).collect();
-                Flow::new("map")
-                    .plugin("arith", plugin_path("arith"))
-                    .task("add", "arith.add", json!({"a": values, "b": 1}))
-                    .with_last(|node| {
-                        if let NodeKind::Task { map, .. } = &mut node.kind {
-                            map.push("a".into());
-                        }
-                    })
-            };
-            bench.run_flow(&map(50));
-            let elapsed = bench.run_flow(&map(count));
-            json!({"tasks": count, "per_task_us": micros(elapsed) / count as f64, "peak_rss_mib": peak_rss_mib()})
+            bench.run_flow(&map_of_adds(50));
+            let elapsed = bench.run_flow(&map_of_adds(count));
+            json!({"tasks": count, "per_task_us": micros(elapsed) / count as f64, "peak_rss_mib": memory_mib().1})
         }
         // 3. A cache hit.
         "cache-hit" => {
@@ -250,26 +218,12 @@ fn main() {
         // 6. 20 tasks of 0.2 s under a tag concurrency limit of 2.
         "limit" => {
             let (count, ms) = if quick { (4, 50) } else { (20, 200) };
-            let sleepers = |count: usize, ms: u64| {
-                Flow::new("limited")
-                    .plugin("misbehave", plugin_path("misbehave"))
-                    .task("sleep", "misbehave.sleepy", json!({"ms": vec![ms; count]}))
-                    .with_last(|node| {
-                        if let NodeKind::Task { map, overrides, .. } = &mut node.kind {
-                            map.push("ms".into());
-                            **overrides = TaskOverrides {
-                                extra_tags: vec!["db".into()],
-                                ..Default::default()
-                            };
-                        }
-                    })
-            };
             bench
                 .store
                 .set_concurrency_limit("db", 2, SystemClock.now())
                 .unwrap();
-            bench.run_flow(&sleepers(2, 1));
-            let elapsed = bench.run_flow(&sleepers(count, ms));
+            bench.run_flow(&tagged_sleepers(2, 1));
+            let elapsed = bench.run_flow(&tagged_sleepers(count, ms));
             json!({"tasks": count, "task_seconds": ms as f64 / 1000.0, "seconds": elapsed.as_secs_f64()})
         }
         // 8. A Python task (componentize-py) run sequentially in a flow; and its bare call.

@@ -3,6 +3,7 @@
 //! temporary directory.
 
 pub mod bare;
+pub mod shapes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

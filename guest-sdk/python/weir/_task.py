@@ -46,13 +46,14 @@ def registered_tasks() -> list:
     return list(_REGISTRY.values())
 
 
+# Python's logging levels, highest first, as the host's; anything lower is trace.
+_HOST_LEVELS = ((logging.ERROR, "error"), (logging.WARNING, "warning"), (logging.INFO, "info"), (logging.DEBUG, "debug"))
+
+
 class _HostHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = record.levelno
-            name = "error" if level >= logging.ERROR else "warning" if level >= logging.WARNING else (
-                "info" if level >= logging.INFO else "debug" if level >= logging.DEBUG else "trace"
-            )
+            name = next((name for floor, name in _HOST_LEVELS if record.levelno >= floor), "trace")
             _host.log(name, self.format(record))
         except Exception:  # a log line must never fail the task
             self.handleError(record)

@@ -49,7 +49,7 @@ impl Flow {
     /// The nodes `id` depends on: those its input references, and its `wait_for`.
     pub fn dependencies(&self, id: &str) -> Vec<String> {
         match self.node(id) {
-            Some(node) => node_dependencies(node),
+            Some(node) => node.dependencies(),
             None => Vec::new(),
         }
     }
@@ -213,7 +213,7 @@ impl Flow {
                     ));
                 }
             }
-            let dependencies = self.dependencies(id);
+            let dependencies = node.dependencies();
             for upstream in &node.allow_failure {
                 if !dependencies.contains(upstream) {
                     return Err(self.error(
@@ -261,7 +261,7 @@ impl Flow {
         let mut unfinished = vec![0usize; self.nodes.len()];
         let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (index, node) in self.nodes.iter().enumerate() {
-            for upstream in node_dependencies(node) {
+            for upstream in node.dependencies() {
                 if let Some(&upstream) = position.get(upstream.as_str()) {
                     unfinished[index] += 1;
                     downstream[upstream].push(index);
@@ -362,21 +362,17 @@ fn list_or_none(names: &[&str]) -> String {
 impl Node {
     /// The nodes this one depends on: those its input references, and its `wait_for`.
     pub fn dependencies(&self) -> Vec<String> {
-        node_dependencies(self)
-    }
-}
-
-fn node_dependencies(node: &Node) -> Vec<String> {
-    let template = match &node.kind {
-        NodeKind::Task { input, .. } => input,
-        NodeKind::Subflow { parameters, .. } => parameters,
-    };
-    let mut found = BTreeSet::new();
-    for reference in references_in(template).unwrap_or_default() {
-        if let Target::Node(upstream) = reference.target {
-            found.insert(upstream);
+        let template = match &self.kind {
+            NodeKind::Task { input, .. } => input,
+            NodeKind::Subflow { parameters, .. } => parameters,
+        };
+        let mut found = BTreeSet::new();
+        for reference in references_in(template).unwrap_or_default() {
+            if let Target::Node(upstream) = reference.target {
+                found.insert(upstream);
+            }
         }
+        found.extend(self.wait_for.iter().cloned());
+        found.into_iter().collect()
     }
-    found.extend(node.wait_for.iter().cloned());
-    found.into_iter().collect()
 }
