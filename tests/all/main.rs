@@ -6,6 +6,7 @@ mod cli;
 mod flows;
 mod grants;
 mod http;
+mod lifecycle;
 mod limits;
 mod loading;
 mod polyglot;

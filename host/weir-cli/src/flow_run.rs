@@ -89,8 +89,10 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
         .concurrency
         .unwrap_or_else(FlowRunner::default_concurrency);
     let runner = Arc::new(FlowRunner::new(tasks.clone(), concurrency));
+    let interrupts = crate::interrupt::Interrupts::watch(tasks.clone());
     let started = match (&args.resume, &args.flow) {
         (Some(run), _) => {
+            crate::runs::reap_orphans(tasks.store().as_ref())?;
             let record = crate::runs::find_flow_run(tasks.store().as_ref(), run)?;
             runner.resume_flow(&record.id).await
         }
@@ -110,7 +112,7 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
         .flush()
         .context("recording the flow run in the store")
         .map_err(Failure::internal)?;
-    Ok(crate::report_run(
+    let code = crate::report_run(
         args.json,
         outcome.id.as_str(),
         &outcome.name,
@@ -118,5 +120,6 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
         outcome.message.as_deref(),
         outcome.attempts,
         outcome.output.as_ref(),
-    ))
+    );
+    Ok(interrupts.exit_code().unwrap_or(code))
 }

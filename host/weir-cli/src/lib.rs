@@ -5,10 +5,14 @@
 //! Exit codes (documented in the README): 0 the task or flow Completed (or was Cached),
 //! 1 Failed, 2 bad usage or input (unreadable plugin, unknown task, malformed JSON, an
 //! invalid flow file),
-//! 3 Crashed, 4 TimedOut, 5 an internal error (e.g. the store could not be opened).
+//! 3 Crashed, 4 TimedOut, 5 an internal error (e.g. the store could not be opened),
+//! 6 Cancelled (by `weir runs cancel`, or a limit of 0), 130 interrupted by SIGINT
+//! (Ctrl-C), 143 by SIGTERM.
 
+mod cancel;
 mod flow_run;
 mod inspect;
+mod interrupt;
 mod limits;
 mod project;
 mod runs;
@@ -113,6 +117,7 @@ pub(crate) fn report_run(
         State::Completed | State::Cached => 0,
         State::TimedOut => exit::TIMED_OUT,
         State::Crashed => exit::CRASHED,
+        State::Cancelled => exit::CANCELLED,
         _ => exit::FAILED,
     }
 }
@@ -123,6 +128,7 @@ pub(crate) mod exit {
     pub const CRASHED: u8 = 3;
     pub const TIMED_OUT: u8 = 4;
     pub const INTERNAL: u8 = 5;
+    pub const CANCELLED: u8 = 6;
 }
 
 /// Parses the process's arguments, runs the command, and returns its exit code.

@@ -46,6 +46,8 @@ fn describe(limit: &ConcurrencyLimit) -> String {
 
 pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure> {
     let store = SqliteStore::open(store_dir).map_err(Failure::internal)?;
+    // Slots held by a process that died are freed before they are shown.
+    crate::runs::reap_orphans(&store)?;
     let now = SystemClock.now();
     match command {
         LimitCommand::Create { tag, limit } => {

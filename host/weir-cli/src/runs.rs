@@ -20,6 +20,8 @@ pub(crate) enum RunsCommand {
     Inspect(RunArgs),
     /// Print the log lines of a task run, or of every task run of a flow run.
     Logs(RunArgs),
+    /// Cancel a flow run (and everything under it) or a task run, wherever it runs.
+    Cancel(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,11 +93,34 @@ fn duration(run_started: Option<Timestamp>, run_ended: Option<Timestamp>) -> Str
 
 pub(crate) fn runs(store_dir: &Path, command: RunsCommand) -> Result<u8, Failure> {
     let store = open_store(store_dir)?;
+    reap_orphans(&store)?;
     match command {
         RunsCommand::Ls(args) => list(&store, &args),
         RunsCommand::Inspect(args) => inspect(&store, &args),
         RunsCommand::Logs(args) => logs(&store, &args),
+        RunsCommand::Cancel(args) => crate::cancel::cancel(&store, &args.run, args.json),
     }
+}
+
+/// Records `Crashed` the runs of processes that died while running them (see
+/// [`weir_runner::reap_orphans`]), saying so for each flow run it ended.
+pub(crate) fn reap_orphans(store: &dyn RunStore) -> Result<(), Failure> {
+    let reaped = weir_runner::reap_orphans(store, &SystemClock).map_err(Failure::internal)?;
+    for (owner, ended) in reaped {
+        for id in &ended.flow_runs {
+            let Ok(Some(run)) = store.flow_run(id) else {
+                continue;
+            };
+            if run.parent_flow_run_id.is_some() {
+                continue;
+            }
+            eprintln!(
+                "note: flow run '{}' ({id}) was running in process {} on {}, which stopped; it is now Crashed (continue it with `weir run --resume {}`)",
+                run.name, owner.pid, owner.host, run.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn list(store: &SqliteStore, args: &LsArgs) -> Result<u8, Failure> {
@@ -185,7 +210,7 @@ fn print_listing<T: serde::Serialize>(
     Ok(0)
 }
 
-enum Found {
+pub(crate) enum Found {
     Flow(FlowRunRecord),
     Task(TaskRunRecord),
 }
@@ -213,7 +238,7 @@ pub(crate) fn find_flow_run(store: &dyn RunStore, run: &str) -> Result<FlowRunRe
     named.into_iter().next().ok_or_else(missing)
 }
 
-fn find(store: &SqliteStore, run: &str) -> Result<Found, Failure> {
+pub(crate) fn find(store: &dyn RunStore, run: &str) -> Result<Found, Failure> {
     if run.starts_with(TaskRunId::PREFIX) {
         let record = store
             .task_run(&TaskRunId::from_string(run))

@@ -112,7 +112,8 @@ pub(crate) fn runner_failure(error: RunnerError) -> Failure {
 
 pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failure> {
     let input = read_input(&args.input)?;
-    let runner = open_runner(store_dir, args.secrets_file.as_deref())?;
+    let runner = Arc::new(open_runner(store_dir, args.secrets_file.as_deref())?);
+    let interrupts = crate::interrupt::Interrupts::watch(runner.clone());
     let plugin = runner
         .load_plugin(&args.plugin)
         .await
@@ -143,7 +144,7 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         .flush()
         .context("recording the run in the store")
         .map_err(Failure::internal)?;
-    Ok(crate::report_run(
+    let code = crate::report_run(
         args.json,
         outcome.id.as_str(),
         &outcome.name,
@@ -151,5 +152,6 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         outcome.message.as_deref(),
         outcome.attempts,
         outcome.output.as_ref(),
-    ))
+    );
+    Ok(interrupts.exit_code().unwrap_or(code))
 }

@@ -74,6 +74,11 @@ prefixed_id!(
     FlowRunId,
     "frun_"
 );
+prefixed_id!(
+    /// A process that runs work, as the store knows it, e.g. `own_01JD3Q…`.
+    OwnerId,
+    "own_"
+);
 
 #[cfg(test)]
 mod tests {

@@ -91,13 +91,69 @@ impl RetryPolicy {
                 max.map_or(grown, |cap| grown.min(cap))
             }
         };
-        match self.jitter_factor {
-            Some(factor) if factor > 0.0 => {
-                let spread = (random * 2.0 - 1.0) * factor;
-                base.mul_f64((1.0 + spread).max(0.0))
+        let delay = match self.jitter_factor {
+            Some(factor) if factor > 0.0 && factor.is_finite() => {
+                let spread = (random.clamp(0.0, 1.0) * 2.0 - 1.0) * factor;
+                // `mul_f64` panics past Duration::MAX; a huge factor saturates instead.
+                Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + spread).max(0.0))
+                    .unwrap_or(Duration::MAX)
             }
             _ => base,
+        };
+        // Whatever a plugin or a flow file asked for, a run never waits past this.
+        delay.min(crate::limits::declared::MAX_RETRY_DELAY)
+    }
+
+    /// Checks the policy against the maxima of [`declared`](crate::limits::declared);
+    /// the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::declared::*;
+        if self.retries > MAX_RETRIES {
+            return Err(format!(
+                "retries is {}, above the maximum of {MAX_RETRIES}",
+                self.retries
+            ));
         }
+        let too_long = |field: &str, delay: Duration| {
+            (delay > MAX_RETRY_DELAY).then(|| {
+                format!(
+                    "{field} is {} ms, above the maximum of {} ms (a day)",
+                    delay.as_millis(),
+                    MAX_RETRY_DELAY.as_millis()
+                )
+            })
+        };
+        match &self.delays {
+            RetryDelays::PerRetry(delays) => {
+                if delays.len() > MAX_RETRY_DELAYS {
+                    return Err(format!(
+                        "retry-delays-ms has {} entries, above the maximum of {MAX_RETRY_DELAYS}",
+                        delays.len()
+                    ));
+                }
+                if let Some(error) = delays
+                    .iter()
+                    .find_map(|delay| too_long("a retry delay", *delay))
+                {
+                    return Err(error);
+                }
+            }
+            RetryDelays::Exponential { base, max } => {
+                if let Some(error) = too_long("retry-backoff.base-ms", *base)
+                    .or_else(|| max.and_then(|max| too_long("retry-backoff.max-ms", max)))
+                {
+                    return Err(error);
+                }
+            }
+        }
+        if let Some(factor) = self.jitter_factor
+            && !(0.0..=MAX_JITTER_FACTOR).contains(&factor)
+        {
+            return Err(format!(
+                "retry-jitter-factor is {factor}, not a number from 0 to {MAX_JITTER_FACTOR}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -124,6 +180,73 @@ pub struct TaskInfo {
 }
 
 impl TaskInfo {
+    /// Checks every value against the maxima of
+    /// [`declared`](crate::limits::declared); the error names the task and the field.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::limits::declared::*;
+        let name = &self.name;
+        if name.trim().is_empty() {
+            return Err("a task has an empty name".into());
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "a task name is {} bytes long (`{}…`), above the maximum of {MAX_NAME_BYTES}",
+                name.len(),
+                name.chars().take(40).collect::<String>()
+            ));
+        }
+        let field = |message: String| format!("task `{name}`: {message}");
+        let text = |what: &str, value: &Option<String>, maximum: usize| match value {
+            Some(value) if value.len() > maximum => Err(field(format!(
+                "its {what} is {} bytes long, above the maximum of {maximum}",
+                value.len()
+            ))),
+            _ => Ok(()),
+        };
+        text("version", &self.version, MAX_NAME_BYTES)?;
+        text("description", &self.description, MAX_TEXT_BYTES)?;
+        text("run-name template", &self.run_name, MAX_TEXT_BYTES)?;
+        if self.tags.len() > MAX_TAGS {
+            return Err(field(format!(
+                "it has {} tags, above the maximum of {MAX_TAGS}",
+                self.tags.len()
+            )));
+        }
+        if let Some(long) = self.tags.iter().find(|tag| tag.len() > MAX_NAME_BYTES) {
+            return Err(field(format!(
+                "a tag is {} bytes long, above the maximum of {MAX_NAME_BYTES}",
+                long.len()
+            )));
+        }
+        if self.tags.iter().any(|tag| tag.trim().is_empty()) {
+            return Err(field("a tag is empty".into()));
+        }
+        if self.needs.len() > MAX_TAGS {
+            return Err(field(format!(
+                "it declares {} needs, above the maximum of {MAX_TAGS}",
+                self.needs.len()
+            )));
+        }
+        self.retry.check().map_err(field)?;
+        let duration =
+            |what: &str, value: Option<Duration>, maximum: Duration, words: &str| match value {
+                Some(value) if value > maximum => Err(field(format!(
+                    "{what} is {} ms, above the maximum of {} ms ({words})",
+                    value.as_millis(),
+                    maximum.as_millis()
+                ))),
+                _ => Ok(()),
+            };
+        duration("timeout-ms", self.timeout, MAX_TIMEOUT, "a week")?;
+        duration(
+            "cache-expiration-ms",
+            self.cache_expiration,
+            MAX_CACHE_EXPIRATION,
+            "ten years",
+        )?;
+        Ok(())
+    }
+
     /// A task with no metadata beyond its name (retries 0, no timeout, no cache).
     pub fn named(name: impl Into<String>) -> Self {
         TaskInfo {
@@ -269,6 +392,55 @@ mod tests {
         assert_eq!(
             delays,
             [100, 200, 400, 500].map(Duration::from_millis).to_vec()
+        );
+    }
+
+    #[test]
+    fn a_huge_or_strange_jitter_never_panics_and_never_waits_past_a_day() {
+        let day = crate::limits::declared::MAX_RETRY_DELAY;
+        for factor in [
+            f64::INFINITY,
+            1e300,
+            f64::NAN,
+            -1.0,
+            f64::MIN_POSITIVE,
+            1e-300,
+        ] {
+            let policy = RetryPolicy {
+                retries: 1,
+                delays: RetryDelays::PerRetry(vec![Duration::from_secs(10)]),
+                jitter_factor: Some(factor),
+            };
+            for random in [0.0, 0.5, 0.999, 2.0, f64::NAN] {
+                assert!(
+                    policy.delay_before_retry(0, random) <= day,
+                    "{factor} {random}"
+                );
+            }
+        }
+        let endless = RetryPolicy {
+            retries: 3,
+            delays: RetryDelays::Exponential {
+                base: Duration::from_millis(u64::MAX),
+                max: None,
+            },
+            jitter_factor: None,
+        };
+        assert_eq!(endless.delay_before_retry(2, 0.0), day);
+        assert!(
+            endless
+                .check()
+                .unwrap_err()
+                .contains("retry-backoff.base-ms")
+        );
+        let nan = RetryPolicy {
+            jitter_factor: Some(f64::NAN),
+            ..RetryPolicy::default()
+        };
+        assert!(
+            nan.check()
+                .unwrap_err()
+                .contains("retry-jitter-factor is NaN")
         );
     }
 

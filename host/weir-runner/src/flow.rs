@@ -18,6 +18,7 @@ use weir_flow::{Flow, FlowError, FlowOutput, Node, NodeKind, flow_run_name};
 use weir_runtime::Plugin;
 use weir_store::{NewFlowRun, StateChange, StoreError, TaskRunFilter};
 
+use crate::cancel::CancelToken;
 use crate::observer::FlowRunLabel;
 use crate::runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunner};
 
@@ -124,7 +125,8 @@ impl FlowRunner {
     ) -> Result<FlowRunOutcome, FlowRunError> {
         let prepared = self.prepare(flow.clone(), Vec::new()).await?;
         let parameters = prepared.flow.bind_parameters(parameters)?;
-        self.run_prepared(prepared, parameters, None).await
+        let cancel = self.tasks.cancel_token();
+        self.run_prepared(prepared, parameters, None, cancel).await
     }
 
     fn prepare(
@@ -262,8 +264,16 @@ impl FlowRunner {
         prepared: Arc<PreparedFlow>,
         parameters: Map<String, Value>,
         parent: Option<(FlowRunId, String)>,
+        cancel: CancelToken,
     ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
         Box::pin(async move {
+            self.tasks.ensure_owner().map_err(|error| match error {
+                RunnerError::Store(error) => FlowRunError::Store(error),
+                other => FlowRunError::Store(StoreError::Backend {
+                    action: "registering this process".into(),
+                    message: other.to_string(),
+                }),
+            })?;
             let flow = &prepared.flow;
             let store = self.tasks.store().clone();
             let clock = self.tasks.clock().clone();
@@ -287,12 +297,21 @@ impl FlowRunner {
                     parameters: Value::Object(parameters.clone()),
                     parent: parent.clone(),
                     created: clock.now(),
+                    owner: Some(self.tasks.owner_id().to_owned()),
                 },
                 &[change(State::Pending, 0), change(State::Running, 1)],
             )?;
             self.tasks.observer().flow_run_created(&label);
-            self.drive(prepared.clone(), parameters, label, Resumed::default(), 1)
-                .await
+            let _active = self.tasks.activate(label.id.as_str(), &cancel);
+            self.drive(
+                prepared.clone(),
+                parameters,
+                label,
+                Resumed::default(),
+                1,
+                cancel,
+            )
+            .await
         })
     }
 
@@ -369,6 +388,16 @@ impl FlowRunner {
             flow: record.flow.clone(),
         };
         let attempt = record.attempts + 1;
+        self.tasks.ensure_owner().map_err(|error| match error {
+            RunnerError::Store(error) => FlowRunError::Store(error),
+            other => FlowRunError::Store(StoreError::Backend {
+                action: "registering this process".into(),
+                message: other.to_string(),
+            }),
+        })?;
+        store.set_flow_run_owner(&label.id, self.tasks.owner_id())?;
+        let cancel = self.tasks.cancel_token();
+        let _active = self.tasks.activate(label.id.as_str(), &cancel);
         store.set_flow_run_state(
             &label.id,
             &StateChange {
@@ -379,7 +408,7 @@ impl FlowRunner {
             },
             None,
         )?;
-        self.drive(prepared, parameters, label, resumed, attempt)
+        self.drive(prepared, parameters, label, resumed, attempt, cancel)
             .await
     }
 
@@ -391,6 +420,7 @@ impl FlowRunner {
         label: FlowRunLabel,
         resumed: Resumed,
         first_attempt: u32,
+        cancel: CancelToken,
     ) -> Result<FlowRunOutcome, FlowRunError> {
         {
             let flow = &prepared.flow;
@@ -435,6 +465,7 @@ impl FlowRunner {
                 name_counters: Mutex::new(HashMap::new()),
                 reused_elements: resumed.elements,
                 label: label.clone(),
+                cancel: cancel.clone(),
             });
             // Nodes that completed keep their values across flow retries (and resumes).
             let mut completed: HashMap<String, Value> = resumed.nodes;
@@ -463,6 +494,24 @@ impl FlowRunner {
                     },
                     None => graph.await,
                 };
+                // A cancelled run ends Cancelled whatever its nodes did, and does not retry.
+                if let Some(reason) = cancel.reason() {
+                    let message = format!("cancelled: {reason}");
+                    store.set_flow_run_state(
+                        &label.id,
+                        &change(State::Cancelled, Some(message.clone()), attempt),
+                        None,
+                    )?;
+                    observer.flow_run_state(&label, State::Cancelled, Some(&message));
+                    return Ok(FlowRunOutcome {
+                        id: label.id,
+                        name: label.name,
+                        state: State::Cancelled,
+                        message: Some(message),
+                        output: None,
+                        attempts: attempt,
+                    });
+                }
                 let Some((state, cause)) = failure else {
                     let output = flow_output(flow, &completed);
                     store.set_flow_run_state(
@@ -508,7 +557,11 @@ impl FlowRunner {
                 )?;
                 observer.flow_run_state(&label, State::AwaitingRetry, Some(&note));
                 if !flow.retry_delay.is_zero() {
-                    tokio::time::sleep(flow.retry_delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(flow.retry_delay) => {}
+                        // Checked at the top of the next attempt, which starts nothing.
+                        _ = cancel.cancelled() => {}
+                    }
                 }
                 attempt += 1;
                 store.set_flow_run_state(
@@ -614,6 +667,8 @@ struct FlowRunShared {
     label: FlowRunLabel,
     /// HTTP grants written with parameters, resolved for this run, by node.
     http_grants: HashMap<String, Vec<HttpGrant>>,
+    /// Cancels the flow run; its task runs and subflow runs hold children of it.
+    cancel: CancelToken,
 }
 
 impl FlowRunShared {
@@ -654,6 +709,7 @@ impl FlowRunShared {
             node: Some(node.to_owned()),
             map_index,
             default_name: Some(self.next_name(task)),
+            cancel: Some(self.cancel.child()),
         }
     }
 }
@@ -710,6 +766,10 @@ async fn execute_graph(
         // Start (or mark NotReady) every node whose upstreams have all ended. A node marked
         // NotReady has ended too, and may make its own downstream nodes ready.
         let mut inline: Option<(String, HashMap<String, NodeOutcome>)> = None;
+        if shared.cancel.is_cancelled() {
+            // A cancelled run starts nothing more; what runs ends Cancelled on its own.
+            ready.clear();
+        }
         while let Some(node_id) = ready.pop_front() {
             let node = shared.prepared.node(&node_id);
             let upstreams = &dependencies[&node_id];
@@ -907,14 +967,11 @@ async fn run_node(
                 match joined {
                     Ok((index, NodeOutcome::Completed(value))) => outputs[index] = value,
                     Ok((index, NodeOutcome::Failed { state, cause })) => {
-                        first_failure.get_or_insert((index, state, cause));
+                        first_failure.get_or_insert((Some(index), state, cause));
                     }
+                    // A bug in weir: which element it was is lost with the task.
                     Err(panic) => {
-                        first_failure.get_or_insert((
-                            usize::MAX,
-                            State::Crashed,
-                            panic.to_string(),
-                        ));
+                        first_failure.get_or_insert((None, State::Crashed, panic.to_string()));
                     }
                 }
             };
@@ -931,13 +988,23 @@ async fn run_node(
                 }
                 // Take a slot before spawning, so that only as many element futures exist
                 // as can run: a map of 100,000 must not hold 100,000 futures at once.
-                let slot = shared
-                    .runner
-                    .slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the slots are never closed");
+                // A cancelled run spawns no more elements.
+                let slot = tokio::select! {
+                    biased;
+                    reason = shared.cancel.cancelled() => {
+                        gather(Ok((
+                            index,
+                            NodeOutcome::Failed {
+                                state: State::Cancelled,
+                                cause: format!("cancelled: {reason}"),
+                            },
+                        )));
+                        break;
+                    }
+                    slot = shared.runner.slots.clone().acquire_owned() => {
+                        slot.expect("the slots are never closed")
+                    }
+                };
                 let request = shared.request(node_id, plugin, task, element, Some(index as u32));
                 let shared = shared.clone();
                 elements.spawn(async move {
@@ -953,9 +1020,13 @@ async fn run_node(
             }
             match first_failure {
                 None => NodeOutcome::Completed(Value::Array(outputs)),
-                Some((index, state, cause)) => NodeOutcome::Failed {
+                Some((Some(index), state, cause)) => NodeOutcome::Failed {
                     state,
                     cause: format!("element {index} of the map: {cause}"),
+                },
+                Some((None, state, cause)) => NodeOutcome::Failed {
+                    state,
+                    cause: format!("an element of the map: {cause}"),
                 },
             }
         }
@@ -975,7 +1046,7 @@ async fn run_node(
             let parent = Some((shared.flow_run.id.clone(), node_id.to_owned()));
             match shared
                 .runner
-                .run_prepared(prepared, parameters, parent)
+                .run_prepared(prepared, parameters, parent, shared.cancel.child())
                 .await
             {
                 Ok(outcome) if outcome.state == State::Completed => {

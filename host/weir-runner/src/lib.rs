@@ -26,15 +26,19 @@
 //! # Ok(()) }
 //! ```
 
+mod cancel;
 mod flow;
 mod logs;
 mod naming;
 mod observer;
+mod owner;
 mod runner;
 mod secrets;
 mod slots;
 
+pub use cancel::CancelToken;
 pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
+pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, owner_gone, reap_orphans};
 pub use runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};
 pub use secrets::load_secrets;

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_core::{
@@ -9,9 +10,11 @@ use weir_core::{
 use weir_runtime::{AttemptOutcome, AttemptSpec, LoadError, Plugin, Runtime};
 use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, RunStore, StateChange, StoreError};
 
+use crate::cancel::CancelToken;
 use crate::logs::RunLog;
 use crate::naming::render_run_name;
 use crate::observer::{RunLabel, RunObserver};
+use crate::owner::Ownership;
 
 /// Why a task run could not be started or recorded. How a started run ends is not an
 /// error: it is the run's final state in [`TaskRunOutcome`].
@@ -68,6 +71,9 @@ pub struct TaskRequest {
     /// The run's name when neither the request nor the task has a template
     /// (a flow numbers its runs itself); by default `task-N` per runner.
     pub default_name: Option<String>,
+    /// Cancels the run (a flow run passes its own token's child); by default a child
+    /// of the runner's, which [`TaskRunner::cancel_all`] cancels.
+    pub cancel: Option<CancelToken>,
 }
 
 impl TaskRequest {
@@ -81,6 +87,7 @@ impl TaskRequest {
             node: None,
             map_index: None,
             default_name: None,
+            cancel: None,
         }
     }
 
@@ -172,6 +179,17 @@ pub struct TaskRunner {
     pub(crate) slots_freed: Arc<tokio::sync::Notify>,
     /// Values for granted environment variables, redacted wherever shown.
     secrets: HashMap<String, String>,
+    /// This process as the owner of its runs: heartbeat, cancellation tokens.
+    pub(crate) ownership: Arc<Ownership>,
+    /// When this runner last looked for dead owners holding slots it waits for.
+    pub(crate) last_reap: Mutex<Option<std::time::Instant>>,
+}
+
+impl Drop for TaskRunner {
+    fn drop(&mut self) {
+        self.ownership
+            .retire(self.store.as_ref(), self.clock.as_ref());
+    }
 }
 
 impl TaskRunner {
@@ -181,6 +199,7 @@ impl TaskRunner {
         clock: Arc<dyn Clock>,
         observer: Arc<dyn RunObserver>,
     ) -> Self {
+        let ownership = Arc::new(Ownership::new(clock.now()));
         TaskRunner {
             runtime,
             store,
@@ -189,7 +208,38 @@ impl TaskRunner {
             name_counters: Mutex::new(HashMap::new()),
             slots_freed: Arc::new(tokio::sync::Notify::new()),
             secrets: HashMap::new(),
+            ownership,
+            last_reap: Mutex::new(None),
         }
+    }
+
+    /// Cancels every run of this runner, in progress or yet to start, with `reason`
+    /// (e.g. "interrupted (SIGINT)"): each ends `Cancelled`, its attempt dropped and its
+    /// slots released. Runs started afterwards end `Cancelled` at once.
+    pub fn cancel_all(&self, reason: &str) {
+        self.ownership.root.cancel(reason);
+    }
+
+    /// A token that [`cancel_all`](Self::cancel_all) cancels, for a run's request.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.ownership.root.child()
+    }
+
+    /// This process's id as the owner of the runs it records (`own_…`).
+    pub fn owner_id(&self) -> &str {
+        &self.ownership.record.id
+    }
+
+    /// Registers this process as a run owner (once) and starts its heartbeat.
+    pub(crate) fn ensure_owner(&self) -> Result<(), RunnerError> {
+        self.ownership
+            .ensure_registered(&self.store, &self.clock)
+            .map_err(RunnerError::from)
+    }
+
+    /// Makes a run cancellable by id (from another process) while the guard lives.
+    pub(crate) fn activate(&self, id: &str, token: &CancelToken) -> crate::owner::ActiveRun {
+        self.ownership.activate(id, token)
     }
 
     /// Values for granted environment variables (see [`load_secrets`](crate::load_secrets)).
@@ -275,6 +325,7 @@ impl TaskRunner {
                 input: request.input.clone(),
                 tags: info.tags.clone(),
                 created: now,
+                owner: Some(self.owner_id().to_owned()),
             },
             &[
                 change(State::Pending, None),
@@ -407,7 +458,14 @@ impl TaskRunner {
             input: request.input.clone(),
             tags: settings.tags.clone(),
             created: self.clock.now(),
+            owner: Some(self.owner_id().to_owned()),
         };
+        self.ensure_owner()?;
+        let cancel = request
+            .cancel
+            .clone()
+            .unwrap_or_else(|| self.cancel_token());
+        let _active = self.activate(label.id.as_str(), &cancel);
         self.observer.task_run_created(&label);
         let log = Arc::new(RunLog::new(
             label.clone(),
@@ -425,8 +483,14 @@ impl TaskRunner {
             input_text: request.input.to_string(),
             access,
             new_run,
+            created: AtomicBool::new(false),
+            attempt: AtomicU32::new(0),
         };
-        execution.run().await
+        tokio::select! {
+            biased;
+            reason = cancel.cancelled() => execution.cancelled(&reason),
+            outcome = execution.run() => outcome,
+        }
     }
 }
 
@@ -454,6 +518,10 @@ struct Execution<'a> {
     access: Access,
     /// Recorded together with its first states, once it is known whether it hits the cache.
     new_run: NewTaskRun,
+    /// Whether `new_run` is in the store yet, and the attempt in progress: what a
+    /// cancellation needs to record the run's end.
+    created: AtomicBool,
+    attempt: AtomicU32,
 }
 
 impl Execution<'_> {
@@ -528,7 +596,27 @@ impl Execution<'_> {
         self.runner
             .store
             .create_task_run(&self.new_run, states, output)?;
+        self.created.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The run was cancelled: whatever it was doing (computing its key, waiting for a
+    /// slot or a retry, an attempt) has been dropped; record it `Cancelled`.
+    fn cancelled(&self, reason: &str) -> Result<TaskRunOutcome, RunnerError> {
+        let message = format!("cancelled: {reason}");
+        let change = self.change(
+            State::Cancelled,
+            Some(message),
+            self.attempt.load(Ordering::SeqCst),
+        );
+        if !self.created.load(Ordering::SeqCst) {
+            self.create(&[self.pending()], None)?;
+        }
+        // A slot granted while the cancel dropped its waiter would otherwise stay held
+        // until its lease ran out.
+        self.runner.store.release_slots(self.label.id.as_str())?;
+        self.runner.slots_freed.notify_waiters();
+        self.finish(change, None, None)
     }
 
     fn finish(
@@ -593,7 +681,7 @@ impl Execution<'_> {
         }
     }
 
-    async fn run(self) -> Result<TaskRunOutcome, RunnerError> {
+    async fn run(&self) -> Result<TaskRunOutcome, RunnerError> {
         let cache_key = self.cache_key().await;
         if let Some(key) = &cache_key
             && !self.settings.refresh_cache
@@ -664,6 +752,7 @@ impl Execution<'_> {
             } else {
                 None
             };
+            self.attempt.store(attempt, Ordering::SeqCst);
             if attempt > 1 || tagged {
                 self.set_state(self.change(State::Running, None, attempt))?;
             }

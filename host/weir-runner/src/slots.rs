@@ -14,6 +14,9 @@ pub(crate) const LEASE: Duration = Duration::from_secs(30);
 /// How often a waiting run checks for slots freed by other processes; slots freed in this
 /// process wake waiters at once.
 const OTHER_PROCESS_POLL: Duration = Duration::from_millis(25);
+/// How often a runner whose runs wait for slots looks for dead owners holding them: a
+/// process killed while holding a slot frees it within this, not a lease length.
+const DEAD_OWNER_CHECK: Duration = Duration::from_millis(250);
 
 /// Held slots; dropping it gives them back and wakes waiting runs.
 pub(crate) struct SlotGuard {
@@ -51,8 +54,16 @@ impl TaskRunner {
             // an async worker, so the wait happens on a blocking thread.
             let store = self.store.clone();
             let (asked_tags, asked_holder) = (tags.to_vec(), holder.to_owned());
+            // If this waiter is dropped (its run cancelled) while the store answers,
+            // nobody would release what it granted: the blocking side does.
+            let (granted, waiter) = tokio::sync::oneshot::channel::<()>();
             let request = tokio::task::spawn_blocking(move || {
-                store.acquire_slots(&asked_tags, &asked_holder, now, now.saturating_add(LEASE))
+                let request =
+                    store.acquire_slots(&asked_tags, &asked_holder, now, now.saturating_add(LEASE));
+                if matches!(request, Ok(SlotRequest::Granted)) && granted.send(()).is_err() {
+                    let _ = store.release_slots(&asked_holder);
+                }
+                request
             })
             .await
             .unwrap_or_else(|panic| {
@@ -61,6 +72,7 @@ impl TaskRunner {
                     message: panic.to_string(),
                 })
             });
+            drop(waiter);
             match request {
                 Ok(SlotRequest::Granted) => return Ok(self.hold(holder)),
                 Ok(SlotRequest::Zero { tag }) => {
@@ -68,12 +80,48 @@ impl TaskRunner {
                         "tag `{tag}` has a concurrency limit of 0: its task runs are aborted"
                     ));
                 }
-                Ok(SlotRequest::Full { .. }) => {}
+                Ok(SlotRequest::Full { .. }) => {
+                    if self.reap_dead_owners().await {
+                        continue;
+                    }
+                }
                 Err(error) => tracing::error!("could not ask for concurrency slots: {error}"),
             }
             tokio::select! {
                 _ = &mut freed => {}
                 _ = tokio::time::sleep(OTHER_PROCESS_POLL) => {}
+            }
+        }
+    }
+
+    /// Records the runs of dead owners Crashed, which frees their slots (at most every
+    /// [`DEAD_OWNER_CHECK`] per runner). Returns whether any run was ended.
+    async fn reap_dead_owners(&self) -> bool {
+        {
+            let mut last = self
+                .last_reap
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_some_and(|last| now.duration_since(last) < DEAD_OWNER_CHECK) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        match tokio::task::spawn_blocking(move || {
+            crate::owner::reap_orphans(store.as_ref(), clock.as_ref())
+        })
+        .await
+        {
+            Ok(Ok(reaped)) => reaped.iter().any(|(_, ended)| !ended.is_empty()),
+            Ok(Err(error)) => {
+                tracing::error!("could not look for dead run owners: {error}");
+                false
+            }
+            Err(error) => {
+                tracing::error!("looking for dead run owners failed: {error}");
+                false
             }
         }
     }

@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntry, CacheEntryDraft, ConcurrencyLimit, FlowRunFilter, FlowRunRecord, LogRecord,
-    NewFlowRun, NewTaskRun, PluginRecord, RunStore, SlotRequest, StateChange, StoreError,
-    StoreResult, TaskRunFilter, TaskRunRecord,
+    CacheEntry, CacheEntryDraft, CancelRequest, ConcurrencyLimit, EndedRuns, Ending, FlowRunFilter,
+    FlowRunRecord, LogRecord, NewFlowRun, NewTaskRun, OwnerRecord, PluginRecord, RunStore,
+    SlotRequest, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
 };
 
 use cache_index::CacheIndex;
@@ -71,7 +71,17 @@ impl SqliteStore {
             })
         };
         let writer_connection = open()?;
-        schema::prepare(&writer_connection).map_err(backend("preparing the database schema"))?;
+        let found = schema::prepare(&writer_connection).map_err(|error| StoreError::Backend {
+            action: format!("reading the database {}", database_path.display()),
+            message: describe_open_error(&error),
+        })?;
+        if found > schema::VERSION {
+            return Err(StoreError::NewerSchema {
+                path: database_path.display().to_string(),
+                found,
+                known: schema::VERSION,
+            });
+        }
         let reader = open()?;
         schema::configure(&reader).map_err(backend("configuring the database connection"))?;
         Ok(SqliteStore {
@@ -120,6 +130,19 @@ impl SqliteStore {
             .map_err(backend("reading a state history"))
     }
 
+    fn end_runs(&self, selection: writer::RunSelection, ending: &Ending) -> StoreResult<EndedRuns> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.writer.send(WriteOp::EndRuns {
+            selection,
+            ending: ending.clone(),
+            reply,
+        })?;
+        answer.recv().map_err(|_| StoreError::Backend {
+            action: "ending runs".into(),
+            message: "the store's writer thread has stopped".into(),
+        })?
+    }
+
     fn prepare_result(
         &self,
         result: Option<&serde_json::Value>,
@@ -136,6 +159,21 @@ impl Drop for SqliteStore {
     }
 }
 
+/// SQLite's words for a damaged file, with what to do about it.
+fn describe_open_error(error: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            format!("{error}: the file is not a weir store (or it is damaged)")
+        }
+        Some(ErrorCode::DatabaseCorrupt) => format!(
+            "{error}: the file is damaged; move it away to start a new store, or restore a copy"
+        ),
+        Some(ErrorCode::DiskFull) => format!("{error}: free some disk space and try again"),
+        _ => error.to_string(),
+    }
+}
+
 fn state_from_sql(text: String) -> rusqlite::Result<State> {
     text.parse().map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
@@ -148,7 +186,7 @@ fn json_from_sql<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Resu
     })
 }
 
-const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node, map_index";
+const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node, map_index, owner";
 
 fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord> {
     Ok(TaskRunRecord {
@@ -170,10 +208,11 @@ fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord>
         ended: row.get::<_, Option<i64>>(15)?.map(Timestamp),
         node: row.get(16)?,
         map_index: row.get(17)?,
+        owner: row.get(18)?,
     })
 }
 
-const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended";
+const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner";
 
 fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRunRecord> {
     Ok(FlowRunRecord {
@@ -191,6 +230,7 @@ fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRunRecord>
         created: Timestamp(row.get(11)?),
         started: row.get::<_, Option<i64>>(12)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(13)?.map(Timestamp),
+        owner: row.get(14)?,
     })
 }
 
@@ -661,6 +701,125 @@ impl RunStore for SqliteStore {
             };
             acquire().map_err(backend("acquiring concurrency slots"))
         })
+    }
+
+    fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()> {
+        let owner = owner.clone();
+        self.writer.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO owners (id, host, pid, machine, pid_started, started, heartbeat)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        owner.id,
+                        owner.host,
+                        owner.pid,
+                        owner.machine,
+                        owner.pid_started as i64,
+                        owner.started.0,
+                        owner.heartbeat.0
+                    ],
+                )
+                .map_err(backend("registering this process as a run owner"))?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()> {
+        let owner = owner.to_owned();
+        self.writer.send(WriteOp::Call(Box::new(move |connection| {
+            if let Err(error) = connection.execute(
+                "UPDATE owners SET heartbeat = max(heartbeat, ?2) WHERE id = ?1",
+                params![owner, now.0],
+            ) {
+                tracing::error!("could not record the heartbeat of {owner}: {error}");
+            }
+        })))
+    }
+
+    fn owners(&self) -> StoreResult<Vec<OwnerRecord>> {
+        let connection = self.read()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id, host, pid, machine, pid_started, started, heartbeat FROM owners ORDER BY started",
+            )
+            .map_err(backend("listing run owners"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(OwnerRecord {
+                    id: row.get(0)?,
+                    host: row.get(1)?,
+                    pid: row.get(2)?,
+                    machine: row.get(3)?,
+                    pid_started: row.get::<_, i64>(4)? as u64,
+                    started: Timestamp(row.get(5)?),
+                    heartbeat: Timestamp(row.get(6)?),
+                })
+            })
+            .map_err(backend("listing run owners"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing run owners"))
+    }
+
+    fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns> {
+        self.end_runs(writer::RunSelection::Owner(owner.to_owned()), ending)
+    }
+
+    fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()> {
+        let (id, owner) = (id.clone(), owner.to_owned());
+        self.writer.call(move |connection| {
+            let updated = connection
+                .execute(
+                    "UPDATE flow_runs SET owner = ?2 WHERE id = ?1",
+                    params![id.as_str(), owner],
+                )
+                .map_err(backend("giving a flow run to this process"))?;
+            if updated == 0 {
+                return Err(StoreError::UnknownFlowRun(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {
+        self.end_runs(writer::RunSelection::FlowRunTree(id.clone()), ending)
+    }
+
+    fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()> {
+        let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
+        self.writer.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT OR IGNORE INTO cancel_requests (run_id, reason, requested) VALUES (?1, ?2, ?3)",
+                    params![run_id, reason, at.0],
+                )
+                .map_err(backend("requesting a cancellation"))?;
+            Ok(())
+        })
+    }
+
+    fn cancel_requests(&self, owner: &str) -> StoreResult<Vec<CancelRequest>> {
+        let connection = self.read()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT c.run_id, c.reason, c.requested FROM cancel_requests c
+                   JOIN flow_runs f ON f.id = c.run_id WHERE f.owner = ?1 AND f.ended IS NULL
+                 UNION ALL
+                 SELECT c.run_id, c.reason, c.requested FROM cancel_requests c
+                   JOIN task_runs t ON t.id = c.run_id WHERE t.owner = ?1 AND t.ended IS NULL",
+            )
+            .map_err(backend("reading cancellation requests"))?;
+        let rows = statement
+            .query_map([owner], |row| {
+                Ok(CancelRequest {
+                    run_id: row.get(0)?,
+                    reason: row.get(1)?,
+                    requested: Timestamp(row.get(2)?),
+                })
+            })
+            .map_err(backend("reading cancellation requests"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading cancellation requests"))
     }
 
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {

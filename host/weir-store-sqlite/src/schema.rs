@@ -119,7 +119,35 @@ CREATE TABLE flow_run_nodes (
     PRIMARY KEY (flow_run_id, node)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Every process that runs work heartbeats here; a run whose owner stopped is an orphan.
+CREATE TABLE owners (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    machine      TEXT NOT NULL,
+    pid_started  INTEGER NOT NULL,
+    started      INTEGER NOT NULL,
+    heartbeat    INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE task_runs ADD COLUMN owner TEXT;
+ALTER TABLE flow_runs ADD COLUMN owner TEXT;
+-- Finding an owner's unfinished runs reads only unfinished rows.
+CREATE INDEX task_runs_unfinished_by_owner ON task_runs (owner) WHERE ended IS NULL;
+CREATE INDEX flow_runs_unfinished_by_owner ON flow_runs (owner) WHERE ended IS NULL;
+CREATE INDEX flow_runs_by_parent ON flow_runs (parent_flow_run_id);
+CREATE INDEX concurrency_slots_by_holder ON concurrency_slots (holder);
+-- Written by `weir runs cancel`, read by the process that owns the run.
+CREATE TABLE cancel_requests (
+    run_id     TEXT PRIMARY KEY,
+    reason     TEXT NOT NULL,
+    requested  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The schema version this build writes.
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Settings every connection needs.
 pub(crate) fn configure(connection: &Connection) -> rusqlite::Result<()> {
@@ -134,15 +162,20 @@ pub(crate) fn configure(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Configures the connection and brings the schema up to date.
-pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<()> {
+/// Configures the connection and brings the schema up to date; returns the version
+/// found, which is above [`VERSION`] for a store written by a newer weir (then nothing
+/// is changed).
+pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<i64> {
     configure(connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > VERSION {
+        return Ok(version);
+    }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         connection.execute_batch(&format!(
             "BEGIN; {migration} PRAGMA user_version = {}; COMMIT;",
             index + 1
         ))?;
     }
-    Ok(())
+    Ok(version)
 }

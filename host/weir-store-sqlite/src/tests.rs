@@ -22,6 +22,7 @@ fn new_run(name: &str) -> NewTaskRun {
         input: json!({"a": 1}),
         tags: vec!["math".into()],
         created: Timestamp(1_000),
+        owner: None,
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use weir_core::{FlowRunId, State, TaskRunId};
 use weir_store::{
-    CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, PluginRecord, StateChange, StoreError,
-    StoreResult,
+    CacheEntryDraft, EndedRuns, Ending, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
+    StateChange, StoreError, StoreResult,
 };
 
 use crate::results::PreparedResult;
@@ -67,11 +67,25 @@ pub(crate) enum WriteOp {
         node: String,
         result: PreparedResult,
     },
+    /// Ends every unfinished run of a selection; answered once the batch committed.
+    EndRuns {
+        selection: RunSelection,
+        ending: Ending,
+        reply: SyncSender<StoreResult<EndedRuns>>,
+    },
     /// Work that needs an answer (a count, a slot); it sends the answer itself.
     Call(Box<dyn FnOnce(&Connection) + Send>),
     Flush {
         reply: SyncSender<StoreResult<()>>,
     },
+}
+
+/// Which runs an [`WriteOp::EndRuns`] ends.
+pub(crate) enum RunSelection {
+    /// Every unfinished run of a process (and the process's record).
+    Owner(String),
+    /// A flow run, its subflow runs, and the task runs of all of them.
+    FlowRunTree(FlowRunId),
 }
 
 pub(crate) struct Writer {
@@ -251,10 +265,33 @@ fn write_loop(
         }
         let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
         let mut flushes = Vec::new();
-        let outcome = commit_batch(&mut connection, &mut sequences, batch, &mut flushes);
-        if let Err(error) = outcome {
-            tracing::error!("{error}");
-            pending_error.get_or_insert(error);
+        let mut answers = Vec::new();
+        let outcome = commit_batch(
+            &mut connection,
+            &mut sequences,
+            batch,
+            &mut flushes,
+            &mut answers,
+        );
+        let committed_ok = match outcome {
+            Ok(()) => None,
+            Err(error) => {
+                tracing::error!("{error}");
+                let message = error.to_string();
+                pending_error.get_or_insert(error);
+                Some(message)
+            }
+        };
+        // Answers wait for the commit: an operation the commit lost was not done.
+        for (reply, answer) in answers {
+            let answer = match (&committed_ok, answer) {
+                (Some(message), Ok(_)) => Err(StoreError::Backend {
+                    action: "committing writes".into(),
+                    message: message.clone(),
+                }),
+                (_, answer) => answer,
+            };
+            let _ = reply.send(answer);
         }
         committed.store(last_sequence, Ordering::SeqCst);
         // A failure is reported to the first flush after it, once.
@@ -272,6 +309,7 @@ fn commit_batch(
     sequences: &mut Sequences,
     batch: Vec<(u64, WriteOp)>,
     flushes: &mut Vec<SyncSender<StoreResult<()>>>,
+    answers: &mut Vec<EndRunsAnswer>,
 ) -> StoreResult<()> {
     // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
     // the slot) cannot interleave with another process's.
@@ -283,6 +321,14 @@ fn commit_batch(
         match op {
             WriteOp::Flush { reply } => flushes.push(reply),
             WriteOp::Call(work) => work(&transaction),
+            WriteOp::EndRuns {
+                selection,
+                ending,
+                reply,
+            } => {
+                let answer = end_runs(&transaction, sequences, &selection, &ending);
+                answers.push((reply, answer));
+            }
             op => {
                 if let Err(error) = apply(&transaction, sequences, op) {
                     first_error.get_or_insert(error);
@@ -292,6 +338,131 @@ fn commit_batch(
     }
     transaction.commit().map_err(backend("committing writes"))?;
     first_error.map_or(Ok(()), Err)
+}
+
+type EndRunsAnswer = (SyncSender<StoreResult<EndedRuns>>, StoreResult<EndedRuns>);
+
+/// Ends the unfinished runs of a selection, each at its own attempt, and frees the slots
+/// their task runs hold. A savepoint makes it all or nothing within the batch.
+fn end_runs(
+    transaction: &Connection,
+    sequences: &mut Sequences,
+    selection: &RunSelection,
+    ending: &Ending,
+) -> StoreResult<EndedRuns> {
+    transaction
+        .execute_batch("SAVEPOINT end_runs")
+        .map_err(backend("ending runs"))?;
+    let ended = end_runs_inside(transaction, sequences, selection, ending);
+    let close = if ended.is_ok() {
+        "RELEASE end_runs"
+    } else {
+        "ROLLBACK TO end_runs; RELEASE end_runs"
+    };
+    transaction
+        .execute_batch(close)
+        .map_err(backend("ending runs"))?;
+    ended
+}
+
+fn end_runs_inside(
+    transaction: &Connection,
+    sequences: &mut Sequences,
+    selection: &RunSelection,
+    ending: &Ending,
+) -> StoreResult<EndedRuns> {
+    let ids = |sql: &str, key: &str| -> StoreResult<Vec<(String, u32)>> {
+        transaction
+            .prepare_cached(sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_map([key], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("finding the runs to end"))
+    };
+    let (flow_runs, task_runs) = match selection {
+        RunSelection::Owner(owner) => (
+            ids(
+                "SELECT id, attempts FROM flow_runs WHERE owner = ?1 AND ended IS NULL",
+                owner,
+            )?,
+            ids(
+                "SELECT id, attempts FROM task_runs WHERE owner = ?1 AND ended IS NULL",
+                owner,
+            )?,
+        ),
+        RunSelection::FlowRunTree(root) => {
+            // The tree's flow runs, breadth first (subflows record their parent).
+            let mut tree = vec![root.to_string()];
+            let mut next = 0;
+            while next < tree.len() {
+                let children = ids(
+                    "SELECT id, attempts FROM flow_runs WHERE parent_flow_run_id = ?1",
+                    &tree[next].clone(),
+                )?;
+                tree.extend(children.into_iter().map(|(id, _)| id));
+                next += 1;
+            }
+            let mut flow_runs = Vec::new();
+            let mut task_runs = Vec::new();
+            for id in &tree {
+                flow_runs.extend(ids(
+                    "SELECT id, attempts FROM flow_runs WHERE id = ?1 AND ended IS NULL",
+                    id,
+                )?);
+                task_runs.extend(ids(
+                    "SELECT id, attempts FROM task_runs WHERE flow_run_id = ?1 AND ended IS NULL",
+                    id,
+                )?);
+            }
+            (flow_runs, task_runs)
+        }
+    };
+    let mut ended = EndedRuns::default();
+    for (id, attempt) in task_runs {
+        let id = TaskRunId::from_string(id);
+        let change = StateChange {
+            state: ending.state,
+            message: Some(ending.message.clone()),
+            attempt,
+            at: ending.at,
+        };
+        let seq = sequences.next_state(transaction, &id, 1)?;
+        sequences.forget(&id);
+        finish_task_run(transaction, &id, seq, &change, None, None)?;
+        transaction
+            .prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1")
+            .and_then(|mut statement| statement.execute([id.as_str()]))
+            .map_err(backend("freeing the slots of an ended run"))?;
+        ended.task_runs.push(id);
+    }
+    for (id, attempt) in flow_runs {
+        let id = FlowRunId::from_string(id);
+        let change = StateChange {
+            state: ending.state,
+            message: Some(ending.message.clone()),
+            attempt,
+            at: ending.at,
+        };
+        apply(
+            transaction,
+            sequences,
+            WriteOp::SetFlowRunState {
+                id: id.clone(),
+                change,
+                result: None,
+            },
+        )?;
+        ended.flow_runs.push(id);
+    }
+    if let RunSelection::Owner(owner) = selection {
+        transaction
+            .prepare_cached("DELETE FROM owners WHERE id = ?1")
+            .and_then(|mut statement| statement.execute([owner]))
+            .map_err(backend("forgetting a run owner"))?;
+    }
+    Ok(ended)
 }
 
 fn backend(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -394,8 +565,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             transaction
                 .prepare_cached(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         state, state_message, attempts, created, started, owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -410,7 +581,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                         last.message,
                         last.attempt,
                         run.created.0,
-                        started
+                        started,
+                        run.owner
                     ])
                 })
                 .map_err(backend("creating a flow run"))?;
@@ -444,10 +616,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                 })
                 .map_err(backend("updating a flow run's state"))?;
             if updated == 0 {
-                return Err(StoreError::Backend {
-                    action: "updating a flow run's state".into(),
-                    message: format!("no flow run with id `{id}`"),
-                });
+                return Err(StoreError::UnknownFlowRun(id.to_string()));
             }
             insert_state(transaction, FLOW_RUN_STATE, id.as_str(), None, &change)
         }
@@ -461,7 +630,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                 .map_err(backend("recording a node's output"))?;
             Ok(())
         }
-        WriteOp::Call(_) | WriteOp::Flush { .. } => {
+        WriteOp::Call(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
             unreachable!("handled by commit_batch")
         }
     }
@@ -533,8 +702,8 @@ fn create_task_run(
     transaction
         .prepare_cached(
             "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -554,7 +723,8 @@ fn create_task_run(
                 started,
                 ended,
                 run.node,
-                run.map_index
+                run.map_index,
+                run.owner
             ])
         })
         .map_err(backend("creating a task run"))?;

@@ -18,6 +18,16 @@ pub enum StoreError {
     Backend { action: String, message: String },
     #[error("no task run with id `{0}`")]
     UnknownTaskRun(String),
+    #[error("no flow run with id `{0}`")]
+    UnknownFlowRun(String),
+    #[error(
+        "the store {path} was written by a newer weir (schema version {found}; this weir knows versions up to {known}): upgrade weir, or use another --store"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("the stored result {digest} is missing or unreadable: {message}")]
     BrokenResult { digest: String, message: String },
 }
@@ -40,6 +50,8 @@ pub struct NewTaskRun {
     pub input: serde_json::Value,
     pub tags: Vec<String>,
     pub created: Timestamp,
+    /// The process running it (an [`OwnerRecord`] id), so that its death is noticed.
+    pub owner: Option<String>,
 }
 
 /// A task run as stored.
@@ -65,6 +77,8 @@ pub struct TaskRunRecord {
     pub created: Timestamp,
     pub started: Option<Timestamp>,
     pub ended: Option<Timestamp>,
+    /// The process that ran (or runs) it.
+    pub owner: Option<String>,
 }
 
 /// One entry of a run's state history.
@@ -119,6 +133,8 @@ pub struct NewFlowRun {
     /// The flow run and node that ran this one as a subflow.
     pub parent: Option<(FlowRunId, String)>,
     pub created: Timestamp,
+    /// The process driving it (an [`OwnerRecord`] id).
+    pub owner: Option<String>,
 }
 
 /// A flow run as stored.
@@ -138,6 +154,8 @@ pub struct FlowRunRecord {
     pub created: Timestamp,
     pub started: Option<Timestamp>,
     pub ended: Option<Timestamp>,
+    /// The process that drove (or drives) it.
+    pub owner: Option<String>,
 }
 
 /// Which flow runs to list.
@@ -242,6 +260,26 @@ pub trait RunStore: Send + Sync {
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()>;
     fn release_slots(&self, holder: &str) -> StoreResult<()>;
 
+    /// Records a process that runs work (see [`OwnerRecord`]); replaces one of that id.
+    fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()>;
+    /// The owner is alive at `now`.
+    fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()>;
+    fn owners(&self) -> StoreResult<Vec<OwnerRecord>>;
+    /// Ends every unfinished flow and task run of `owner` in `ending.state` (each at its
+    /// own attempt), frees the concurrency slots its task runs hold, and forgets the
+    /// owner, in one transaction. What a process does when it exits, and what another
+    /// does for a process that died.
+    fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns>;
+    /// Gives a flow run (and, from now on, its new task runs) to `owner`: a resume.
+    fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()>;
+    /// Ends a flow run and everything under it that has not ended (its subflow runs and
+    /// the task runs of all of them), in one transaction, and frees their slots.
+    fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns>;
+    /// Asks the owner of a run (a flow run or task run id) to cancel it.
+    fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()>;
+    /// The cancellation requests for unfinished runs of `owner`.
+    fn cancel_requests(&self, owner: &str) -> StoreResult<Vec<CancelRequest>>;
+
     /// The unexpired entry for `key` at `now`, with its result.
     fn cached_result(
         &self,
@@ -251,6 +289,53 @@ pub trait RunStore: Send + Sync {
     fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>>;
     /// Removes every cache entry (results stay with their runs); returns how many.
     fn clear_cache(&self) -> StoreResult<usize>;
+}
+
+/// A process that runs work: it heartbeats while it lives, so that the runs it leaves
+/// behind when it dies can be told from runs still going on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OwnerRecord {
+    /// `own_…`, new for every process.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// The machine's boot and process namespace, `boot_id/pidns`: another process on
+    /// the same machine may check `pid` directly when this matches its own.
+    pub machine: String,
+    /// When `pid` started, to tell it from a later process given the same pid.
+    pub pid_started: u64,
+    pub started: Timestamp,
+    pub heartbeat: Timestamp,
+}
+
+/// How runs end when they are ended in bulk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    pub state: State,
+    pub message: String,
+    pub at: Timestamp,
+}
+
+/// The runs a bulk ending ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EndedRuns {
+    pub flow_runs: Vec<FlowRunId>,
+    pub task_runs: Vec<TaskRunId>,
+}
+
+impl EndedRuns {
+    pub fn is_empty(&self) -> bool {
+        self.flow_runs.is_empty() && self.task_runs.is_empty()
+    }
+}
+
+/// A request, made by another process, to cancel a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CancelRequest {
+    /// A flow run id (`frun_…`) or a task run id (`trun_…`).
+    pub run_id: String,
+    pub reason: String,
+    pub requested: Timestamp,
 }
 
 /// A tag's concurrency limit and the slots in use now.
