@@ -509,3 +509,73 @@ async fn a_chain_of_nodes_runs_each_after_the_one_before() {
     let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
     assert_eq!(runs.len(), 300);
 }
+
+#[tokio::test]
+async fn a_map_of_stuck_tasks_leaves_a_quarter_of_the_permits_to_other_nodes() {
+    let harness = Harness::new();
+    let flow = Flow::load(&harness.write_flow(
+        "stuck.toml",
+        r#"
+format = 1
+name = "stuck"
+
+[plugins]
+misbehave = "{misbehave}"
+arith = "{arith}"
+
+[nodes.spin]
+task = "misbehave.sleepy"
+input = { ms = [60000, 60000, 60000, 60000, 60000, 60000] }
+map = ["ms"]
+timeout = "1s"
+
+[nodes.quick]
+task = "arith.add"
+input = { a = 1, b = 2 }
+"#,
+    ))
+    .unwrap();
+    let outcome = harness
+        .flows(4)
+        .run_flow(&flow, &no_parameters())
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, State::Failed);
+    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let quick = runs
+        .iter()
+        .find(|run| run.node.as_deref() == Some("quick"))
+        .unwrap();
+    assert_eq!(quick.state, State::Completed);
+    // The quick node did not wait for a spinner to time out: it ended before any did.
+    let first_spinner_end = runs
+        .iter()
+        .filter(|run| run.node.as_deref() == Some("spin"))
+        .filter_map(|run| run.ended)
+        .min()
+        .unwrap();
+    assert!(quick.ended.unwrap() < first_spinner_end);
+    // Three of the four permits at most went to the map at once.
+    let mut spans: Vec<_> = runs
+        .iter()
+        .filter(|run| run.node.as_deref() == Some("spin"))
+        .map(|run| (run.started.unwrap(), run.ended.unwrap()))
+        .collect();
+    spans.sort();
+    let most_at_once = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most_at_once <= 3, "{most_at_once} spinners at once");
+    assert!(
+        runs.iter()
+            .filter(|run| run.node.as_deref() == Some("spin"))
+            .all(|run| run.state == State::TimedOut)
+    );
+}

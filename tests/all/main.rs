@@ -2,9 +2,11 @@
 //! host and a real SQLite store per test.
 
 mod caching;
+mod chaos;
 mod cli;
 mod flows;
 mod grants;
+mod hostile;
 mod http;
 mod lifecycle;
 mod limits;

@@ -31,20 +31,34 @@ pub fn tools_dir() -> PathBuf {
 /// One runtime (one engine, one epoch ticker) for the whole test process, with a
 /// compiled-plugin cache so each plugin is compiled once.
 pub fn shared_runtime() -> Arc<Runtime> {
+    shared_runtime_cell().clone()
+}
+
+/// A runtime of its own with `config` changed from the shared one's, sharing its
+/// compiled-plugin cache.
+pub fn runtime_with(configure: impl FnOnce(&mut RuntimeConfig)) -> Arc<Runtime> {
+    let mut config = RuntimeConfig {
+        compiled_cache_dir: Some(PathBuf::from(env!("OUT_DIR")).join("compiled")),
+        pool_instances: 16,
+        ..Default::default()
+    };
+    configure(&mut config);
+    Arc::new(Runtime::new(config).expect("the runtime starts"))
+}
+
+fn shared_runtime_cell() -> &'static Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            // Inside the build directory: reused by later test runs, removed by `cargo clean`.
-            let cache = PathBuf::from(env!("OUT_DIR")).join("compiled");
-            Arc::new(
-                Runtime::new(RuntimeConfig {
-                    compiled_cache_dir: Some(cache),
-                    ..Default::default()
-                })
-                .expect("the test runtime starts"),
-            )
-        })
-        .clone()
+    RUNTIME.get_or_init(|| {
+        // Inside the build directory: reused by later test runs, removed by `cargo clean`.
+        let cache = PathBuf::from(env!("OUT_DIR")).join("compiled");
+        Arc::new(
+            Runtime::new(RuntimeConfig {
+                compiled_cache_dir: Some(cache),
+                ..Default::default()
+            })
+            .expect("the test runtime starts"),
+        )
+    })
 }
 
 /// Loads (once per process) a test plugin into the shared runtime. Tests that ask at the same
@@ -217,12 +231,21 @@ impl Harness {
     }
 
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_runtime_and_clock(shared_runtime(), clock)
+    }
+
+    /// A harness over a runtime of its own (other limits than the shared one's).
+    pub fn with_runtime(runtime: Arc<Runtime>) -> Self {
+        Self::with_runtime_and_clock(runtime, Arc::new(SystemClock))
+    }
+
+    fn with_runtime_and_clock(runtime: Arc<Runtime>, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store =
             Arc::new(SqliteStore::open(&dir.path().join(".weir")).expect("the store opens"));
         let observer = Arc::new(RecordingObserver::default());
         let runner = Arc::new(TaskRunner::new(
-            shared_runtime(),
+            runtime,
             store.clone(),
             clock,
             observer.clone(),

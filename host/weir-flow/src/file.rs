@@ -315,6 +315,24 @@ fn convert_node(id: &str, file: NodeFile, base: &Path) -> Result<Node, (&'static
                 }),
                 (None, None) => None,
             };
+            let maximum = weir_core::declared::MAX_JITTER_FACTOR;
+            if let Some(jitter) = file.retry_jitter
+                && !(0.0..=maximum).contains(&jitter)
+            {
+                return Err((
+                    "retry_jitter",
+                    format!("{jitter} is not a number from 0 to {maximum}"),
+                ));
+            }
+            let maximum = weir_core::declared::MAX_RETRIES;
+            if let Some(retries) = file.retries
+                && retries > maximum
+            {
+                return Err((
+                    "retries",
+                    format!("{retries} is above the maximum of {maximum}"),
+                ));
+            }
             let cache_policy = match file.cache.as_deref() {
                 None => None,
                 Some("none") => Some(CachePolicy::None),

@@ -233,3 +233,22 @@ fn other_mistakes_say_what_to_do() {
         "flows/diamond.toml, field `output`: `joined` names no node of this flow"
     );
 }
+
+#[test]
+fn retry_values_past_their_maxima_are_refused_with_the_field() {
+    let message = error_of(|text| text.replace("retries = 3", "retries = 3\nretry_jitter = inf"));
+    assert!(
+        message.contains("node `right`, field `retry_jitter`: inf is not a number from 0 to 10"),
+        "{message}"
+    );
+    let message = error_of(|text| text.replace("retries = 3", "retries = 3\nretry_jitter = nan"));
+    assert!(
+        message.contains("NaN is not a number from 0 to 10"),
+        "{message}"
+    );
+    let message = error_of(|text| text.replace("retries = 3", "retries = 4000000000"));
+    assert!(
+        message.contains("field `retries`: 4000000000 is above the maximum of 1000"),
+        "{message}"
+    );
+}

@@ -16,7 +16,7 @@ use weir_core::{FlowRunId, HttpGrant, Need, State, format_duration};
 use weir_flow::reference::{self, Reference, ResolveError, Target};
 use weir_flow::{Flow, FlowError, FlowOutput, Node, NodeKind, flow_run_name};
 use weir_runtime::Plugin;
-use weir_store::{NewFlowRun, StateChange, StoreError, TaskRunFilter};
+use weir_store::{FlowRunFilter, NewFlowRun, StateChange, StoreError, TaskRunFilter};
 
 use crate::cancel::CancelToken;
 use crate::observer::FlowRunLabel;
@@ -72,6 +72,8 @@ impl PreparedFlow {
 struct Resumed {
     nodes: HashMap<String, Value>,
     elements: HashMap<(String, u32), Value>,
+    /// Subflow runs that did not complete, by node: continued rather than run anew.
+    subflows: HashMap<String, weir_store::FlowRunRecord>,
 }
 
 /// How one node ended.
@@ -89,8 +91,22 @@ enum NodeOutcome {
 pub struct FlowRunner {
     tasks: Arc<TaskRunner>,
     /// Bounds the task runs (attempts) in progress at once, across all flow runs.
-    slots: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
+    /// The most permits one map's elements hold at once, so that a map (of slow or
+    /// spinning tasks, say) never starves the other nodes of its flow.
+    map_share: usize,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
+}
+
+/// Three quarters of the permits for one map's elements; all of them below 4, where a
+/// quarter would be less than one.
+fn map_share(concurrency: usize) -> usize {
+    let concurrency = concurrency.max(1);
+    if concurrency < 4 {
+        concurrency
+    } else {
+        concurrency * 3 / 4
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -100,7 +116,8 @@ impl FlowRunner {
     pub fn new(tasks: Arc<TaskRunner>, concurrency: usize) -> Self {
         FlowRunner {
             tasks,
-            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            map_share: map_share(concurrency),
             plugins: Mutex::new(HashMap::new()),
         }
     }
@@ -267,13 +284,7 @@ impl FlowRunner {
         cancel: CancelToken,
     ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
         Box::pin(async move {
-            self.tasks.ensure_owner().map_err(|error| match error {
-                RunnerError::Store(error) => FlowRunError::Store(error),
-                other => FlowRunError::Store(StoreError::Backend {
-                    action: "registering this process".into(),
-                    message: other.to_string(),
-                }),
-            })?;
+            self.register_owner()?;
             let flow = &prepared.flow;
             let store = self.tasks.store().clone();
             let clock = self.tasks.clock().clone();
@@ -315,9 +326,10 @@ impl FlowRunner {
         })
     }
 
-    /// Continues a flow run that was interrupted (its process killed) or that failed:
-    /// completed nodes and map elements are reused, the rest runs. The flow file must
-    /// still be where the run was started from.
+    /// Continues a flow run that was interrupted (its process killed, or cancelled) or
+    /// that failed: completed nodes and map elements are reused, an unfinished subflow
+    /// run is continued the same way, the rest runs. The flow file must still be where
+    /// the run was started from.
     pub async fn resume_flow(
         self: &Arc<Self>,
         id: &FlowRunId,
@@ -343,11 +355,71 @@ impl FlowRunner {
         })?;
         let flow = Flow::load(std::path::Path::new(&source))?;
         let prepared = self.prepare(flow, Vec::new()).await?;
-        let Value::Object(given) = record.parameters.clone() else {
-            return Err(refuse("its recorded parameters are not an object".into()).into());
-        };
-        let parameters = prepared.flow.bind_parameters(&given)?;
+        let cancel = self.tasks.cancel_token();
+        self.resume_prepared(record, prepared, cancel).await
+    }
 
+    fn register_owner(&self) -> Result<(), FlowRunError> {
+        self.tasks.ensure_owner().map_err(|error| match error {
+            RunnerError::Store(error) => FlowRunError::Store(error),
+            other => FlowRunError::Store(StoreError::Backend {
+                action: "registering this process as a run owner".into(),
+                message: other.to_string(),
+            }),
+        })
+    }
+
+    /// Resumes a recorded flow run of a prepared flow (a top-level run, or a subflow run
+    /// whose parent is being resumed).
+    fn resume_prepared(
+        self: &Arc<Self>,
+        record: weir_store::FlowRunRecord,
+        prepared: Arc<PreparedFlow>,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
+        Box::pin(async move {
+            let store = self.tasks.store().clone();
+            let id = &record.id;
+            let Value::Object(given) = record.parameters.clone() else {
+                return Err(FlowError {
+                    origin: format!("flow run '{}' ({})", record.name, record.id),
+                    node: None,
+                    field: None,
+                    message: "its recorded parameters are not an object".into(),
+                }
+                .into());
+            };
+            let parameters = prepared.flow.bind_parameters(&given)?;
+            let resumed = self.what_was_done(id)?;
+            let label = FlowRunLabel {
+                id: record.id.clone(),
+                name: record.name.clone(),
+                flow: record.flow.clone(),
+            };
+            let attempt = record.attempts + 1;
+            self.register_owner()?;
+            store.set_flow_run_owner(&label.id, self.tasks.owner_id())?;
+            let _active = self.tasks.activate(label.id.as_str(), &cancel);
+            store.set_flow_run_state(
+                &label.id,
+                &StateChange {
+                    state: State::Running,
+                    message: Some("resumed".into()),
+                    attempt,
+                    at: self.tasks.clock().now(),
+                },
+                None,
+            )?;
+            self.drive(prepared, parameters, label, resumed, attempt, cancel)
+                .await
+        })
+    }
+
+    /// What a flow run finished before it stopped: node outputs, completed map elements
+    /// and task runs, and its subflow runs. Its unfinished task runs are recorded Crashed
+    /// (they will run again).
+    fn what_was_done(&self, id: &FlowRunId) -> Result<Resumed, FlowRunError> {
+        let store = self.tasks.store();
         let mut resumed = Resumed::default();
         for (node, output) in store.node_outputs(id)? {
             resumed.nodes.insert(node, output);
@@ -356,7 +428,6 @@ impl FlowRunner {
             flow_run_id: Some(id.clone()),
             ..Default::default()
         };
-        let clock = self.tasks.clock().clone();
         for run in store.task_runs(&filter)? {
             match (
                 &run.node,
@@ -369,47 +440,49 @@ impl FlowRunner {
                         .elements
                         .insert((node.clone(), index), store.result(digest)?);
                 }
+                // Completed, but the process stopped before it recorded the node's output:
+                // running it again would complete it twice.
+                (Some(node), None, true, Some(digest)) if !resumed.nodes.contains_key(node) => {
+                    let output = store.result(digest)?;
+                    resumed.nodes.insert(node.clone(), output);
+                }
                 _ if !run.state.is_final() => {
                     // Its process died while it ran; it will run again.
                     let change = StateChange {
                         state: State::Crashed,
                         message: Some("the process running it stopped before it finished".into()),
                         attempt: run.attempts,
-                        at: clock.now(),
+                        at: self.tasks.clock().now(),
                     };
                     store.finish_task_run(&run.id, &change, None, None)?;
                 }
                 _ => {}
             }
         }
-        let label = FlowRunLabel {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            flow: record.flow.clone(),
-        };
-        let attempt = record.attempts + 1;
-        self.tasks.ensure_owner().map_err(|error| match error {
-            RunnerError::Store(error) => FlowRunError::Store(error),
-            other => FlowRunError::Store(StoreError::Backend {
-                action: "registering this process".into(),
-                message: other.to_string(),
-            }),
+        let children = store.flow_runs(&FlowRunFilter {
+            parent: Some(id.clone()),
+            ..Default::default()
         })?;
-        store.set_flow_run_owner(&label.id, self.tasks.owner_id())?;
-        let cancel = self.tasks.cancel_token();
-        let _active = self.tasks.activate(label.id.as_str(), &cancel);
-        store.set_flow_run_state(
-            &label.id,
-            &StateChange {
-                state: State::Running,
-                message: Some("resumed".into()),
-                attempt,
-                at: clock.now(),
-            },
-            None,
-        )?;
-        self.drive(prepared, parameters, label, resumed, attempt, cancel)
-            .await
+        // Newest first: the latest run of each subflow node is the one to continue.
+        for child in children {
+            let Some(node) = child.parent_node.clone() else {
+                continue;
+            };
+            if resumed.nodes.contains_key(&node) || resumed.subflows.contains_key(&node) {
+                continue;
+            }
+            if child.state == State::Completed {
+                // It completed, but its parent stopped before recording the node.
+                let output = match &child.result_digest {
+                    Some(digest) => store.result(digest)?,
+                    None => Value::Null,
+                };
+                resumed.nodes.insert(node, output);
+            } else {
+                resumed.subflows.insert(node, child);
+            }
+        }
+        Ok(resumed)
     }
 
     /// Runs the graph (and the flow's retries) of a recorded flow run to its final state.
@@ -464,6 +537,7 @@ impl FlowRunner {
                 parameters,
                 name_counters: Mutex::new(HashMap::new()),
                 reused_elements: resumed.elements,
+                resumed_subflows: Mutex::new(resumed.subflows),
                 label: label.clone(),
                 cancel: cancel.clone(),
             });
@@ -662,6 +736,8 @@ struct FlowRunShared {
     parameters: Map<String, Value>,
     /// `task-N` numbering within this flow run.
     name_counters: Mutex<HashMap<String, u64>>,
+    /// Subflow runs to continue instead of starting anew (taken by the first attempt).
+    resumed_subflows: Mutex<HashMap<String, weir_store::FlowRunRecord>>,
     /// Map elements that completed before a resume: (node, index) → output.
     reused_elements: HashMap<(String, u32), Value>,
     label: FlowRunLabel,
@@ -976,6 +1052,7 @@ async fn run_node(
                 }
             };
             let mut elements = JoinSet::new();
+            let share = Arc::new(Semaphore::new(shared.runner.map_share));
             for (index, element) in inputs.into_iter().enumerate() {
                 // An element completed before a resume is not run again.
                 let reused = shared
@@ -986,9 +1063,15 @@ async fn run_node(
                     gather(Ok((index, NodeOutcome::Completed(done))));
                     continue;
                 }
-                // Take a slot before spawning, so that only as many element futures exist
-                // as can run: a map of 100,000 must not hold 100,000 futures at once.
-                // A cancelled run spawns no more elements.
+                // Take a permit before spawning, so that only as many element futures
+                // exist as can run: a map of 100,000 must not hold 100,000 futures at
+                // once; and a share first, so that other nodes keep a quarter of the
+                // permits. A cancelled run spawns no more elements.
+                let shares = async {
+                    let share = share.clone().acquire_owned().await;
+                    let permit = shared.runner.permits.clone().acquire_owned().await;
+                    (share, permit)
+                };
                 let slot = tokio::select! {
                     biased;
                     reason = shared.cancel.cancelled() => {
@@ -1001,9 +1084,10 @@ async fn run_node(
                         )));
                         break;
                     }
-                    slot = shared.runner.slots.clone().acquire_owned() => {
-                        slot.expect("the slots are never closed")
-                    }
+                    (share, permit) = shares => (
+                        share.expect("the share is never closed"),
+                        permit.expect("the permits are never closed"),
+                    ),
                 };
                 let request = shared.request(node_id, plugin, task, element, Some(index as u32));
                 let shared = shared.clone();
@@ -1044,11 +1128,26 @@ async fn run_node(
                 Err(error) => return failed(error.to_string()),
             };
             let parent = Some((shared.flow_run.id.clone(), node_id.to_owned()));
-            match shared
-                .runner
-                .run_prepared(prepared, parameters, parent, shared.cancel.child())
-                .await
-            {
+            let unfinished = shared
+                .resumed_subflows
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(node_id);
+            let subflow_run = match unfinished {
+                Some(record) => {
+                    shared
+                        .runner
+                        .resume_prepared(record, prepared, shared.cancel.child())
+                        .await
+                }
+                None => {
+                    shared
+                        .runner
+                        .run_prepared(prepared, parameters, parent, shared.cancel.child())
+                        .await
+                }
+            };
+            match subflow_run {
                 Ok(outcome) if outcome.state == State::Completed => {
                     NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))
                 }
@@ -1121,11 +1220,11 @@ async fn run_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeO
     // The semaphore is never closed, so acquiring only waits.
     let _slot = shared
         .runner
-        .slots
+        .permits
         .clone()
         .acquire_owned()
         .await
-        .expect("the slots are never closed");
+        .expect("the permits are never closed");
     execute_request(shared, request).await
 }
 

@@ -655,9 +655,18 @@ impl Execution<'_> {
                 &self.request.input,
             )),
             CachePolicy::CustomKey => {
+                use weir_runtime::LogSink as _;
+                if plugin.cache_key_stalled(&self.info.name) {
+                    self.log.log(
+                        weir_core::LogLevel::Warning,
+                        "the cache key function of this task timed out earlier in this process; running without cache",
+                    );
+                    return None;
+                }
                 let mut spec = self.attempt_spec(0);
                 // Computing a key must be quick; a plugin that hangs here only loses caching.
-                spec.timeout = Some(spec.timeout.unwrap_or(Duration::from_secs(10)));
+                let limit = self.runner.runtime.config().cache_key_timeout;
+                spec.timeout = Some(spec.timeout.map_or(limit, |timeout| timeout.min(limit)));
                 match self.runner.runtime.plugin_cache_key(plugin, spec).await {
                     Ok(Some(key)) => Some(CacheKey::for_plugin_key(
                         plugin.digest(),
@@ -667,7 +676,9 @@ impl Execution<'_> {
                     )),
                     Ok(None) => None,
                     Err(outcome) => {
-                        use weir_runtime::LogSink as _;
+                        if matches!(outcome, AttemptOutcome::TimedOut { .. }) {
+                            plugin.mark_cache_key_stalled(&self.info.name);
+                        }
                         self.log.log(
                             weir_core::LogLevel::Warning,
                             &format!(

@@ -78,6 +78,8 @@ pub enum CrashKind {
     BadOutput,
     /// The component could not be instantiated.
     Instantiation,
+    /// The task called `exit` (WASI `proc_exit`) instead of returning.
+    Exit,
 }
 
 /// How one attempt ended.
@@ -135,14 +137,20 @@ impl Runtime {
         let log = guard.log.clone();
         let call = Call::Run { task, input };
         let outcome = match self.call_guarded(plugin.pre(), guard, call).await {
-            Ok(CallResult::Run(Ok(text))) => match serde_json::from_str(&text) {
-                Ok(output) => AttemptOutcome::Completed { output },
-                Err(error) => AttemptOutcome::Crashed {
+            Ok(CallResult::Run(Ok(text))) => match self.check_output_size(&text) {
+                Err(message) => AttemptOutcome::Crashed {
                     kind: CrashKind::BadOutput,
-                    message: format!(
-                        "the task returned output that is not JSON ({error}); it begins with `{}`",
-                        text.chars().take(80).collect::<String>()
-                    ),
+                    message,
+                },
+                Ok(()) => match serde_json::from_str(&text) {
+                    Ok(output) => AttemptOutcome::Completed { output },
+                    Err(error) => AttemptOutcome::Crashed {
+                        kind: CrashKind::BadOutput,
+                        message: format!(
+                            "the task returned output that is not JSON ({error}); it begins with `{}`",
+                            text.chars().take(80).collect::<String>()
+                        ),
+                    },
                 },
             },
             Ok(CallResult::Run(Err(WitTaskError::Retriable(message)))) => AttemptOutcome::Failed {
@@ -157,18 +165,41 @@ impl Runtime {
             Err(Interrupted(outcome)) => outcome,
         };
         log.finish();
-        // A message may quote what the guest saw, secrets included.
+        // A message may quote what the guest saw, secrets included, and may be of any
+        // size: it is cut to a bound (the rest is dropped) and redacted.
+        let bound = |message: String| bound_message(&log, message, self.config.max_message_bytes);
         match outcome {
             AttemptOutcome::Failed { retriable, message } => AttemptOutcome::Failed {
                 retriable,
-                message: log.redact(&message),
+                message: bound(message),
             },
             AttemptOutcome::Crashed { kind, message } => AttemptOutcome::Crashed {
                 kind,
-                message: log.redact(&message),
+                message: bound(message),
             },
             other => other,
         }
+    }
+
+    /// Refuses an output above the configured size or value count before parsing it:
+    /// parsing costs host memory per value (64 MiB of `[0,0,…]` took 2.4 GiB).
+    fn check_output_size(&self, text: &str) -> Result<(), String> {
+        let max_bytes = self.config.max_output_bytes;
+        if text.len() > max_bytes {
+            return Err(format!(
+                "the task's output is {}, above the limit of {} (RuntimeConfig::max_output_bytes)",
+                format_bytes(text.len() as u64),
+                format_bytes(max_bytes as u64)
+            ));
+        }
+        let max_values = self.config.max_output_values;
+        let values = count_json_values(text);
+        if values > max_values {
+            return Err(format!(
+                "the task's output holds about {values} JSON values, above the limit of {max_values} (RuntimeConfig::max_output_values)"
+            ));
+        }
+        Ok(())
     }
 
     /// Asks the plugin for its own cache key (tasks whose policy is custom-key).
@@ -321,6 +352,58 @@ impl Runtime {
     }
 }
 
+/// An upper bound on the number of values in a JSON text, counted without parsing: every
+/// value but the first follows a `,` or opens a container, outside strings.
+pub(crate) fn count_json_values(text: &str) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' => count += 1,
+            _ => {}
+        }
+    }
+    count
+}
+
+/// Cuts `message` to `max_bytes` (on a character boundary, saying how long it was) and
+/// redacts it. Redaction sees a little more than is kept, so that a secret straddling
+/// the cut is not left half visible.
+fn bound_message(log: &AttemptLog, message: String, max_bytes: usize) -> String {
+    if message.len() <= max_bytes {
+        return log.redact(&message);
+    }
+    let total = message.len();
+    let window = floor_char_boundary(&message, max_bytes + 4096);
+    let redacted = log.redact(&message[..window]);
+    let cut = floor_char_boundary(&redacted, max_bytes);
+    format!(
+        "{}… (cut: {} in all, limit {})",
+        &redacted[..cut],
+        format_bytes(total as u64),
+        format_bytes(max_bytes as u64)
+    )
+}
+
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 fn out_of_memory_message(memory_limit: u64, tried: u64) -> String {
     format!(
         "out of memory: the task exceeded its memory limit of {} (it tried to grow to {})",
@@ -343,9 +426,37 @@ fn classify_error(
         return AttemptOutcome::TimedOut { after: elapsed };
     }
     if let Some(tried) = refused_growth_to {
+        let said = log
+            .cause_line()
+            .map(|line| format!(" (the task said: {line})"))
+            .unwrap_or_default();
         return AttemptOutcome::Crashed {
             kind: CrashKind::OutOfMemory,
-            message: out_of_memory_message(memory_limit, tried),
+            message: format!("{}{said}", out_of_memory_message(memory_limit, tried)),
+        };
+    }
+    // `exit` in the guest is an error value, not a trap: the guest chose to stop.
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        let message = match exit.0 {
+            0 => "the task called exit(0) before it returned".to_owned(),
+            // WASI 0.2's exit carries success or failure only, not the code.
+            _ => "the task called exit with a failure status before it returned".to_owned(),
+        };
+        return AttemptOutcome::Crashed {
+            kind: CrashKind::Exit,
+            message,
+        };
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        error.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return AttemptOutcome::Crashed {
+            kind: CrashKind::OutOfMemory,
+            message: format!(
+                "out of host resources: the task holds more than {} handles (HTTP header sets, streams, …) at once, the limit for its memory limit of {}",
+                crate::sandbox::resource_limit(memory_limit),
+                format_bytes(memory_limit)
+            ),
         };
     }
     match trap {
@@ -361,8 +472,15 @@ fn classify_error(
             message: "stack overflow: the task recursed too deeply (wasm stack limit 1 MiB)".into(),
         },
         Some(trap) => {
-            let last_error = log.last_error_line();
+            let last_error = log.cause_line().or_else(|| log.last_error_line());
             match last_error {
+                Some(line) if line.starts_with("memory allocation of") => AttemptOutcome::Crashed {
+                    kind: CrashKind::OutOfMemory,
+                    message: format!(
+                        "out of memory: {line} in the task (its memory limit is {})",
+                        format_bytes(memory_limit)
+                    ),
+                },
                 Some(line) if line.starts_with("panicked at") => AttemptOutcome::Crashed {
                     kind: CrashKind::Panic,
                     message: format!("the task {line}"),

@@ -37,3 +37,4 @@ pub use attempt::{AttemptOutcome, AttemptSpec, CrashKind};
 pub use output::{LogSink, StderrLogSink};
 pub use plugin::{LoadError, Plugin};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use sandbox::{HTTP_FIELDS_LIMIT_BYTES, resource_limit};

@@ -47,6 +47,12 @@ struct AttemptLogState {
     stderr_partial: Vec<u8>,
     /// The last error-level line (e.g. a panic message): the best explanation of a trap.
     last_error_line: Option<String>,
+    /// The last line that names a cause: a panic (with its message, which Rust prints on
+    /// the line after `panicked at …:`) or a failed allocation. Better than the last
+    /// line, which is often Rust's "run with RUST_BACKTRACE=1" hint.
+    cause_line: Option<String>,
+    /// A `panicked at …:` line waiting for its message on the next line.
+    panic_awaiting_message: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,8 @@ impl AttemptLog {
                 stdout_partial: Vec::new(),
                 stderr_partial: Vec::new(),
                 last_error_line: None,
+                cause_line: None,
+                panic_awaiting_message: false,
             }),
         }
     }
@@ -103,6 +111,7 @@ impl AttemptLog {
         let mut state = self.lock();
         if level == LogLevel::Error {
             state.last_error_line = Some(truncate_chars(message, 2000));
+            note_cause(&mut state, message);
         }
         self.emit(&mut state, level, message);
     }
@@ -163,6 +172,7 @@ impl AttemptLog {
         let text = text.trim_end_matches('\r');
         if stream == Stream::Stderr && !text.trim().is_empty() {
             state.last_error_line = Some(truncate_chars(text, 2000));
+            note_cause(state, text);
         }
         if !self.capture_prints {
             return;
@@ -201,6 +211,36 @@ impl AttemptLog {
 
     pub(crate) fn last_error_line(&self) -> Option<String> {
         self.lock().last_error_line.clone()
+    }
+
+    /// The last panic (`panicked at FILE:LINE: message`) or failed allocation the task
+    /// reported, redacted.
+    pub(crate) fn cause_line(&self) -> Option<String> {
+        let cause = self.lock().cause_line.clone()?;
+        Some(self.redact(&cause))
+    }
+}
+
+/// Keeps `line` as the cause when it names one (see `AttemptLogState::cause_line`).
+fn note_cause(state: &mut AttemptLogState, line: &str) {
+    let line = line.trim();
+    if state.panic_awaiting_message {
+        state.panic_awaiting_message = false;
+        if !line.starts_with("note:")
+            && let Some(panic) = &mut state.cause_line
+        {
+            panic.push(' ');
+            panic.push_str(&truncate_chars(line, 2000));
+            return;
+        }
+    }
+    if let Some(at) = line.find("panicked at ") {
+        // `thread 'main' panicked at src/lib.rs:3:5:` (std), or the SDK's one-line form.
+        let panic = &line[at..];
+        state.panic_awaiting_message = panic.ends_with(':');
+        state.cause_line = Some(truncate_chars(panic, 2000));
+    } else if line.starts_with("memory allocation of ") {
+        state.cause_line = Some(truncate_chars(line, 2000));
     }
 }
 

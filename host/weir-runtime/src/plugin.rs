@@ -63,6 +63,8 @@ struct PluginInner {
     size_bytes: usize,
     tasks: Vec<TaskInfo>,
     pub(crate) pre: bindings::PluginPre<AttemptState>,
+    /// Tasks whose `cache-key` timed out: not asked again by this process.
+    stalled_cache_keys: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Plugin {
@@ -89,6 +91,23 @@ impl Plugin {
 
     pub(crate) fn pre(&self) -> &bindings::PluginPre<AttemptState> {
         &self.inner.pre
+    }
+
+    fn stalled_cache_keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.inner
+            .stalled_cache_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `task`'s cache-key function timed out before in this process.
+    pub fn cache_key_stalled(&self, task: &str) -> bool {
+        self.stalled_cache_keys().contains(task)
+    }
+
+    /// Remembers that `task`'s cache-key function timed out: it is not asked again.
+    pub fn mark_cache_key_stalled(&self, task: &str) {
+        self.stalled_cache_keys().insert(task.to_owned());
     }
 }
 
@@ -151,6 +170,7 @@ impl Runtime {
                 size_bytes: bytes.len(),
                 tasks,
                 pre,
+                stalled_cache_keys: Default::default(),
             }),
         })
     }
@@ -227,7 +247,7 @@ impl Runtime {
             context,
             log,
             limits: Limits::default(),
-            timeout: Some(Duration::from_secs(30)),
+            timeout: Some(self.config.info_timeout),
             dirs: Vec::new(),
             env: Vec::new(),
             http: Vec::new(),
@@ -237,6 +257,17 @@ impl Runtime {
             Ok(_) => unreachable!("an info call returns task info"),
             Err(Interrupted(outcome)) => return Err(info_failed(describe_outcome(&outcome))),
         };
+        let bad_info = |message: String| LoadError::BadInfo {
+            name: name.to_owned(),
+            message,
+        };
+        let maximum = weir_core::declared::MAX_TASKS;
+        if raw.len() > maximum {
+            return Err(bad_info(format!(
+                "it declares {} tasks, above the maximum of {maximum}",
+                raw.len()
+            )));
+        }
         let tasks = raw
             .into_iter()
             .map(convert_task_info)
@@ -247,12 +278,7 @@ impl Runtime {
             })?;
         let mut seen = std::collections::HashSet::new();
         for task in &tasks {
-            if task.name.trim().is_empty() {
-                return Err(LoadError::BadInfo {
-                    name: name.to_owned(),
-                    message: "a task has an empty name".into(),
-                });
-            }
+            task.check().map_err(bad_info)?;
             if !seen.insert(task.name.as_str()) {
                 return Err(LoadError::BadInfo {
                     name: name.to_owned(),
@@ -289,20 +315,41 @@ fn write_compiled(component: &Component, path: &Path) -> anyhow::Result<()> {
 }
 
 fn convert_task_info(raw: WitTaskInfo) -> anyhow::Result<TaskInfo> {
+    let shown_name: String = raw.name.chars().take(64).collect();
     let schema = |text: Option<String>, which: &str| -> anyhow::Result<Option<serde_json::Value>> {
+        let maximum = weir_core::declared::MAX_SCHEMA_BYTES;
+        if let Some(text) = &text
+            && text.len() > maximum
+        {
+            anyhow::bail!(
+                "task `{shown_name}`: its {which} schema is {} bytes, above the maximum of {maximum}",
+                text.len()
+            );
+        }
         text.map(|text| {
             serde_json::from_str(&text)
-                .with_context(|| format!("task `{}`: its {which} schema is not JSON", raw.name))
+                .with_context(|| format!("task `{}`: its {which} schema is not JSON", shown_name))
         })
         .transpose()
     };
     let input_schema = schema(raw.input_schema.clone(), "input")?;
+    let maximum = weir_core::declared::MAX_TAGS;
+    if raw.needs.len() > maximum
+        || raw.retry_delays_ms.len() > weir_core::declared::MAX_RETRY_DELAYS
+    {
+        anyhow::bail!(
+            "task `{shown_name}`: it declares {} needs and {} retry delays (at most {maximum} and {})",
+            raw.needs.len(),
+            raw.retry_delays_ms.len(),
+            weir_core::declared::MAX_RETRY_DELAYS
+        );
+    }
     let needs = raw
         .needs
         .iter()
         .map(|need| weir_core::Need::parse(need))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| anyhow::anyhow!("task `{}`: {message}", raw.name))?;
+        .map_err(|message| anyhow::anyhow!("task `{}`: {message}", shown_name))?;
     let output_schema = schema(raw.output_schema.clone(), "output")?;
     let delays = match raw.retry_backoff {
         Some(backoff) => RetryDelays::Exponential {

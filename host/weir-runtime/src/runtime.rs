@@ -28,6 +28,18 @@ pub struct RuntimeConfig {
     pub pooling: bool,
     /// Slots in the pool: the most component instances alive at once.
     pub pool_instances: u32,
+    /// How long a plugin's `info()` may take when it loads.
+    pub info_timeout: Duration,
+    /// How long a plugin's own `cache-key` may take; one that times out is not asked
+    /// again in this process (its task runs without cache).
+    pub cache_key_timeout: Duration,
+    /// The largest output (JSON text) a task may return.
+    pub max_output_bytes: usize,
+    /// The most JSON values (numbers, strings, items…) an output may hold: parsing
+    /// costs tens of bytes of host memory per value, whatever its size in the text.
+    pub max_output_values: usize,
+    /// Bytes of an error message kept from a task (the rest is cut, and says so).
+    pub max_message_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -40,6 +52,11 @@ impl Default for RuntimeConfig {
             max_http_response_bytes: 64 << 20,
             pooling: true,
             pool_instances: 256,
+            info_timeout: Duration::from_secs(10),
+            cache_key_timeout: Duration::from_secs(2),
+            max_output_bytes: 16 << 20,
+            max_output_values: 2_000_000,
+            max_message_bytes: 16 << 10,
         }
     }
 }

@@ -15,6 +15,16 @@ use crate::bindings::{WitLogLevel, WitRunContext, weir::task::host};
 use crate::output::{AttemptLog, CapturedOutput, Stream};
 
 /// Data of one wasmtime `Store`: lives exactly as long as one attempt.
+/// The most bytes of one set of HTTP header fields a task may build or receive.
+pub const HTTP_FIELDS_LIMIT_BYTES: usize = 64 << 10;
+
+/// The most host resources (handles) an attempt may hold at once: one per 256 KiB of
+/// its memory limit (1,024 at the default 256 MiB), so that header sets of at most
+/// [`HTTP_FIELDS_LIMIT_BYTES`] each keep host memory within a quarter of the limit.
+pub fn resource_limit(memory_limit_bytes: u64) -> usize {
+    (memory_limit_bytes / (256 << 10)).clamp(256, 16_384) as usize
+}
+
 pub(crate) struct AttemptState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -68,10 +78,16 @@ impl AttemptState {
         for (name, value) in env {
             builder.env(name, value);
         }
+        // Host-side state a guest can make the host hold (resources: header sets,
+        // streams, …) is bounded per attempt by its memory limit, not only its memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resource_limit(memory_limit_bytes));
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(HTTP_FIELDS_LIMIT_BYTES);
         Ok(AttemptState {
             wasi: builder.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http: http_ctx,
             http_policy: HttpPolicy {
                 granted: http.to_vec(),
                 log: log.clone(),

@@ -391,7 +391,7 @@ impl RunStore for SqliteStore {
             .prepare_cached(&format!(
                 "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
                  WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
-                   AND (?5 IS NULL OR name = ?5)
+                   AND (?5 IS NULL OR name = ?5) AND (?6 IS NULL OR parent_flow_run_id = ?6)
                  ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(backend("listing flow runs"))?;
@@ -402,7 +402,8 @@ impl RunStore for SqliteStore {
                     filter.state.map(State::as_str),
                     filter.since.map(|since| since.0),
                     filter.limit.map_or(-1, |limit| limit as i64),
-                    filter.name
+                    filter.name,
+                    filter.parent.as_ref().map(FlowRunId::as_str)
                 ],
                 flow_run_from_row,
             )

@@ -457,6 +457,15 @@ fn end_runs_inside(
         ended.flow_runs.push(id);
     }
     if let RunSelection::Owner(owner) = selection {
+        // Its finished runs too: a process killed between finishing a run and
+        // releasing its slot leaves the slot behind.
+        transaction
+            .prepare_cached(
+                "DELETE FROM concurrency_slots WHERE holder IN
+                   (SELECT t.id FROM concurrency_slots s JOIN task_runs t ON t.id = s.holder WHERE t.owner = ?1)",
+            )
+            .and_then(|mut statement| statement.execute([owner]))
+            .map_err(backend("freeing the slots of a stopped process"))?;
         transaction
             .prepare_cached("DELETE FROM owners WHERE id = ?1")
             .and_then(|mut statement| statement.execute([owner]))

@@ -164,6 +164,8 @@ pub struct FlowRunFilter {
     pub flow: Option<String>,
     /// The run's name (e.g. `great-ammonite`).
     pub name: Option<String>,
+    /// Only the subflow runs of this flow run.
+    pub parent: Option<FlowRunId>,
     pub state: Option<State>,
     pub since: Option<Timestamp>,
     pub limit: Option<usize>,
