@@ -294,3 +294,40 @@ fn hostile_tasks_keep_the_host_process_within_bounded_memory() {
         assert!(peak < 700, "{task}: peak RSS {peak} MiB");
     }
 }
+
+#[test]
+fn bounds_change_with_environment_variables_and_a_bad_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = plugin_path("hostile").display().to_string();
+    let run = |variable: &str, value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
+            .current_dir(dir.path())
+            .args([
+                "task",
+                "run",
+                &hostile,
+                "--task",
+                "big-output",
+                "--input",
+                r#"{"mib": 1}"#,
+            ])
+            .env_remove("WEIR_STORE")
+            .env(variable, value)
+            .output()
+            .unwrap()
+    };
+    let small = run("WEIR_MAX_OUTPUT", "1KiB");
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    assert_eq!(small.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("above the limit of 1024 bytes (WEIR_MAX_OUTPUT)"),
+        "{stderr}"
+    );
+    let bad = run("WEIR_MAX_OUTPUT", "lots");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the environment variable WEIR_MAX_OUTPUT: invalid size `lots`"),
+        "{stderr}"
+    );
+}

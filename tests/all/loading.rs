@@ -125,3 +125,49 @@ async fn a_damaged_compiled_artifact_is_replaced() {
         "the artifact was rewritten"
     );
 }
+
+#[tokio::test]
+async fn truncated_and_bit_flipped_plugins_load_or_fail_with_a_named_error() {
+    let intact = std::fs::read(plugin_path("hostile")).unwrap();
+    let seed = fastrand::u64(..);
+    eprintln!("corruption seed: {seed}");
+    let mut random = fastrand::Rng::with_seed(seed);
+    for case in 0..48 {
+        let mut bytes = intact.clone();
+        if case % 2 == 0 {
+            bytes.truncate(random.usize(0..bytes.len()));
+        } else {
+            for _ in 0..random.usize(1..8) {
+                let at = random.usize(0..bytes.len());
+                bytes[at] ^= 1 << random.u8(0..8);
+            }
+        }
+        let name = format!("corrupt-{case}");
+        match shared_runtime().load_plugin_bytes(&name, &bytes).await {
+            // A flip in a string or a name can leave a working plugin.
+            Ok(plugin) => assert!(!plugin.tasks().is_empty()),
+            Err(error) => {
+                let message = error.to_string();
+                assert!(
+                    message.starts_with(&name),
+                    "seed {seed}, case {case}: {message}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_importing_what_the_host_lacks_names_the_import() {
+    let error = shared_runtime()
+        .load_plugin_file(&plugin_path("alien"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LoadError::MissingImport { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("alien needs imports this host does not provide:")
+            && message.contains("acme:widgets/gadget@1.0.0"),
+        "{message}"
+    );
+}

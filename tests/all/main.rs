@@ -16,3 +16,4 @@ mod projects;
 mod repo_info;
 mod runs;
 mod sandbox;
+mod store_failures;

@@ -110,7 +110,12 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
     tasks
         .store()
         .flush()
-        .context("recording the flow run in the store")
+        .with_context(|| {
+            format!(
+                "recording the flow run in the store {}",
+                store_dir.display()
+            )
+        })
         .map_err(Failure::internal)?;
     let code = crate::report_run(
         args.json,
@@ -122,4 +127,63 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
         outcome.output.as_ref(),
     );
     Ok(interrupts.exit_code().unwrap_or(code))
+}
+
+#[cfg(test)]
+mod properties {
+    //! Whatever is typed after `-p`, `--params-file` aside, the parameters parse or the
+    //! command refuses them with a message; nothing panics.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn flow() -> Flow {
+        Flow::from_toml(
+            r#"
+format = 1
+name = "typed"
+[parameters.count]
+type = "integer"
+[parameters.ratio]
+type = "number"
+[parameters.label]
+type = "string"
+[parameters.items]
+type = "array"
+[parameters.blob]
+type = "any"
+[plugins]
+[nodes]
+"#,
+            Path::new("typed.toml"),
+        )
+        .expect("the flow parses")
+    }
+
+    fn args(params: Vec<String>) -> RunArgs {
+        RunArgs {
+            flow: None,
+            resume: None,
+            params,
+            params_file: None,
+            concurrency: None,
+            secrets_file: None,
+            json: false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_parameter_assignment_parses_or_is_refused(
+            key in prop::sample::select(vec!["count", "ratio", "label", "items", "blob", "nope", ""]),
+            separator in prop::sample::select(vec!["=", "", "==", " = "]),
+            value in "\\PC{0,40}",
+        ) {
+            let assignment = format!("{key}{separator}{value}");
+            match parameters(&flow(), &args(vec![assignment])) {
+                Ok(given) => prop_assert!(given.len() <= 1),
+                Err(failure) => prop_assert_eq!(failure.code, crate::exit::USAGE),
+            }
+        }
+    }
 }

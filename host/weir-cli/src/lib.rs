@@ -131,8 +131,36 @@ pub(crate) mod exit {
     pub const CANCELLED: u8 = 6;
 }
 
+/// A panic in weir is a bug whatever caused it: say so, and when `WEIR_PANIC_LOG` names
+/// a file, append the panic to it (the test command fails if any weir process wrote
+/// one).
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("error: weir panicked; this is a bug in weir, not in your flow or plugin");
+        if let Some(path) = std::env::var_os("WEIR_PANIC_LOG") {
+            use std::io::Write as _;
+            let args: Vec<String> = std::env::args().collect();
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(
+                    file,
+                    "pid {}: weir {}: {info}",
+                    std::process::id(),
+                    args.join(" ")
+                );
+            }
+        }
+    }));
+}
+
 /// Parses the process's arguments, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -89,11 +89,8 @@ pub(crate) fn open_runner(
     let store = weir_store_sqlite::SqliteStore::open(store_dir)
         .with_context(|| format!("opening the store in {}", store_dir.display()))
         .map_err(Failure::internal)?;
-    let runtime = weir_runtime::Runtime::new(weir_runtime::RuntimeConfig {
-        compiled_cache_dir: Some(store_dir.join("compiled")),
-        ..Default::default()
-    })
-    .map_err(Failure::internal)?;
+    let runtime =
+        weir_runtime::Runtime::new(runtime_config(store_dir)?).map_err(Failure::internal)?;
     Ok(TaskRunner::new(
         Arc::new(runtime),
         Arc::new(store),
@@ -101,6 +98,55 @@ pub(crate) fn open_runner(
         Arc::new(TerminalObserver::stderr()),
     )
     .with_secrets(secrets))
+}
+
+/// The runtime's bounds, each changeable with an environment variable (the README's
+/// table of bounds lists them).
+fn runtime_config(store_dir: &Path) -> Result<weir_runtime::RuntimeConfig, Failure> {
+    let mut config = weir_runtime::RuntimeConfig {
+        compiled_cache_dir: Some(store_dir.join("compiled")),
+        ..Default::default()
+    };
+    let read = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    };
+    let bad = |name: &str, message: String| {
+        Failure::usage(anyhow::anyhow!(
+            "the environment variable {name}: {message}"
+        ))
+    };
+    let size = |name: &str, field: &mut usize| -> Result<(), Failure> {
+        if let Some(text) = read(name) {
+            let bytes = weir_core::parse_size(&text).map_err(|message| bad(name, message))?;
+            *field = usize::try_from(bytes).map_err(|_| bad(name, "too large".into()))?;
+        }
+        Ok(())
+    };
+    size("WEIR_LOG_LIMIT", &mut config.log_limit_bytes)?;
+    size("WEIR_MAX_OUTPUT", &mut config.max_output_bytes)?;
+    size("WEIR_MAX_MESSAGE", &mut config.max_message_bytes)?;
+    size("WEIR_MAX_HTTP_BODY", &mut config.max_http_response_bytes)?;
+    if let Some(text) = read("WEIR_MAX_MEMORY") {
+        config.max_memory_bytes =
+            weir_core::parse_size(&text).map_err(|message| bad("WEIR_MAX_MEMORY", message))?;
+    }
+    if let Some(text) = read("WEIR_MAX_OUTPUT_VALUES") {
+        config.max_output_values = text
+            .trim()
+            .parse()
+            .map_err(|_| bad("WEIR_MAX_OUTPUT_VALUES", format!("`{text}` is not a count")))?;
+    }
+    for (name, field) in [
+        ("WEIR_INFO_TIMEOUT", &mut config.info_timeout),
+        ("WEIR_CACHE_KEY_TIMEOUT", &mut config.cache_key_timeout),
+    ] {
+        if let Some(text) = read(name) {
+            *field = parse_duration(&text).map_err(|error| bad(name, error.to_string()))?;
+        }
+    }
+    Ok(config)
 }
 
 pub(crate) fn runner_failure(error: RunnerError) -> Failure {
@@ -142,7 +188,7 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
     runner
         .store()
         .flush()
-        .context("recording the run in the store")
+        .with_context(|| format!("recording the run in the store {}", store_dir.display()))
         .map_err(Failure::internal)?;
     let code = crate::report_run(
         args.json,
@@ -154,4 +200,20 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
         outcome.output.as_ref(),
     );
     Ok(interrupts.exit_code().unwrap_or(code))
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_input_text_is_json_or_a_usage_error(text in "\\PC{0,80}") {
+            match read_input(&text) {
+                Ok(_) => {}
+                Err(failure) => prop_assert_eq!(failure.code, crate::exit::USAGE),
+            }
+        }
+    }
 }

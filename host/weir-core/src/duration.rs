@@ -23,19 +23,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationParseError> {
     if number.is_empty() {
         return Err(error("it does not start with a number"));
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| error("the number is malformed"))?;
-    let seconds_per_unit = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "us" | "µs" => 0.000_001,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
+    let nanos_per_unit: u128 = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "us" | "µs" => 1_000,
+        "m" | "min" | "mins" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
         _ => return Err(error("unknown unit")),
     };
-    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| error("out of range"))
+    // Decimal arithmetic, not f64: `8078634.43s` is exactly 8078634430 ms.
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
+        return Err(error("the number is malformed"));
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| error("out of range"))?
+    };
+    // Digits past a nanosecond of the unit cannot matter; 20 keeps the product in range.
+    let fraction = &fraction[..fraction.len().min(20)];
+    let fraction_nanos = if fraction.is_empty() {
+        0
+    } else {
+        let digits: u128 = fraction
+            .parse()
+            .map_err(|_| error("the number is malformed"))?;
+        digits * nanos_per_unit / 10u128.pow(fraction.len() as u32)
+    };
+    let nanos = whole
+        .checked_mul(nanos_per_unit)
+        .and_then(|nanos| nanos.checked_add(fraction_nanos))
+        .ok_or_else(|| error("out of range"))?;
+    let seconds = u64::try_from(nanos / 1_000_000_000).map_err(|_| error("out of range"))?;
+    Ok(Duration::new(seconds, (nanos % 1_000_000_000) as u32))
 }
 
 /// The shortest exact form among `ms`, `s`, `m`, `h` (e.g. `200ms`, `30s`, `1h`).

@@ -30,6 +30,9 @@ mod size;
 mod state;
 mod task;
 
+#[cfg(test)]
+mod properties;
+
 pub use cache::{CacheKey, CachePolicy, ComponentDigest};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use duration::{DurationParseError, format_duration, parse_duration};

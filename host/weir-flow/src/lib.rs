@@ -25,6 +25,9 @@ pub mod reference;
 pub mod schema;
 mod validate;
 
+#[cfg(test)]
+mod properties;
+
 pub use file::FORMAT_VERSION;
 pub use model::{Flow, FlowOutput, Node, NodeKind, Parameter, ParameterType};
 pub use names::flow_run_name;

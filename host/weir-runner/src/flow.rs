@@ -909,12 +909,23 @@ async fn execute_graph(
                 continue;
             }
         };
+        // An output that cannot be recorded (a full disk) fails the node: going on would
+        // lose it for a resume.
+        let store = shared.runner.tasks.store();
+        let outcome = match outcome {
+            NodeOutcome::Completed(value) => {
+                match store.record_node_output(&shared.flow_run.id, &node_id, &value) {
+                    Ok(()) => NodeOutcome::Completed(value),
+                    Err(error) => NodeOutcome::Failed {
+                        state: State::Crashed,
+                        cause: format!("its output could not be recorded: {error}"),
+                    },
+                }
+            }
+            failed => failed,
+        };
         match &outcome {
             NodeOutcome::Completed(value) => {
-                let store = shared.runner.tasks.store();
-                if let Err(error) = store.record_node_output(&shared.flow_run.id, &node_id, value) {
-                    tracing::error!("could not record the output of node `{node_id}`: {error}");
-                }
                 completed.insert(node_id.clone(), value.clone());
             }
             NodeOutcome::Failed { state, cause } => {

@@ -187,7 +187,7 @@ impl Runtime {
         let max_bytes = self.config.max_output_bytes;
         if text.len() > max_bytes {
             return Err(format!(
-                "the task's output is {}, above the limit of {} (RuntimeConfig::max_output_bytes)",
+                "the task's output is {}, above the limit of {} (WEIR_MAX_OUTPUT)",
                 format_bytes(text.len() as u64),
                 format_bytes(max_bytes as u64)
             ));
@@ -196,7 +196,7 @@ impl Runtime {
         let values = count_json_values(text);
         if values > max_values {
             return Err(format!(
-                "the task's output holds about {values} JSON values, above the limit of {max_values} (RuntimeConfig::max_output_values)"
+                "the task's output holds about {values} JSON values, above the limit of {max_values} (WEIR_MAX_OUTPUT_VALUES)"
             ));
         }
         Ok(())

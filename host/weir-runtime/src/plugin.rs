@@ -388,3 +388,101 @@ fn convert_task_info(raw: WitTaskInfo) -> anyhow::Result<TaskInfo> {
         needs,
     })
 }
+
+#[cfg(test)]
+mod properties {
+    //! Whatever a hostile plugin's `info()` returns, reading it gives task metadata
+    //! within the declared maxima or an error, never a panic.
+
+    use super::*;
+    use crate::bindings::weir::task::types::ExponentialBackoff;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,16}",
+            Just(String::new()),
+            // Past every name and text bound, up to a megabyte.
+            prop::sample::select(vec![300usize, 20_000, 1 << 20])
+                .prop_map(|length| "x".repeat(length)),
+        ]
+    }
+
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(-1.0),
+            Just(1e300),
+            Just(0.5)
+        ]
+    }
+
+    fn raw_info() -> impl Strategy<Value = WitTaskInfo> {
+        (
+            (text(), prop::option::of(text()), prop::option::of(text())),
+            prop::collection::vec(text(), 0..4),
+            (
+                any::<u32>(),
+                prop::collection::vec(any::<u64>(), 0..4),
+                prop::option::of((any::<u64>(), prop::option::of(any::<u64>()))),
+                prop::option::of(float()),
+            ),
+            (
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u64>()),
+                prop::option::of(prop_oneof![Just("{}".to_owned()), text()]),
+                prop::collection::vec(
+                    prop_oneof![Just("http".to_owned()), Just("env:X".to_owned()), text()],
+                    0..3,
+                ),
+            ),
+        )
+            .prop_map(
+                |(
+                    (name, description, version),
+                    tags,
+                    (retries, delays, backoff, jitter),
+                    (timeout, expiration, schema, needs),
+                )| WitTaskInfo {
+                    name,
+                    description,
+                    version,
+                    tags,
+                    retries,
+                    retry_delays_ms: delays,
+                    retry_backoff: backoff
+                        .map(|(base_ms, max_ms)| ExponentialBackoff { base_ms, max_ms }),
+                    retry_jitter_factor: jitter,
+                    timeout_ms: timeout,
+                    cache_policy: WitCachePolicy::Inputs,
+                    cache_expiration_ms: expiration,
+                    log_prints: true,
+                    run_name: None,
+                    input_schema: schema,
+                    output_schema: None,
+                    needs,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_declared_metadata_is_within_bounds_or_refused(raw in raw_info()) {
+            let Ok(info) = convert_task_info(raw) else {
+                return Ok(());
+            };
+            if info.check().is_ok() {
+                use weir_core::declared::*;
+                prop_assert!(info.name.len() <= MAX_NAME_BYTES);
+                prop_assert!(info.retry.retries <= MAX_RETRIES);
+                prop_assert!(info.retry.jitter_factor.is_none_or(|jitter| (0.0..=MAX_JITTER_FACTOR).contains(&jitter)));
+                prop_assert!(info.timeout.is_none_or(|timeout| timeout <= MAX_TIMEOUT));
+                for retry in [0, 1, 1000, u32::MAX] {
+                    prop_assert!(info.retry.delay_before_retry(retry, 0.99) <= MAX_RETRY_DELAY);
+                }
+            }
+        }
+    }
+}

@@ -48,10 +48,18 @@ pub(crate) fn prepare(
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent).map_err(io_error)?;
         }
-        // Write then rename, so a reader never sees half a result.
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        fs_err::write(&temporary, &text).map_err(io_error)?;
-        fs_err::rename(&temporary, &path).map_err(io_error)?;
+        // Write then rename, so a reader never sees half a result. The temporary name is
+        // unique per write: runs of one process often store the same result at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = path.with_extension(format!("tmp{}-{write}", std::process::id()));
+        let written =
+            fs_err::write(&temporary, &text).and_then(|()| fs_err::rename(&temporary, &path));
+        if let Err(error) = written {
+            // A full disk must not keep the half-written file.
+            let _ = fs_err::remove_file(&temporary);
+            return Err(io_error(error));
+        }
     }
     Ok(PreparedResult {
         digest,
