@@ -383,3 +383,27 @@ async fn cancel_all_ends_a_flow_run_cancelled_and_later_runs_at_once() {
     assert_eq!(outcome.message.as_deref(), Some("cancelled: shutting down"));
     assert_everything_cancelled(&harness, "shutting down");
 }
+
+#[test]
+fn a_run_still_running_elsewhere_is_not_resumed_twice() {
+    let harness = Harness::new();
+    harness.write_flow("tagged.toml", TAGGED_FLOW);
+    let child = spawn_weir(&harness, &["run", "tagged.toml"]);
+    wait_for("the run to start", || running_task_runs(&harness) == 1);
+    let run = &harness.store.flow_runs(&FlowRunFilter::default()).unwrap()[0];
+    let again = weir(&harness, &["run", "--resume", &run.name]);
+    let stderr = text(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "it is still running in process {} on ",
+            child.id()
+        )) && stderr.contains(&format!(
+            "cancel it first (`weir runs cancel {}`)",
+            run.name
+        )),
+        "{stderr}"
+    );
+    signal(&child, "INT");
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+}
