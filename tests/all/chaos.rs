@@ -5,11 +5,13 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use weir_core::{FlowRunId, State};
 use weir_store::{FlowRunFilter, RunStore, TaskRunFilter};
 use weir_tests::Harness;
+
+use crate::command::{weir, weir_command};
 
 const MAP: usize = 800;
 const CHAIN: usize = 100;
@@ -73,15 +75,6 @@ map = ["ms"]
     )
 }
 
-fn weir(harness: &Harness, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .current_dir(harness.dir.path())
-        .args(args)
-        .env_remove("WEIR_STORE")
-        .output()
-        .expect("weir runs")
-}
-
 /// The flow run and its subflow runs.
 fn tree(store: &dyn RunStore, root: &FlowRunId) -> Vec<FlowRunId> {
     let mut tree = vec![root.clone()];
@@ -104,10 +97,13 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
     let harness = Harness::new();
     harness.write_flow("chaos.toml", &chaos_flow());
     harness.write_flow("chaos-sub.toml", &chaos_subflow());
-    let created = weir(&harness, &["concurrency-limit", "create", "chaos", "8"]);
+    let created = weir(
+        harness.dir.path(),
+        &["concurrency-limit", "create", "chaos", "8"],
+    );
     assert_eq!(created.status.code(), Some(0));
 
-    let reference = weir(&harness, &["run", "chaos.toml", "--json"]);
+    let reference = weir(harness.dir.path(), &["run", "chaos.toml", "--json"]);
     assert_eq!(
         reference.status.code(),
         Some(0),
@@ -128,10 +124,7 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
             None => vec!["run", "chaos.toml"],
             Some(id) => vec!["run", "--resume", id],
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-            .current_dir(harness.dir.path())
-            .args(&args)
-            .env_remove("WEIR_STORE")
+        let mut child = weir_command(harness.dir.path(), &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -167,7 +160,10 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
         "only {kills} kills landed before the run completed"
     );
     let chaos_id = chaos_id.unwrap();
-    let finished = weir(&harness, &["run", "--resume", chaos_id.as_str(), "--json"]);
+    let finished = weir(
+        harness.dir.path(),
+        &["run", "--resume", chaos_id.as_str(), "--json"],
+    );
     let report: Value = match finished.status.code() {
         Some(0) => serde_json::from_slice(&finished.stdout).unwrap(),
         // The last kill came too late: it had completed; its record says how.
@@ -211,13 +207,16 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
     assert!(twice.is_empty(), "completed more than once: {twice:?}");
 
     // Nothing is left held or Running.
-    let limits = weir(&harness, &["concurrency-limit", "ls", "--json"]);
+    let limits = weir(harness.dir.path(), &["concurrency-limit", "ls", "--json"]);
     let limits: Value = serde_json::from_slice(&limits.stdout).unwrap();
     assert_eq!(limits[0]["holders"], serde_json::json!([]));
     for listing in [
-        weir(&harness, &["runs", "ls", "--json", "--limit", "100"]),
         weir(
-            &harness,
+            harness.dir.path(),
+            &["runs", "ls", "--json", "--limit", "100"],
+        ),
+        weir(
+            harness.dir.path(),
             &["runs", "ls", "--tasks", "--json", "--limit", "100000"],
         ),
     ] {

@@ -1,21 +1,10 @@
 //! The `weir` command as a user runs it: printed lines, output and exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::command::{text, weir};
 use weir_tests::plugin_path;
-
-fn weir(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("WEIR_STORE")
-        .output()
-        .expect("the weir binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn plugin(name: &str) -> String {
     plugin_path(name).display().to_string()

@@ -4,12 +4,14 @@
 
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use weir_core::State;
 use weir_runner::TaskRequest;
 use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin, plugin_path, runtime_with, shared_runtime};
+
+use crate::command::weir_command;
 
 /// A copy of the hostile plugin whose `info()` runs in `mode` (see its source).
 fn variant(dir: &std::path::Path, mode: &str) -> PathBuf {
@@ -244,22 +246,15 @@ async fn a_cache_key_that_times_out_is_not_asked_again() {
 
 /// The peak resident memory of a `weir task run` of a hostile task, sampled from /proc.
 fn peak_rss_mib(dir: &std::path::Path, task: &str, input: &str) -> (Option<i32>, u64) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .current_dir(dir)
-        .args([
-            "task",
-            "run",
-            &plugin_path("hostile").display().to_string(),
-            "--task",
-            task,
-            "--input",
-            input,
-        ])
-        .env_remove("WEIR_STORE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let hostile = plugin_path("hostile").display().to_string();
+    let mut child = weir_command(
+        dir,
+        &["task", "run", &hostile, "--task", task, "--input", input],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0;
     loop {
@@ -300,9 +295,9 @@ fn bounds_change_with_environment_variables_and_a_bad_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let hostile = plugin_path("hostile").display().to_string();
     let run = |variable: &str, value: &str| {
-        Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-            .current_dir(dir.path())
-            .args([
+        weir_command(
+            dir.path(),
+            &[
                 "task",
                 "run",
                 &hostile,
@@ -310,11 +305,11 @@ fn bounds_change_with_environment_variables_and_a_bad_one_is_named() {
                 "big-output",
                 "--input",
                 r#"{"mib": 1}"#,
-            ])
-            .env_remove("WEIR_STORE")
-            .env(variable, value)
-            .output()
-            .unwrap()
+            ],
+        )
+        .env(variable, value)
+        .output()
+        .unwrap()
     };
     let small = run("WEIR_MAX_OUTPUT", "1KiB");
     let stderr = String::from_utf8_lossy(&small.stderr);

@@ -3,11 +3,13 @@
 //! its concurrency slots free at once), and cancellation inside the library.
 
 use serde_json::{Map, Value, json};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock};
 use weir_store::{FlowRunFilter, RunStore, TaskRunFilter};
 use weir_tests::Harness;
+
+use crate::command::{spawn_weir, text, weir};
 
 /// A map of four sleepers, a node under the `db` limit, a subflow that sleeps, and a node
 /// after the map that must never start once the run is cancelled.
@@ -66,31 +68,6 @@ task = "misbehave.sleepy"
 input = { ms = "${params.ms}" }
 tags = ["db"]
 "#;
-
-fn weir_command(harness: &Harness, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
-    command
-        .current_dir(harness.dir.path())
-        .args(args)
-        .env_remove("WEIR_STORE");
-    command
-}
-
-fn weir(harness: &Harness, args: &[&str]) -> Output {
-    weir_command(harness, args).output().expect("weir runs")
-}
-
-fn spawn_weir(harness: &Harness, args: &[&str]) -> Child {
-    weir_command(harness, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir starts")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -161,7 +138,7 @@ fn assert_everything_cancelled(harness: &Harness, reason: &str) {
 fn ctrl_c_cancels_the_flow_run_and_everything_under_it_and_exits_130() {
     let harness = Harness::new();
     long_flow(&harness);
-    let child = spawn_weir(&harness, &["run", "long.toml"]);
+    let child = spawn_weir(harness.dir.path(), &["run", "long.toml"]);
     wait_for("six running task runs", || running_task_runs(&harness) == 6);
     let interrupted = Instant::now();
     signal(&child, "INT");
@@ -188,7 +165,7 @@ fn sigterm_cancels_a_task_run_and_exits_143() {
     let harness = Harness::new();
     let misbehave = weir_tests::plugin_path("misbehave").display().to_string();
     let child = spawn_weir(
-        &harness,
+        harness.dir.path(),
         &[
             "task",
             "run",
@@ -215,7 +192,7 @@ fn sigterm_cancels_a_task_run_and_exits_143() {
 fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
     let harness = Harness::new();
     long_flow(&harness);
-    let child = spawn_weir(&harness, &["run", "long.toml"]);
+    let child = spawn_weir(harness.dir.path(), &["run", "long.toml"]);
     wait_for("six running task runs", || running_task_runs(&harness) == 6);
     let top = harness
         .store
@@ -226,7 +203,7 @@ fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
         .unwrap();
 
     let asked = Instant::now();
-    let cancel = weir(&harness, &["runs", "cancel", &top.name]);
+    let cancel = weir(harness.dir.path(), &["runs", "cancel", &top.name]);
     let took = asked.elapsed();
     let printed = text(&cancel.stdout);
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
@@ -247,7 +224,7 @@ fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
     assert_everything_cancelled(&harness, "requested by `weir runs cancel`");
 
     // Cancelling again is a clear no-op.
-    let again = weir(&harness, &["runs", "cancel", top.id.as_str()]);
+    let again = weir(harness.dir.path(), &["runs", "cancel", top.id.as_str()]);
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(
         text(&again.stdout),
@@ -266,7 +243,7 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
         .store
         .set_concurrency_limit("db", 1, SystemClock.now())
         .unwrap();
-    let mut killed = spawn_weir(&harness, &["run", "tagged.toml"]);
+    let mut killed = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
     wait_for("the tagged run to hold its slot", || {
         running_task_runs(&harness) == 1
     });
@@ -276,7 +253,7 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
     // The next run with the tag takes the dead process's slot without waiting out its
     // 30-second lease.
     let started = Instant::now();
-    let next = weir(&harness, &["run", "tagged.toml", "-p", "ms=10"]);
+    let next = weir(harness.dir.path(), &["run", "tagged.toml", "-p", "ms=10"]);
     assert_eq!(next.status.code(), Some(0), "{}", text(&next.stderr));
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -284,7 +261,7 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
         started.elapsed()
     );
 
-    let listing = weir(&harness, &["runs", "ls", "--json"]);
+    let listing = weir(harness.dir.path(), &["runs", "ls", "--json"]);
     assert_eq!(listing.status.code(), Some(0));
     let runs: Value = serde_json::from_slice(&listing.stdout).unwrap();
     let states: Vec<&str> = runs
@@ -310,13 +287,13 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
         })
         .unwrap();
     assert_eq!(tasks[0].state, State::Crashed);
-    let limits = weir(&harness, &["concurrency-limit", "ls", "--json"]);
+    let limits = weir(harness.dir.path(), &["concurrency-limit", "ls", "--json"]);
     let limits: Value = serde_json::from_slice(&limits.stdout).unwrap();
     assert_eq!(limits[0]["holders"], json!([]));
 
     // The crashed run resumes as before.
     let resumed = weir(
-        &harness,
+        harness.dir.path(),
         &["run", "--resume", runs[1]["id"].as_str().unwrap()],
     );
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
@@ -326,11 +303,11 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
 fn an_orphan_is_shown_crashed_by_the_next_command_that_looks() {
     let harness = Harness::new();
     harness.write_flow("tagged.toml", TAGGED_FLOW);
-    let mut killed = spawn_weir(&harness, &["run", "tagged.toml"]);
+    let mut killed = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
     wait_for("the run to start", || running_task_runs(&harness) == 1);
     killed.kill().unwrap();
     killed.wait().unwrap();
-    let listing = weir(&harness, &["runs", "ls"]);
+    let listing = weir(harness.dir.path(), &["runs", "ls"]);
     let stderr = text(&listing.stderr);
     assert!(
         stderr.contains(&format!("was running in process {} on ", killed.id()))
@@ -339,7 +316,7 @@ fn an_orphan_is_shown_crashed_by_the_next_command_that_looks() {
     );
     assert!(text(&listing.stdout).contains("Crashed"));
     // Said once: the next look finds nothing left to reap.
-    let again = weir(&harness, &["runs", "ls"]);
+    let again = weir(harness.dir.path(), &["runs", "ls"]);
     assert!(
         !text(&again.stderr).contains("note:"),
         "{}",
@@ -388,10 +365,10 @@ async fn cancel_all_ends_a_flow_run_cancelled_and_later_runs_at_once() {
 fn a_run_still_running_elsewhere_is_not_resumed_twice() {
     let harness = Harness::new();
     harness.write_flow("tagged.toml", TAGGED_FLOW);
-    let child = spawn_weir(&harness, &["run", "tagged.toml"]);
+    let child = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
     wait_for("the run to start", || running_task_runs(&harness) == 1);
     let run = &harness.store.flow_runs(&FlowRunFilter::default()).unwrap()[0];
-    let again = weir(&harness, &["run", "--resume", &run.name]);
+    let again = weir(harness.dir.path(), &["run", "--resume", &run.name]);
     let stderr = text(&again.stderr);
     assert_eq!(again.status.code(), Some(2), "{stderr}");
     assert!(

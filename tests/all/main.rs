@@ -4,6 +4,7 @@
 mod caching;
 mod chaos;
 mod cli;
+mod command;
 mod flows;
 mod grants;
 mod hostile;

@@ -2,24 +2,13 @@
 //! file, a store written by a newer weir. Each is a clear error naming the store and the
 //! cause, never a panic, and nothing recorded earlier is lost.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use weir_core::State;
 use weir_store::RunStore;
 use weir_store_sqlite::SqliteStore;
 
-fn weir(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir-under-test"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("WEIR_STORE")
-        .output()
-        .expect("weir runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::command::{text, weir};
 
 /// A tmpfs mounted for the test's lifetime (the test suite runs as root, as CI does).
 struct SmallDisk {

@@ -1,6 +1,25 @@
 //! Task run names: a template filled from the input (`fetch-{url}`), or `task-N`.
 
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Numbers runs per task name: `add-0`, `add-1`… (a runner's, or a flow run's own).
+#[derive(Default)]
+pub(crate) struct RunNumbers(Mutex<HashMap<String, u64>>);
+
+impl RunNumbers {
+    pub(crate) fn next(&self, task: &str) -> String {
+        let mut counters = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counter = counters.entry(task.to_owned()).or_insert(0);
+        let name = format!("{task}-{counter}");
+        *counter += 1;
+        name
+    }
+}
 
 /// Replaces each `{field}` with the input's field (strings without quotes); a field the
 /// input lacks is left as written, so the name still shows what was meant.

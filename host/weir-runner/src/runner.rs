@@ -12,7 +12,7 @@ use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, RunStore, StateChang
 
 use crate::cancel::CancelToken;
 use crate::logs::RunLog;
-use crate::naming::render_run_name;
+use crate::naming::{RunNumbers, render_run_name};
 use crate::observer::{RunLabel, RunObserver};
 use crate::owner::Ownership;
 
@@ -174,7 +174,7 @@ pub struct TaskRunner {
     pub(crate) clock: Arc<dyn Clock>,
     observer: Arc<dyn RunObserver>,
     /// Next `task-N` number per task name, for runs not named by a template.
-    name_counters: Mutex<HashMap<String, u64>>,
+    run_numbers: RunNumbers,
     /// Wakes runs waiting for a tag's concurrency slot when this process frees one.
     pub(crate) slots_freed: Arc<tokio::sync::Notify>,
     /// Values for granted environment variables, redacted wherever shown.
@@ -205,7 +205,7 @@ impl TaskRunner {
             store,
             clock,
             observer,
-            name_counters: Mutex::new(HashMap::new()),
+            run_numbers: RunNumbers::default(),
             slots_freed: Arc::new(tokio::sync::Notify::new()),
             secrets: HashMap::new(),
             ownership,
@@ -275,17 +275,6 @@ impl TaskRunner {
             first_seen: self.clock.now(),
         })?;
         Ok(plugin)
-    }
-
-    fn next_run_name(&self, task: &str) -> String {
-        let mut counters = self
-            .name_counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counter = counters.entry(task.to_owned()).or_insert(0);
-        let name = format!("{task}-{counter}");
-        *counter += 1;
-        name
     }
 
     /// Records a run that never starts because something it needs failed (state NotReady).
@@ -405,7 +394,7 @@ impl TaskRunner {
             Some(template) => render_run_name(template, &request.input),
             None => match &request.default_name {
                 Some(name) => name.clone(),
-                None => self.next_run_name(&info.name),
+                None => self.run_numbers.next(&info.name),
             },
         }
     }

@@ -8,6 +8,7 @@ use weir_core::{CacheKey, ComponentDigest, State, TaskRunId, Timestamp};
 use weir_store::{CacheEntryDraft, NewTaskRun, RunStore, StateChange, StoreError, TaskRunFilter};
 
 use crate::SqliteStore;
+use crate::writer::WriteOp;
 
 fn new_run(name: &str) -> NewTaskRun {
     NewTaskRun {
@@ -271,4 +272,90 @@ fn many_writers_share_commits() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_failed_operation_leaves_nothing_of_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    // Finishing an unknown run stores its result first, then finds no run to update:
+    // the result must not stay behind.
+    store
+        .finish_task_run(
+            &TaskRunId::generate(),
+            &change(State::Completed, 1, 6),
+            Some(&json!({"orphan": true})),
+            None,
+        )
+        .unwrap();
+    assert!(matches!(
+        store.flush().unwrap_err(),
+        StoreError::UnknownTaskRun(_)
+    ));
+    let connection = rusqlite::Connection::open(store.database_path()).unwrap();
+    let results: i64 = connection
+        .query_row("SELECT count(*) FROM results", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        results, 0,
+        "the failed operation's result row was rolled back"
+    );
+}
+
+#[test]
+fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.set_concurrency_limit("db", 1, Timestamp(0)).unwrap();
+    // A write that breaks a foreign key checked only at COMMIT, queued in the same batch
+    // as a request for a slot: the batch cannot commit, so the slot was never taken.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (busy, writer_is_busy) = std::sync::mpsc::channel::<()>();
+    // Keep the writer busy so that the bad write and the request share the next batch.
+    store
+        .writer
+        .send(WriteOp::Call(Box::new(move |_| {
+            let _ = busy.send(());
+            let _ = released.recv_timeout(std::time::Duration::from_secs(5));
+        })))
+        .unwrap();
+    writer_is_busy.recv().unwrap();
+    store
+        .writer
+        .send(WriteOp::Call(Box::new(|connection| {
+            connection
+                .execute_batch("PRAGMA defer_foreign_keys = ON")
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created)
+                     VALUES ('k', 't', 'p', 'no-such-result', 'trun_x', 0)",
+                    [],
+                )
+                .unwrap();
+        })))
+        .unwrap();
+    let asking = std::thread::spawn({
+        let store = std::sync::Arc::new(store);
+        let asked = store.clone();
+        move || {
+            let answer = asked.acquire_slots(
+                &["db".to_owned()],
+                "trun_waiting",
+                Timestamp(0),
+                Timestamp(i64::MAX),
+            );
+            (answer, store)
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    release.send(()).unwrap();
+    let (answer, store) = asking.join().unwrap();
+    let error = answer.expect_err("a slot from a batch that did not commit is not granted");
+    assert!(error.to_string().contains("committing writes"), "{error}");
+    let limit = store
+        .concurrency_limit("db", Timestamp(1))
+        .unwrap()
+        .unwrap();
+    assert!(limit.holders.is_empty());
 }

@@ -73,7 +73,9 @@ pub(crate) enum WriteOp {
         ending: Ending,
         reply: SyncSender<StoreResult<EndedRuns>>,
     },
-    /// Work that needs an answer (a count, a slot); it sends the answer itself.
+    /// Work that needs an answer (a count, a slot), given once the batch committed.
+    Ask(Box<dyn Question>),
+    /// Work whose failure is only logged (a heartbeat, a lease renewal).
     Call(Box<dyn FnOnce(&Connection) + Send>),
     Flush {
         reply: SyncSender<StoreResult<()>>,
@@ -87,6 +89,54 @@ pub(crate) enum RunSelection {
     /// A flow run, its subflow runs, and the task runs of all of them.
     FlowRunTree(FlowRunId),
 }
+
+/// Work whose answer waits for the commit: a caller must not hear "granted" for a slot
+/// that a failed commit then lost.
+pub(crate) trait Question: Send {
+    /// Does the work inside the batch's transaction; false when it failed (its
+    /// savepoint is then rolled back).
+    fn ask(&mut self, connection: &Connection) -> bool;
+    /// Sends the answer; `failed` when the batch did not commit (or never began).
+    fn answer(self: Box<Self>, failed: Option<&str>);
+}
+
+struct PendingAnswer<T, F> {
+    work: Option<F>,
+    answer: Option<StoreResult<T>>,
+    reply: SyncSender<StoreResult<T>>,
+}
+
+impl<T, F> Question for PendingAnswer<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send,
+{
+    fn ask(&mut self, connection: &Connection) -> bool {
+        let answer = self.work.take().map(|work| work(connection));
+        let succeeded = matches!(answer, Some(Ok(_)));
+        self.answer = answer;
+        succeeded
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&str>) {
+        let answer = match (failed, self.answer) {
+            (Some(message), _) => Err(StoreError::Backend {
+                action: "committing writes".into(),
+                message: message.to_owned(),
+            }),
+            (None, Some(answer)) => answer,
+            (None, None) => Err(StoreError::Backend {
+                action: "answering a store request".into(),
+                message: "the request was never run".into(),
+            }),
+        };
+        // The caller waits on the other end; if it is gone, nobody needs the answer.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// An answer to send once the batch's fate is known.
+type Deferred = Box<dyn FnOnce(Option<&str>) + Send>;
 
 pub(crate) struct Writer {
     sender: Mutex<Option<SyncSender<(u64, WriteOp)>>>,
@@ -148,9 +198,10 @@ impl Writer {
         work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = sync_channel(1);
-        self.send(WriteOp::Call(Box::new(move |connection| {
-            // The caller waits on the other end; if it is gone, nobody needs the answer.
-            let _ = reply.send(work(connection));
+        self.send(WriteOp::Ask(Box::new(PendingAnswer {
+            work: Some(work),
+            answer: None,
+            reply,
         })))?;
         answer.recv().map_err(|_| writer_gone())?
     }
@@ -273,9 +324,14 @@ fn write_loop(
             &mut flushes,
             &mut answers,
         );
-        let committed_ok = match outcome {
+        let failed = match outcome {
             Ok(()) => None,
-            Err(error) => {
+            Err(BatchError::Operation(error)) => {
+                tracing::error!("{error}");
+                pending_error.get_or_insert(error);
+                None
+            }
+            Err(BatchError::Commit(error)) => {
                 tracing::error!("{error}");
                 let message = error.to_string();
                 pending_error.get_or_insert(error);
@@ -283,15 +339,8 @@ fn write_loop(
             }
         };
         // Answers wait for the commit: an operation the commit lost was not done.
-        for (reply, answer) in answers {
-            let answer = match (&committed_ok, answer) {
-                (Some(message), Ok(_)) => Err(StoreError::Backend {
-                    action: "committing writes".into(),
-                    message: message.clone(),
-                }),
-                (_, answer) => answer,
-            };
-            let _ = reply.send(answer);
+        for answer in answers {
+            answer(failed.as_deref());
         }
         committed.store(last_sequence, Ordering::SeqCst);
         // A failure is reported to the first flush after it, once.
@@ -301,71 +350,141 @@ fn write_loop(
     }
 }
 
-/// Applies a batch in one transaction. A write that fails (say, a state change for an
-/// unknown run) is reported and the others still commit: SQLite undoes the failing
-/// statement only.
+/// How a batch went wrong: one operation failed (the rest committed), or nothing did.
+enum BatchError {
+    Operation(StoreError),
+    Commit(StoreError),
+}
+
+/// Applies a batch in one transaction, each operation in a savepoint of its own: an
+/// operation that fails (say, a state change for an unknown run) leaves nothing of itself
+/// behind, is reported, and the others still commit.
 fn commit_batch(
     connection: &mut Connection,
     sequences: &mut Sequences,
     batch: Vec<(u64, WriteOp)>,
     flushes: &mut Vec<SyncSender<StoreResult<()>>>,
-    answers: &mut Vec<EndRunsAnswer>,
-) -> StoreResult<()> {
+    answers: &mut Vec<Deferred>,
+) -> Result<(), BatchError> {
     // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
     // the slot) cannot interleave with another process's.
-    let transaction = connection
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(backend("starting a transaction"))?;
+    let transaction =
+        match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                let error = backend("starting a transaction")(error);
+                // Nothing ran: every question is answered with why.
+                let message = error.to_string();
+                for (_, op) in batch {
+                    match op {
+                        WriteOp::Flush { reply } => flushes.push(reply),
+                        WriteOp::Ask(question) => question.answer(Some(&message)),
+                        WriteOp::EndRuns { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Backend {
+                                action: "ending runs".into(),
+                                message: message.clone(),
+                            }));
+                        }
+                        _ => {}
+                    }
+                }
+                return Err(BatchError::Commit(error));
+            }
+        };
     let mut first_error = None;
     for (_, op) in batch {
-        match op {
-            WriteOp::Flush { reply } => flushes.push(reply),
-            WriteOp::Call(work) => work(&transaction),
+        if let WriteOp::Flush { reply } = op {
+            flushes.push(reply);
+            continue;
+        }
+        if let Err(error) = savepoint(&transaction, Savepoint::Open) {
+            first_error.get_or_insert(error);
+            continue;
+        }
+        let succeeded = match op {
+            WriteOp::Flush { .. } => unreachable!("handled above"),
+            WriteOp::Call(work) => {
+                work(&transaction);
+                true
+            }
+            WriteOp::Ask(mut question) => {
+                let succeeded = question.ask(&transaction);
+                answers.push(Box::new(move |failed| question.answer(failed)));
+                succeeded
+            }
             WriteOp::EndRuns {
                 selection,
                 ending,
                 reply,
             } => {
                 let answer = end_runs(&transaction, sequences, &selection, &ending);
-                answers.push((reply, answer));
+                let succeeded = answer.is_ok();
+                answers.push(Box::new(move |failed| {
+                    let answer = match failed {
+                        Some(message) => Err(StoreError::Backend {
+                            action: "committing writes".into(),
+                            message: message.to_owned(),
+                        }),
+                        None => answer,
+                    };
+                    let _ = reply.send(answer);
+                }));
+                succeeded
             }
-            op => {
-                if let Err(error) = apply(&transaction, sequences, op) {
+            op => match apply(&transaction, sequences, op) {
+                Ok(()) => true,
+                Err(error) => {
                     first_error.get_or_insert(error);
+                    false
                 }
-            }
+            },
+        };
+        let closing = if succeeded {
+            Savepoint::Release
+        } else {
+            Savepoint::RollBack
+        };
+        if let Err(error) = savepoint(&transaction, closing) {
+            first_error.get_or_insert(error);
         }
     }
-    transaction.commit().map_err(backend("committing writes"))?;
-    first_error.map_or(Ok(()), Err)
+    transaction
+        .commit()
+        .map_err(|error| BatchError::Commit(backend("committing writes")(error)))?;
+    first_error.map_or(Ok(()), |error| Err(BatchError::Operation(error)))
 }
 
-type EndRunsAnswer = (SyncSender<StoreResult<EndedRuns>>, StoreResult<EndedRuns>);
+/// The steps of one operation's savepoint.
+#[derive(Clone, Copy, PartialEq)]
+enum Savepoint {
+    Open,
+    Release,
+    RollBack,
+}
 
-/// Ends the unfinished runs of a selection, each at its own attempt, and frees the slots
-/// their task runs hold. A savepoint makes it all or nothing within the batch.
-fn end_runs(
-    transaction: &Connection,
-    sequences: &mut Sequences,
-    selection: &RunSelection,
-    ending: &Ending,
-) -> StoreResult<EndedRuns> {
-    transaction
-        .execute_batch("SAVEPOINT end_runs")
-        .map_err(backend("ending runs"))?;
-    let ended = end_runs_inside(transaction, sequences, selection, ending);
-    let close = if ended.is_ok() {
-        "RELEASE end_runs"
-    } else {
-        "ROLLBACK TO end_runs; RELEASE end_runs"
+fn savepoint(transaction: &Connection, step: Savepoint) -> StoreResult<()> {
+    let sql = match step {
+        Savepoint::Open => "SAVEPOINT operation",
+        Savepoint::Release => "RELEASE operation",
+        Savepoint::RollBack => "ROLLBACK TO operation",
     };
     transaction
-        .execute_batch(close)
-        .map_err(backend("ending runs"))?;
-    ended
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map_err(backend("keeping an operation whole"))?;
+    if step == Savepoint::RollBack {
+        // ROLLBACK TO keeps the savepoint open; it still has to be released.
+        transaction
+            .prepare_cached("RELEASE operation")
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(backend("keeping an operation whole"))?;
+    }
+    Ok(())
 }
 
-fn end_runs_inside(
+/// Ends the unfinished runs of a selection, each at its own attempt, and frees the slots
+/// their task runs hold (all or nothing: the operation's savepoint).
+fn end_runs(
     transaction: &Connection,
     sequences: &mut Sequences,
     selection: &RunSelection,
@@ -422,12 +541,7 @@ fn end_runs_inside(
     let mut ended = EndedRuns::default();
     for (id, attempt) in task_runs {
         let id = TaskRunId::from_string(id);
-        let change = StateChange {
-            state: ending.state,
-            message: Some(ending.message.clone()),
-            attempt,
-            at: ending.at,
-        };
+        let change = ending.change(attempt);
         let seq = sequences.next_state(transaction, &id, 1)?;
         sequences.forget(&id);
         finish_task_run(transaction, &id, seq, &change, None, None)?;
@@ -439,12 +553,7 @@ fn end_runs_inside(
     }
     for (id, attempt) in flow_runs {
         let id = FlowRunId::from_string(id);
-        let change = StateChange {
-            state: ending.state,
-            message: Some(ending.message.clone()),
-            attempt,
-            at: ending.at,
-        };
+        let change = ending.change(attempt);
         apply(
             transaction,
             sequences,
@@ -639,7 +748,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                 .map_err(backend("recording a node's output"))?;
             Ok(())
         }
-        WriteOp::Call(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
+        WriteOp::Call(_) | WriteOp::Ask(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
             unreachable!("handled by commit_batch")
         }
     }

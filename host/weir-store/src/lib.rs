@@ -318,6 +318,18 @@ pub struct Ending {
     pub at: Timestamp,
 }
 
+impl Ending {
+    /// The state change of one run (at its own attempt).
+    pub fn change(&self, attempt: u32) -> StateChange {
+        StateChange {
+            state: self.state,
+            message: Some(self.message.clone()),
+            attempt,
+            at: self.at,
+        }
+    }
+}
+
 /// The runs a bulk ending ended.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EndedRuns {

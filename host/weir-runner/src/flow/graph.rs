@@ -14,6 +14,7 @@ use weir_flow::reference::{self, Reference, ResolveError, Target};
 
 use super::{FlowRunner, NodeOutcome, PreparedFlow};
 use crate::cancel::CancelToken;
+use crate::naming::RunNumbers;
 use crate::observer::FlowRunLabel;
 use crate::runner::{FlowRunRef, TaskRequest};
 
@@ -24,7 +25,7 @@ pub(super) struct FlowRunShared {
     pub(super) flow_run: FlowRunRef,
     pub(super) parameters: Map<String, Value>,
     /// `task-N` numbering within this flow run.
-    pub(super) name_counters: Mutex<HashMap<String, u64>>,
+    pub(super) run_numbers: RunNumbers,
     /// Subflow runs to continue instead of starting anew (taken by the first attempt).
     pub(super) resumed_subflows: Mutex<HashMap<String, weir_store::FlowRunRecord>>,
     /// Map elements that completed before a resume: (node, index) → output.
@@ -37,17 +38,6 @@ pub(super) struct FlowRunShared {
 }
 
 impl FlowRunShared {
-    fn next_name(&self, task: &str) -> String {
-        let mut counters = self
-            .name_counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counter = counters.entry(task.to_owned()).or_insert(0);
-        let name = format!("{task}-{counter}");
-        *counter += 1;
-        name
-    }
-
     pub(super) fn request(
         &self,
         node: &str,
@@ -73,7 +63,7 @@ impl FlowRunShared {
             flow_run: Some(self.flow_run.clone()),
             node: Some(node.to_owned()),
             map_index,
-            default_name: Some(self.next_name(task)),
+            default_name: Some(self.run_numbers.next(task)),
             cancel: Some(self.cancel.child()),
         }
     }
@@ -363,18 +353,13 @@ async fn run_node(
                 }
             };
             match subflow_run {
-                Ok(outcome) if outcome.state == State::Completed => {
-                    NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))
-                }
-                Ok(outcome) => NodeOutcome::Failed {
-                    state: outcome.state,
-                    cause: format!(
-                        "subflow run '{}' ended {}: {}",
-                        outcome.name,
-                        outcome.state,
-                        outcome.message.unwrap_or_default()
-                    ),
-                },
+                Ok(outcome) => NodeOutcome::of_run(
+                    "subflow run",
+                    &outcome.name,
+                    outcome.state,
+                    outcome.message,
+                    outcome.output,
+                ),
                 Err(error) => failed(error.to_string()),
             }
         }
@@ -410,18 +395,13 @@ pub(super) async fn execute_request(
     request: TaskRequest,
 ) -> NodeOutcome {
     match shared.runner.tasks.run_task(request).await {
-        Ok(outcome) if outcome.state.is_success() => {
-            NodeOutcome::Completed(outcome.output.unwrap_or(Value::Null))
-        }
-        Ok(outcome) => NodeOutcome::Failed {
-            state: outcome.state,
-            cause: format!(
-                "task run '{}' ended {}: {}",
-                outcome.name,
-                outcome.state,
-                outcome.message.unwrap_or_default()
-            ),
-        },
+        Ok(outcome) => NodeOutcome::of_run(
+            "task run",
+            &outcome.name,
+            outcome.state,
+            outcome.message,
+            outcome.output,
+        ),
         Err(error) => NodeOutcome::Failed {
             state: State::Failed,
             cause: error.to_string(),

@@ -92,6 +92,28 @@ enum NodeOutcome {
     },
 }
 
+impl NodeOutcome {
+    /// How a node ended when the task run or subflow run it made ended in `state`.
+    fn of_run(
+        kind: &str,
+        name: &str,
+        state: State,
+        message: Option<String>,
+        output: Option<Value>,
+    ) -> Self {
+        if state.is_success() {
+            return NodeOutcome::Completed(output.unwrap_or(Value::Null));
+        }
+        NodeOutcome::Failed {
+            state,
+            cause: format!(
+                "{kind} '{name}' ended {state}: {}",
+                message.unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// Runs flows over a task runner. Share it behind an `Arc`.
 pub struct FlowRunner {
     tasks: Arc<TaskRunner>,
@@ -262,7 +284,7 @@ impl FlowRunner {
                 parameters: Value::Object(parameters.clone()),
             },
             parameters,
-            name_counters: Mutex::new(HashMap::new()),
+            run_numbers: Default::default(),
             reused_elements: resumed.elements,
             resumed_subflows: Mutex::new(resumed.subflows),
             label: label.clone(),
