@@ -381,6 +381,13 @@ fn a_run_still_running_elsewhere_is_not_resumed_twice() {
         )),
         "{stderr}"
     );
+    // Who runs it is shown.
+    let inspect = weir(harness.dir.path(), &["runs", "inspect", &run.name]);
+    assert!(
+        text(&inspect.stdout).contains(&format!("running in  process {} on ", child.id())),
+        "{}",
+        text(&inspect.stdout)
+    );
     signal(&child, "INT");
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
 }

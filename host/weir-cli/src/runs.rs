@@ -263,6 +263,31 @@ fn task_runs_of(store: &SqliteStore, flow_run: &FlowRunId) -> Result<Vec<TaskRun
     Ok(runs)
 }
 
+/// Which live process runs an unfinished run: `process 4242 on build-1 (heartbeat 1s ago)`.
+fn running_in(
+    store: &SqliteStore,
+    state: &State,
+    owner: Option<&str>,
+) -> Result<Option<String>, Failure> {
+    let Some(owner) = owner.filter(|_| !state.is_final()) else {
+        return Ok(None);
+    };
+    let now = SystemClock.now();
+    Ok(store
+        .owners()
+        .map_err(Failure::internal)?
+        .into_iter()
+        .find(|record| record.id == owner)
+        .map(|record| {
+            format!(
+                "process {} on {} (heartbeat {}s ago)",
+                record.pid,
+                record.host,
+                now.since(record.heartbeat).as_secs()
+            )
+        }))
+}
+
 fn inspect(store: &SqliteStore, args: &RunArgs) -> Result<u8, Failure> {
     match find(store, &args.run)? {
         Found::Task(run) => {
@@ -304,6 +329,9 @@ fn inspect(store: &SqliteStore, args: &RunArgs) -> Result<u8, Failure> {
                 run.attempts,
                 duration(run.started, run.ended)
             );
+            if let Some(owner) = running_in(store, &run.state, run.owner.as_deref())? {
+                println!("running   in {owner}");
+            }
             println!("input     {}", run.input);
             if let Some(result) = result {
                 println!("result    {result}");
@@ -325,12 +353,13 @@ fn inspect(store: &SqliteStore, args: &RunArgs) -> Result<u8, Failure> {
         Found::Flow(run) => {
             let history = store.flow_run_history(&run.id).map_err(Failure::internal)?;
             let task_runs = task_runs_of(store, &run.id)?;
-            let subflows = store
-                .flow_runs(&FlowRunFilter::default())
-                .map_err(Failure::internal)?
-                .into_iter()
-                .filter(|other| other.parent_flow_run_id.as_ref() == Some(&run.id))
-                .collect::<Vec<_>>();
+            let mut subflows = store
+                .flow_runs(&FlowRunFilter {
+                    parent: Some(run.id.clone()),
+                    ..Default::default()
+                })
+                .map_err(Failure::internal)?;
+            subflows.reverse();
             let result = match &run.result_digest {
                 Some(digest) => Some(store.result(digest).map_err(Failure::internal)?),
                 None => None,
@@ -365,6 +394,9 @@ fn inspect(store: &SqliteStore, args: &RunArgs) -> Result<u8, Failure> {
                 run.attempts,
                 duration(run.started, run.ended)
             );
+            if let Some(owner) = running_in(store, &run.state, run.owner.as_deref())? {
+                println!("running in  {owner}");
+            }
             if let Some(result) = result {
                 println!("result      {result}");
             }
