@@ -100,7 +100,7 @@ impl SqliteStore {
     /// Waits for queued writes (so a read sees them) and locks the reading connection.
     fn read(&self) -> StoreResult<MutexGuard<'_, Connection>> {
         if !self.writer.is_idle() {
-            self.writer.flush()?;
+            self.writer.wait()?;
         }
         // A panic while holding the lock cannot leave a read half done in a way that
         // matters: the connection has no open transaction between calls.

@@ -146,6 +146,9 @@ fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
             None,
         )
         .unwrap();
+    // A read in between (another thread polling, say) waits for the writes but leaves
+    // the failure to the flush.
+    assert_eq!(store.task_runs(&TaskRunFilter::default()).unwrap().len(), 1);
     let error = store.flush().unwrap_err();
     assert!(
         matches!(error, StoreError::UnknownTaskRun(ref id) if *id == unknown.to_string()),

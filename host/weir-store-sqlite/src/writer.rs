@@ -77,8 +77,12 @@ pub(crate) enum WriteOp {
     Ask(Box<dyn Question>),
     /// Work whose failure is only logged (a heartbeat, a lease renewal).
     Call(Box<dyn FnOnce(&Connection) + Send>),
+    /// Answered once everything before it committed; `report` takes the failure since the
+    /// last reporting flush (a read waits without taking it, so the caller of `flush`
+    /// still hears of it).
     Flush {
         reply: SyncSender<StoreResult<()>>,
+        report: bool,
     },
 }
 
@@ -186,8 +190,18 @@ impl Writer {
     /// Waits until everything enqueued before this call is committed; reports a write
     /// that failed since the last flush.
     pub(crate) fn flush(&self) -> StoreResult<()> {
+        self.flush_reporting(true)
+    }
+
+    /// Waits until everything enqueued before this call is committed, leaving a failed
+    /// write to be reported by the next [`flush`](Self::flush).
+    pub(crate) fn wait(&self) -> StoreResult<()> {
+        self.flush_reporting(false)
+    }
+
+    fn flush_reporting(&self, report: bool) -> StoreResult<()> {
         let (reply, answer) = sync_channel(1);
-        self.send(WriteOp::Flush { reply })?;
+        self.send(WriteOp::Flush { reply, report })?;
         answer.recv().map_err(|_| writer_gone())?
     }
 
@@ -344,8 +358,12 @@ fn write_loop(
         }
         committed.store(last_sequence, Ordering::SeqCst);
         // A failure is reported to the first flush after it, once.
-        for reply in flushes {
-            let _ = reply.send(pending_error.take().map_or(Ok(()), Err));
+        for (reply, report) in flushes {
+            let answer = match report {
+                true => pending_error.take().map_or(Ok(()), Err),
+                false => Ok(()),
+            };
+            let _ = reply.send(answer);
         }
     }
 }
@@ -363,7 +381,7 @@ fn commit_batch(
     connection: &mut Connection,
     sequences: &mut Sequences,
     batch: Vec<(u64, WriteOp)>,
-    flushes: &mut Vec<SyncSender<StoreResult<()>>>,
+    flushes: &mut Vec<(SyncSender<StoreResult<()>>, bool)>,
     answers: &mut Vec<Deferred>,
 ) -> Result<(), BatchError> {
     // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
@@ -377,7 +395,7 @@ fn commit_batch(
                 let message = error.to_string();
                 for (_, op) in batch {
                     match op {
-                        WriteOp::Flush { reply } => flushes.push(reply),
+                        WriteOp::Flush { reply, report } => flushes.push((reply, report)),
                         WriteOp::Ask(question) => question.answer(Some(&message)),
                         WriteOp::EndRuns { reply, .. } => {
                             let _ = reply.send(Err(StoreError::Backend {
@@ -393,8 +411,8 @@ fn commit_batch(
         };
     let mut first_error = None;
     for (_, op) in batch {
-        if let WriteOp::Flush { reply } = op {
-            flushes.push(reply);
+        if let WriteOp::Flush { reply, report } = op {
+            flushes.push((reply, report));
             continue;
         }
         if let Err(error) = savepoint(&transaction, Savepoint::Open) {
