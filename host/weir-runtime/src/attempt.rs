@@ -119,7 +119,8 @@ pub(crate) enum CallResult {
 /// An attempt that did not return normally: its outcome (TimedOut or Crashed).
 pub(crate) struct Interrupted(pub(crate) AttemptOutcome);
 
-pub(crate) struct Guard {
+/// What one store is allowed: its context, log, limits, timeout and grants.
+pub(crate) struct AttemptBounds {
     pub(crate) context: RunContext,
     pub(crate) log: Arc<AttemptLog>,
     pub(crate) limits: Limits,
@@ -221,14 +222,14 @@ impl Runtime {
     }
 
     /// Splits a spec into the bounds of its store (with its log) and what to call.
-    fn guard(&self, spec: AttemptSpec) -> (Guard, String, String) {
+    fn guard(&self, spec: AttemptSpec) -> (AttemptBounds, String, String) {
         let log = Arc::new(AttemptLog::new(
             spec.sink,
             spec.log_prints,
             self.config.log_limit_bytes,
             spec.secrets,
         ));
-        let guard = Guard {
+        let guard = AttemptBounds {
             context: spec.context,
             log,
             limits: spec.limits,
@@ -244,7 +245,7 @@ impl Runtime {
     pub(crate) async fn call_guarded(
         &self,
         pre: &bindings::PluginPre<AttemptState>,
-        guard: Guard,
+        guard: AttemptBounds,
         call: Call,
     ) -> Result<CallResult, Interrupted> {
         let started = Instant::now();

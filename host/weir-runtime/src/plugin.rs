@@ -10,7 +10,9 @@ use weir_core::{
     CachePolicy, ComponentDigest, Limits, RetryDelays, RetryPolicy, RunContext, TaskInfo,
 };
 
-use crate::attempt::{AttemptOutcome, Call, CallResult, Guard, Interrupted, describe_timeout};
+use crate::attempt::{
+    AttemptBounds, AttemptOutcome, Call, CallResult, Interrupted, describe_timeout,
+};
 use crate::bindings::{self, WitCachePolicy, WitTaskInfo};
 use crate::output::{AttemptLog, LogSink, StderrLogSink};
 use crate::runtime::Runtime;
@@ -243,7 +245,7 @@ impl Runtime {
             tags: Vec::new(),
             parameters: serde_json::Value::Object(Default::default()),
         };
-        let guard = Guard {
+        let guard = AttemptBounds {
             context,
             log,
             limits: Limits::default(),

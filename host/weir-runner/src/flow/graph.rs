@@ -379,7 +379,7 @@ async fn run_task(
 
 async fn run_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeOutcome {
     // The semaphore is never closed, so acquiring only waits.
-    let _slot = shared
+    let _permit = shared
         .runner
         .permits
         .clone()

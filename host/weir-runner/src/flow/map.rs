@@ -69,7 +69,7 @@ pub(super) async fn run_map(
             let permit = shared.runner.permits.clone().acquire_owned().await;
             (share, permit)
         };
-        let slot = tokio::select! {
+        let permits = tokio::select! {
             biased;
             reason = shared.cancel.cancelled() => {
                 gather(Ok((
@@ -89,7 +89,7 @@ pub(super) async fn run_map(
         let request = shared.request(node_id, plugin, task, element, Some(index as u32));
         let shared = shared.clone();
         elements.spawn(async move {
-            let _slot = slot;
+            let _permits = permits;
             (index, execute_request(&shared, request).await)
         });
         while let Some(joined) = elements.try_join_next() {
