@@ -45,12 +45,7 @@ fn live_owner(store: &dyn RunStore, owner: Option<&str>) -> Result<Option<OwnerR
     let Some(owner) = owner else {
         return Ok(None);
     };
-    let owners = store.owners().map_err(Failure::internal)?;
-    let now = SystemClock.now();
-    Ok(owners
-        .into_iter()
-        .find(|record| record.id == owner)
-        .filter(|record| weir_runner::owner_gone(record, now).is_none()))
+    weir_runner::live_owner(store, owner, SystemClock.now()).map_err(Failure::internal)
 }
 
 pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, Failure> {

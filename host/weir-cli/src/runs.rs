@@ -273,11 +273,8 @@ fn running_in(
         return Ok(None);
     };
     let now = SystemClock.now();
-    Ok(store
-        .owners()
+    Ok(weir_runner::live_owner(store, owner, now)
         .map_err(Failure::internal)?
-        .into_iter()
-        .find(|record| record.id == owner)
         .map(|record| {
             format!(
                 "process {} on {} (heartbeat {}s ago)",

@@ -31,18 +31,19 @@ impl ParameterType {
         }
     }
 
+    /// Every type a parameter may have.
+    pub const ALL: [ParameterType; 7] = [
+        ParameterType::String,
+        ParameterType::Integer,
+        ParameterType::Number,
+        ParameterType::Boolean,
+        ParameterType::Array,
+        ParameterType::Object,
+        ParameterType::Any,
+    ];
+
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            ParameterType::String,
-            ParameterType::Integer,
-            ParameterType::Number,
-            ParameterType::Boolean,
-            ParameterType::Array,
-            ParameterType::Object,
-            ParameterType::Any,
-        ]
-        .into_iter()
-        .find(|kind| kind.name() == name)
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
 
     pub fn accepts(self, value: &Value) -> bool {

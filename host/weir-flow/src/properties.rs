@@ -132,15 +132,7 @@ proptest! {
 
     #[test]
     fn any_command_line_value_parses_as_any_type_or_errs(text in "\\PC{0,60}") {
-        for kind in [
-            ParameterType::String,
-            ParameterType::Integer,
-            ParameterType::Number,
-            ParameterType::Boolean,
-            ParameterType::Array,
-            ParameterType::Object,
-            ParameterType::Any,
-        ] {
+        for kind in ParameterType::ALL {
             if let Ok(value) = kind.parse_value(&text) {
                 prop_assert!(kind.accepts(&value));
             }

@@ -39,6 +39,6 @@ mod slots;
 pub use cancel::CancelToken;
 pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
-pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, owner_gone, reap_orphans};
+pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, live_owner, owner_gone, reap_orphans};
 pub use runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};
 pub use secrets::load_secrets;

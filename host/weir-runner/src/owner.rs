@@ -111,6 +111,19 @@ pub fn owner_gone(owner: &OwnerRecord, now: Timestamp) -> Option<String> {
     })
 }
 
+/// The owner `id` if it is registered and alive at `now`: who is running a run.
+pub fn live_owner(
+    store: &dyn RunStore,
+    id: &str,
+    now: Timestamp,
+) -> StoreResult<Option<OwnerRecord>> {
+    Ok(store
+        .owners()?
+        .into_iter()
+        .find(|owner| owner.id == id)
+        .filter(|owner| owner_gone(owner, now).is_none()))
+}
+
 /// Records `Crashed` every unfinished run of every owner that is gone, frees their
 /// slots and forgets the owners. What every command that reads runs does first, so
 /// that no run is shown `Running` without a live process running it.
@@ -147,7 +160,7 @@ pub(crate) struct Ownership {
     /// The tokens of runs in progress, by run id, for cancellation requests.
     active: Mutex<HashMap<String, CancelToken>>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    registered: OnceLock<bool>,
+    registered: OnceLock<()>,
 }
 
 /// Removes a run from the active ones when it ends, however it ends.
@@ -202,7 +215,7 @@ impl Ownership {
         let mut record = self.record.clone();
         record.heartbeat = clock.now();
         store.register_owner(&record)?;
-        if self.registered.set(true).is_ok() {
+        if self.registered.set(()).is_ok() {
             let task = tokio::spawn(heartbeat(self.clone(), store.clone(), clock.clone()));
             *self
                 .heartbeat

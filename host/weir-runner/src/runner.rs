@@ -231,10 +231,8 @@ impl TaskRunner {
     }
 
     /// Registers this process as a run owner (once) and starts its heartbeat.
-    pub(crate) fn ensure_owner(&self) -> Result<(), RunnerError> {
-        self.ownership
-            .ensure_registered(&self.store, &self.clock)
-            .map_err(RunnerError::from)
+    pub(crate) fn ensure_owner(&self) -> Result<(), StoreError> {
+        self.ownership.ensure_registered(&self.store, &self.clock)
     }
 
     /// Makes a run cancellable by id (from another process) while the guard lives.

@@ -335,17 +335,6 @@ fn convert_task_info(raw: WitTaskInfo) -> anyhow::Result<TaskInfo> {
         .transpose()
     };
     let input_schema = schema(raw.input_schema.clone(), "input")?;
-    let maximum = weir_core::declared::MAX_TAGS;
-    if raw.needs.len() > maximum
-        || raw.retry_delays_ms.len() > weir_core::declared::MAX_RETRY_DELAYS
-    {
-        anyhow::bail!(
-            "task `{shown_name}`: it declares {} needs and {} retry delays (at most {maximum} and {})",
-            raw.needs.len(),
-            raw.retry_delays_ms.len(),
-            weir_core::declared::MAX_RETRY_DELAYS
-        );
-    }
     let needs = raw
         .needs
         .iter()

@@ -124,10 +124,7 @@ where
 
     fn answer(self: Box<Self>, failed: Option<&str>) {
         let answer = match (failed, self.answer) {
-            (Some(message), _) => Err(StoreError::Backend {
-                action: "committing writes".into(),
-                message: message.to_owned(),
-            }),
+            (Some(message), _) => Err(not_committed(message)),
             (None, Some(answer)) => answer,
             (None, None) => Err(StoreError::Backend {
                 action: "answering a store request".into(),
@@ -136,6 +133,14 @@ where
         };
         // The caller waits on the other end; if it is gone, nobody needs the answer.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// The answer to a request whose batch did not commit (or never began).
+fn not_committed(message: &str) -> StoreError {
+    StoreError::Backend {
+        action: "committing writes".into(),
+        message: message.to_owned(),
     }
 }
 
@@ -398,10 +403,7 @@ fn commit_batch(
                         WriteOp::Flush { reply, report } => flushes.push((reply, report)),
                         WriteOp::Ask(question) => question.answer(Some(&message)),
                         WriteOp::EndRuns { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Backend {
-                                action: "ending runs".into(),
-                                message: message.clone(),
-                            }));
+                            let _ = reply.send(Err(not_committed(&message)));
                         }
                         _ => {}
                     }
@@ -439,10 +441,7 @@ fn commit_batch(
                 let succeeded = answer.is_ok();
                 answers.push(Box::new(move |failed| {
                     let answer = match failed {
-                        Some(message) => Err(StoreError::Backend {
-                            action: "committing writes".into(),
-                            message: message.to_owned(),
-                        }),
+                        Some(message) => Err(not_committed(message)),
                         None => answer,
                     };
                     let _ = reply.send(answer);

@@ -196,7 +196,7 @@ impl FlowRunner {
         cancel: CancelToken,
     ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
         Box::pin(async move {
-            self.register_owner()?;
+            self.tasks.ensure_owner()?;
             let flow = &prepared.flow;
             let store = self.tasks.store().clone();
             let clock = self.tasks.clock().clone();
@@ -235,16 +235,6 @@ impl FlowRunner {
                 cancel,
             )
             .await
-        })
-    }
-
-    fn register_owner(&self) -> Result<(), FlowRunError> {
-        self.tasks.ensure_owner().map_err(|error| match error {
-            RunnerError::Store(error) => FlowRunError::Store(error),
-            other => FlowRunError::Store(StoreError::Backend {
-                action: "registering this process as a run owner".into(),
-                message: other.to_string(),
-            }),
         })
     }
 

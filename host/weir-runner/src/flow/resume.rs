@@ -43,12 +43,7 @@ impl FlowRunner {
             && !record.state.is_final()
         {
             let now = self.tasks.clock().now();
-            let live = store
-                .owners()?
-                .into_iter()
-                .find(|candidate| &candidate.id == owner)
-                .filter(|candidate| crate::owner::owner_gone(candidate, now).is_none());
-            if let Some(live) = live {
+            if let Some(live) = crate::owner::live_owner(store.as_ref(), owner, now)? {
                 return Err(refuse(format!(
                     "it is still running in process {} on {}; cancel it first (`weir runs cancel {}`)",
                     live.pid, live.host, record.name
@@ -93,7 +88,7 @@ impl FlowRunner {
                 flow: record.flow.clone(),
             };
             let attempt = record.attempts + 1;
-            self.register_owner()?;
+            self.tasks.ensure_owner()?;
             store.set_flow_run_owner(&label.id, self.tasks.owner_id())?;
             let _active = self.tasks.activate(label.id.as_str(), &cancel);
             store.set_flow_run_state(
