@@ -1,55 +1,66 @@
-//! An in-memory index of the cache entries this process wrote or read, so a cache hit
-//! costs a hash-map lookup instead of a database round trip. The database stays the
-//! truth: a miss here falls back to it.
+//! Cache entries this process wrote that the writer thread has not committed yet.
+//!
+//! A cache lookup reads the committed database without waiting for the writer (a hit
+//! must not wait for a commit), so an entry written a moment ago by this process would
+//! be missed; this holds those until they are committed. The database stays the truth:
+//! once an entry's write is committed it is forgotten here, so an entry that another
+//! process cleared or replaced is never served from memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, Timestamp};
 use weir_store::CacheEntry;
 
-/// Entries kept in memory; beyond this the oldest half is dropped.
-const CAPACITY: usize = 16 * 1024;
+/// An entry and the writer sequence number of the write that records it.
+type Pending = (CacheEntry, Arc<serde_json::Value>, u64);
 
 #[derive(Default)]
-pub(crate) struct CacheIndex {
-    entries: Mutex<HashMap<CacheKey, (CacheEntry, Arc<serde_json::Value>)>>,
+pub(crate) struct PendingEntries {
+    entries: Mutex<HashMap<CacheKey, Pending>>,
 }
 
-impl CacheIndex {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (CacheEntry, Arc<serde_json::Value>)>> {
+impl PendingEntries {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Pending>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The entry for `key` if its write is still uncommitted (`committed` is the
+    /// writer's last committed sequence number) and it has not expired at `now`.
     pub(crate) fn get(
         &self,
         key: &CacheKey,
         now: Timestamp,
+        committed: u64,
     ) -> Option<(CacheEntry, Arc<serde_json::Value>)> {
-        let entries = self.lock();
-        let (entry, result) = entries.get(key)?;
+        let mut entries = self.lock();
+        let (entry, result, sequence) = entries.get(key)?;
+        if *sequence <= committed {
+            entries.remove(key);
+            return None;
+        }
         match entry.expires {
             Some(expires) if expires <= now => None,
             _ => Some((entry.clone(), result.clone())),
         }
     }
 
-    pub(crate) fn insert(&self, entry: CacheEntry, result: Arc<serde_json::Value>) {
+    /// Remembers an entry written by the write numbered `sequence`; forgets entries
+    /// committed since (the map holds only what is in the writer's queue).
+    pub(crate) fn insert(
+        &self,
+        entry: CacheEntry,
+        result: Arc<serde_json::Value>,
+        sequence: u64,
+        committed: u64,
+    ) {
         let mut entries = self.lock();
-        if entries.len() >= CAPACITY {
-            let mut by_age: Vec<(Timestamp, CacheKey)> = entries
-                .iter()
-                .map(|(key, (entry, _))| (entry.created, key.clone()))
-                .collect();
-            by_age.sort_unstable_by_key(|(created, _)| *created);
-            for (_, key) in by_age.into_iter().take(CAPACITY / 2) {
-                entries.remove(&key);
-            }
+        // Swept at each power of two, so a long queue costs amortized O(1) per insert.
+        if entries.len() >= 1024 && entries.len().is_power_of_two() {
+            entries.retain(|_, (_, _, pending)| *pending > committed);
         }
-        entries.insert(entry.key.clone(), (entry, result));
+        entries.insert(entry.key.clone(), (entry, result, sequence));
     }
 
     pub(crate) fn clear(&self) {

@@ -5,7 +5,7 @@
 use serde_json::json;
 use std::time::Duration;
 use weir_core::{CacheKey, ComponentDigest, State, TaskRunId, Timestamp};
-use weir_store::{CacheEntryDraft, NewTaskRun, RunStore, StateChange, StoreError, TaskRunFilter};
+use weir_store::{CacheEntryDraft, NewTaskRun, Cache, History, Leases, Recorder, StateChange, StoreError, TaskRunFilter};
 
 use crate::SqliteStore;
 use crate::writer::WriteOp;
@@ -49,8 +49,8 @@ fn start(store: &SqliteStore, run: &NewTaskRun) {
         .unwrap();
 }
 
-#[test]
-fn reads_see_every_earlier_write() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_earlier_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let run = new_run("add-0");
@@ -69,13 +69,13 @@ fn reads_see_every_earlier_write() {
             None,
         )
         .unwrap();
-    let record = store.task_run(&run.id).unwrap().unwrap();
+    let record = store.task_run(&run.id).await.unwrap().unwrap();
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.attempts, 2);
     assert_eq!(record.started, Some(Timestamp(1_001)));
     assert_eq!(record.ended, Some(Timestamp(1_004)));
     let states: Vec<State> = store
-        .state_history(&run.id)
+        .state_history(&run.id).await
         .unwrap()
         .iter()
         .map(|c| c.state)
@@ -92,14 +92,14 @@ fn reads_see_every_earlier_write() {
     );
     assert_eq!(
         store
-            .result(record.result_digest.as_deref().unwrap())
+            .result(record.result_digest.as_deref().unwrap()).await
             .unwrap(),
         json!(2)
     );
 }
 
-#[test]
-fn everything_written_survives_the_store_and_a_second_process_sees_it() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_written_survives_the_store_and_a_second_process_sees_it() {
     let dir = tempfile::tempdir().unwrap();
     let runs: Vec<NewTaskRun> = (0..500)
         .map(|index| new_run(&format!("add-{index}")))
@@ -120,7 +120,7 @@ fn everything_written_survives_the_store_and_a_second_process_sees_it() {
         // Dropped without a flush: dropping commits what is queued.
     }
     let reopened = SqliteStore::open(dir.path()).unwrap();
-    let listed = reopened.task_runs(&TaskRunFilter::default()).unwrap();
+    let listed = reopened.task_runs(&TaskRunFilter::default()).await.unwrap();
     assert_eq!(listed.len(), 500);
     assert!(listed.iter().all(|run| run.state == State::Completed));
     // Newest first, by id.
@@ -128,8 +128,8 @@ fn everything_written_survives_the_store_and_a_second_process_sees_it() {
     assert_eq!(listed[499].name, "add-0");
 }
 
-#[test]
-fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let known = new_run("known-0");
@@ -148,22 +148,22 @@ fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
         .unwrap();
     // A read in between (another thread polling, say) waits for the writes but leaves
     // the failure to the flush.
-    assert_eq!(store.task_runs(&TaskRunFilter::default()).unwrap().len(), 1);
-    let error = store.flush().unwrap_err();
+    assert_eq!(store.task_runs(&TaskRunFilter::default()).await.unwrap().len(), 1);
+    let error = store.flush().await.unwrap_err();
     assert!(
         matches!(error, StoreError::UnknownTaskRun(ref id) if *id == unknown.to_string()),
         "{error}"
     );
     assert_eq!(
-        store.task_run(&known.id).unwrap().unwrap().state,
+        store.task_run(&known.id).await.unwrap().unwrap().state,
         State::Completed
     );
     // The error is reported once.
-    store.flush().unwrap();
+    store.flush().await.unwrap();
 }
 
-#[test]
-fn cache_entries_expire_are_shared_and_clear() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_entries_expire_are_shared_and_clear() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let digest = ComponentDigest::of_bytes(b"arith");
@@ -185,13 +185,13 @@ fn cache_entries_expire_are_shared_and_clear() {
         )
         .unwrap();
     let (entry, result) = store
-        .cached_result(&key, Timestamp(9_999))
+        .cached_result(&key, Timestamp(9_999)).await
         .unwrap()
         .unwrap();
     assert_eq!((entry.task_run_id, result), (run.id.clone(), json!(42)));
     assert!(
         store
-            .cached_result(&key, Timestamp(10_000))
+            .cached_result(&key, Timestamp(10_000)).await
             .unwrap()
             .is_none(),
         "expired"
@@ -201,22 +201,22 @@ fn cache_entries_expire_are_shared_and_clear() {
     let other = SqliteStore::open(dir.path()).unwrap();
     assert!(
         other
-            .cached_result(&key, Timestamp(5_000))
+            .cached_result(&key, Timestamp(5_000)).await
             .unwrap()
             .is_some()
     );
-    assert_eq!(store.clear_cache().unwrap(), 1);
+    assert_eq!(store.clear_cache().await.unwrap(), 1);
     assert!(
         store
-            .cached_result(&key, Timestamp(5_000))
+            .cached_result(&key, Timestamp(5_000)).await
             .unwrap()
             .is_none()
     );
-    assert!(store.cache_entries().unwrap().is_empty());
+    assert!(store.cache_entries().await.unwrap().is_empty());
 }
 
-#[test]
-fn large_results_are_files_addressed_by_digest() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_are_files_addressed_by_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let run = new_run("big-0");
@@ -226,22 +226,30 @@ fn large_results_are_files_addressed_by_digest() {
         .finish_task_run(&run.id, &change(State::Completed, 1, 2), Some(&big), None)
         .unwrap();
     let digest = store
-        .task_run(&run.id)
+        .task_run(&run.id).await
         .unwrap()
         .unwrap()
         .result_digest
         .unwrap();
-    let file = dir
-        .path()
-        .join("results")
-        .join(&digest[..2])
-        .join(format!("{digest}.json"));
-    assert_eq!(std::fs::read_to_string(file).unwrap(), big.to_string());
-    assert_eq!(store.result(&digest).unwrap(), big);
+    let file = dir.path().join("blobs").join(&digest[..2]).join(&digest);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), big.to_string());
+    assert_eq!(store.result(&digest).await.unwrap(), big);
+
+    // A store written before blobs kept large results as `results/ab/abcd….json`.
+    let legacy = dir.path().join("results").join(&digest[..2]);
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::rename(&file, legacy.join(format!("{digest}.json"))).unwrap();
+    assert_eq!(store.result(&digest).await.unwrap(), big);
+
+    // A damaged blob is an error naming the result, not a wrong value.
+    std::fs::write(legacy.join(format!("{digest}.json")), "\"y\"").unwrap();
+    let error = store.result(&digest).await.unwrap_err();
+    assert!(matches!(error, StoreError::BrokenResult { .. }), "{error}");
+    assert!(error.describe().contains("damaged"), "{}", error.describe());
 }
 
-#[test]
-fn many_writers_share_commits() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_writers_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
     let started = std::time::Instant::now();
@@ -264,9 +272,9 @@ fn many_writers_share_commits() {
             });
         }
     });
-    store.flush().unwrap();
+    store.flush().await.unwrap();
     assert_eq!(
-        store.task_runs(&TaskRunFilter::default()).unwrap().len(),
+        store.task_runs(&TaskRunFilter::default()).await.unwrap().len(),
         4000
     );
     // Generous: group commit records thousands of runs per second even on a slow disk.
@@ -277,8 +285,8 @@ fn many_writers_share_commits() {
     );
 }
 
-#[test]
-fn a_failed_operation_leaves_nothing_of_itself() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_operation_leaves_nothing_of_itself() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     // Finishing an unknown run stores its result first, then finds no run to update:
@@ -292,7 +300,7 @@ fn a_failed_operation_leaves_nothing_of_itself() {
         )
         .unwrap();
     assert!(matches!(
-        store.flush().unwrap_err(),
+        store.flush().await.unwrap_err(),
         StoreError::UnknownTaskRun(_)
     ));
     let connection = rusqlite::Connection::open(store.database_path()).unwrap();
@@ -305,11 +313,11 @@ fn a_failed_operation_leaves_nothing_of_itself() {
     );
 }
 
-#[test]
-fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.set_concurrency_limit("db", 1, Timestamp(0)).unwrap();
+    store.set_concurrency_limit("db", 1, Timestamp(0)).await.unwrap();
     // A write that breaks a foreign key checked only at COMMIT, queued in the same batch
     // as a request for a slot: the batch cannot commit, so the slot was never taken.
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -338,26 +346,27 @@ fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
                 .unwrap();
         })))
         .unwrap();
-    let asking = std::thread::spawn({
-        let store = std::sync::Arc::new(store);
+    let store = std::sync::Arc::new(store);
+    let asking = tokio::spawn({
         let asked = store.clone();
-        move || {
-            let answer = asked.acquire_slots(
-                &["db".to_owned()],
-                "trun_waiting",
-                Timestamp(0),
-                Timestamp(i64::MAX),
-            );
-            (answer, store)
+        async move {
+            asked
+                .acquire_slots(
+                    &["db".to_owned()],
+                    "trun_waiting",
+                    Timestamp(0),
+                    Timestamp(i64::MAX),
+                )
+                .await
         }
     });
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     release.send(()).unwrap();
-    let (answer, store) = asking.join().unwrap();
+    let answer = asking.await.unwrap();
     let error = answer.expect_err("a slot from a batch that did not commit is not granted");
     assert!(error.to_string().contains("committing writes"), "{error}");
     let limit = store
-        .concurrency_limit("db", Timestamp(1))
+        .concurrency_limit("db", Timestamp(1)).await
         .unwrap()
         .unwrap();
     assert!(limit.holders.is_empty());

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use tokio::sync::oneshot;
 use weir_core::{FlowRunId, State, TaskRunId};
 use weir_store::{
     CacheEntryDraft, EndedRuns, Ending, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
@@ -71,7 +72,7 @@ pub(crate) enum WriteOp {
     EndRuns {
         selection: RunSelection,
         ending: Ending,
-        reply: SyncSender<StoreResult<EndedRuns>>,
+        reply: oneshot::Sender<StoreResult<EndedRuns>>,
     },
     /// Work that needs an answer (a count, a slot), given once the batch committed.
     Ask(Box<dyn Question>),
@@ -81,7 +82,7 @@ pub(crate) enum WriteOp {
     /// last reporting flush (a read waits without taking it, so the caller of `flush`
     /// still hears of it).
     Flush {
-        reply: SyncSender<StoreResult<()>>,
+        reply: oneshot::Sender<StoreResult<()>>,
         report: bool,
     },
 }
@@ -107,7 +108,7 @@ pub(crate) trait Question: Send {
 struct PendingAnswer<T, F> {
     work: Option<F>,
     answer: Option<StoreResult<T>>,
-    reply: SyncSender<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
 }
 
 impl<T, F> Question for PendingAnswer<T, F>
@@ -126,10 +127,10 @@ where
         let answer = match (failed, self.answer) {
             (Some(message), _) => Err(not_committed(message)),
             (None, Some(answer)) => answer,
-            (None, None) => Err(StoreError::Backend {
-                action: "answering a store request".into(),
-                message: "the request was never run".into(),
-            }),
+            (None, None) => Err(StoreError::backend(
+                "answering a store request",
+                "the request was never run",
+            )),
         };
         // The caller waits on the other end; if it is gone, nobody needs the answer.
         let _ = self.reply.send(answer);
@@ -138,10 +139,7 @@ where
 
 /// The answer to a request whose batch did not commit (or never began).
 fn not_committed(message: &str) -> StoreError {
-    StoreError::Backend {
-        action: "committing writes".into(),
-        message: message.to_owned(),
-    }
+    StoreError::backend("committing writes", message.to_owned())
 }
 
 /// An answer to send once the batch's fate is known.
@@ -162,10 +160,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("weir-store-writer".into())
             .spawn(move || write_loop(connection, receiver, &thread_committed))
-            .map_err(|error| StoreError::Backend {
-                action: "starting the store's writer thread".into(),
-                message: error.to_string(),
-            })?;
+            .map_err(|error| StoreError::backend("starting the store's writer thread", error))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
@@ -174,17 +169,20 @@ impl Writer {
         })
     }
 
-    pub(crate) fn send(&self, op: WriteOp) -> StoreResult<()> {
+    /// Queues a write; returns its sequence number (it is committed once
+    /// [`committed`](Self::committed) reaches it). Waits while the queue is full.
+    pub(crate) fn send(&self, op: WriteOp) -> StoreResult<u64> {
+        // Numbered and sent under the lock, so numbers follow the queue's order.
         let sender = self
             .sender
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = sender.as_ref().ok_or_else(writer_gone)?;
         let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
         sender
-            .ok_or_else(writer_gone)?
             .send((sequence, op))
-            .map_err(|_| writer_gone())
+            .map_err(|_| writer_gone())?;
+        Ok(sequence)
     }
 
     /// True when every write enqueued so far has been committed.
@@ -194,35 +192,55 @@ impl Writer {
 
     /// Waits until everything enqueued before this call is committed; reports a write
     /// that failed since the last flush.
-    pub(crate) fn flush(&self) -> StoreResult<()> {
-        self.flush_reporting(true)
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        self.flush_reporting(true).await
     }
 
     /// Waits until everything enqueued before this call is committed, leaving a failed
     /// write to be reported by the next [`flush`](Self::flush).
-    pub(crate) fn wait(&self) -> StoreResult<()> {
-        self.flush_reporting(false)
+    pub(crate) async fn wait(&self) -> StoreResult<()> {
+        self.flush_reporting(false).await
     }
 
-    fn flush_reporting(&self, report: bool) -> StoreResult<()> {
-        let (reply, answer) = sync_channel(1);
+    async fn flush_reporting(&self, report: bool) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
         self.send(WriteOp::Flush { reply, report })?;
-        answer.recv().map_err(|_| writer_gone())?
+        answer.await.map_err(|_| writer_gone())?
     }
 
     /// Runs `work` on the writer's connection, in order with the queued writes, inside
     /// the batch's transaction, and returns its answer.
-    pub(crate) fn call<T: Send + 'static>(
+    pub(crate) async fn call<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let (reply, answer) = sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         self.send(WriteOp::Ask(Box::new(PendingAnswer {
             work: Some(work),
             answer: None,
             reply,
         })))?;
-        answer.recv().map_err(|_| writer_gone())?
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Ends the unfinished runs of a selection, answered once the batch committed.
+    pub(crate) async fn end_runs(
+        &self,
+        selection: RunSelection,
+        ending: Ending,
+    ) -> StoreResult<EndedRuns> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::EndRuns {
+            selection,
+            ending,
+            reply,
+        })?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// The sequence number of the last committed write.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
     }
 
     /// Commits what is queued and stops the thread.
@@ -247,10 +265,7 @@ impl Writer {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Backend {
-        action: "queueing a write".into(),
-        message: "the store's writer thread has stopped".into(),
-    }
+    StoreError::backend("queueing a write", "the store's writer thread has stopped")
 }
 
 /// Next sequence numbers of the state history and log lines of runs this writer has
@@ -259,6 +274,9 @@ fn writer_gone() -> StoreError {
 struct Sequences {
     states: HashMap<TaskRunId, i64>,
     logs: HashMap<TaskRunId, i64>,
+    /// The change-feed number of the batch being written: runs it touches are stamped
+    /// with it (see `migrations/0006_change_feed.sql`).
+    change: i64,
 }
 
 impl Sequences {
@@ -346,13 +364,13 @@ fn write_loop(
         let failed = match outcome {
             Ok(()) => None,
             Err(BatchError::Operation(error)) => {
-                tracing::error!("{error}");
+                tracing::error!("{}", error.describe());
                 pending_error.get_or_insert(error);
                 None
             }
             Err(BatchError::Commit(error)) => {
-                tracing::error!("{error}");
-                let message = error.to_string();
+                let message = error.describe();
+                tracing::error!("{message}");
                 pending_error.get_or_insert(error);
                 Some(message)
             }
@@ -386,7 +404,7 @@ fn commit_batch(
     connection: &mut Connection,
     sequences: &mut Sequences,
     batch: Vec<(u64, WriteOp)>,
-    flushes: &mut Vec<(SyncSender<StoreResult<()>>, bool)>,
+    flushes: &mut Vec<(oneshot::Sender<StoreResult<()>>, bool)>,
     answers: &mut Vec<Deferred>,
 ) -> Result<(), BatchError> {
     // IMMEDIATE takes the write lock up front, so a read-then-write (a slot count, then
@@ -396,21 +414,16 @@ fn commit_batch(
             Ok(transaction) => transaction,
             Err(error) => {
                 let error = backend("starting a transaction")(error);
-                // Nothing ran: every question is answered with why.
-                let message = error.to_string();
-                for (_, op) in batch {
-                    match op {
-                        WriteOp::Flush { reply, report } => flushes.push((reply, report)),
-                        WriteOp::Ask(question) => question.answer(Some(&message)),
-                        WriteOp::EndRuns { reply, .. } => {
-                            let _ = reply.send(Err(not_committed(&message)));
-                        }
-                        _ => {}
-                    }
-                }
-                return Err(BatchError::Commit(error));
+                return Err(unbegun(batch, error, flushes));
             }
         };
+    let change = transaction
+        .prepare_cached("UPDATE change_seq SET seq = seq + 1 RETURNING seq")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)));
+    match change {
+        Ok(change) => sequences.change = change,
+        Err(error) => return Err(unbegun(batch, backend("numbering a change")(error), flushes)),
+    }
     let mut first_error = None;
     for (_, op) in batch {
         if let WriteOp::Flush { reply, report } = op {
@@ -469,6 +482,27 @@ fn commit_batch(
         .commit()
         .map_err(|error| BatchError::Commit(backend("committing writes")(error)))?;
     first_error.map_or(Ok(()), |error| Err(BatchError::Operation(error)))
+}
+
+/// Answers every question of a batch that never began with why, and keeps its flushes
+/// to be answered after it.
+fn unbegun(
+    batch: Vec<(u64, WriteOp)>,
+    error: StoreError,
+    flushes: &mut Vec<(oneshot::Sender<StoreResult<()>>, bool)>,
+) -> BatchError {
+    let message = error.describe();
+    for (_, op) in batch {
+        match op {
+            WriteOp::Flush { reply, report } => flushes.push((reply, report)),
+            WriteOp::Ask(question) => question.answer(Some(&message)),
+            WriteOp::EndRuns { reply, .. } => {
+                let _ = reply.send(Err(not_committed(&message)));
+            }
+            _ => {}
+        }
+    }
+    BatchError::Commit(error)
 }
 
 /// The steps of one operation's savepoint.
@@ -561,7 +595,13 @@ fn end_runs(
         let change = ending.change(attempt);
         let seq = sequences.next_state(transaction, &id, 1)?;
         sequences.forget(&id);
-        finish_task_run(transaction, &id, seq, &change, None, None)?;
+        finish_task_run(
+            transaction,
+            (&id, seq, sequences.change),
+            &change,
+            None,
+            None,
+        )?;
         transaction
             .prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1")
             .and_then(|mut statement| statement.execute([id.as_str()]))
@@ -601,10 +641,7 @@ fn end_runs(
 }
 
 fn backend(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |error| StoreError::Backend {
-        action: action.to_owned(),
-        message: error.to_string(),
-    }
+    move |error| StoreError::backend(action, error)
 }
 
 fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> StoreResult<()> {
@@ -644,7 +681,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             let updated = transaction
                 .prepare_cached(
                     "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4),
-                         started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END
+                         started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END,
+                         changed = ?6
                      WHERE id = ?1",
                 )
                 .and_then(|mut statement| {
@@ -653,7 +691,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                         change.state.as_str(),
                         change.message,
                         change.attempt,
-                        change.at.0
+                        change.at.0,
+                        sequences.change
                     ])
                 })
                 .map_err(backend("updating a task run's state"))?;
@@ -673,8 +712,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             sequences.forget(&id);
             finish_task_run(
                 transaction,
-                &id,
-                seq,
+                (&id, seq, sequences.change),
                 &change,
                 result.as_ref(),
                 cache.as_ref(),
@@ -689,9 +727,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             parameters_json,
             states,
         } => {
-            let last = states.last().ok_or_else(|| StoreError::Backend {
-                action: "creating a flow run".into(),
-                message: "a flow run needs at least one state".into(),
+            let last = states.last().ok_or_else(|| {
+                StoreError::backend("creating a flow run", "a flow run needs at least one state")
             })?;
             let started = states
                 .iter()
@@ -700,8 +737,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
             transaction
                 .prepare_cached(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                         state, state_message, attempts, created, started, owner, changed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -717,7 +754,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                         last.attempt,
                         run.created.0,
                         started,
-                        run.owner
+                        run.owner,
+                        sequences.change
                     ])
                 })
                 .map_err(backend("creating a flow run"))?;
@@ -735,7 +773,7 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                     "UPDATE flow_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4),
                          started = CASE WHEN ?2 = 'Running' THEN coalesce(started, ?5) ELSE started END,
                          ended = CASE WHEN ?6 THEN ?5 ELSE NULL END,
-                         result_digest = coalesce(?7, result_digest)
+                         result_digest = coalesce(?7, result_digest), changed = ?8
                      WHERE id = ?1",
                 )
                 .and_then(|mut statement| {
@@ -746,7 +784,8 @@ fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> St
                         change.attempt,
                         change.at.0,
                         change.state.is_final(),
-                        result.as_ref().map(|result| result.digest.as_str())
+                        result.as_ref().map(|result| result.digest.as_str()),
+                        sequences.change
                     ])
                 })
                 .map_err(backend("updating a flow run's state"))?;
@@ -822,9 +861,8 @@ fn create_task_run(
     states: &[StateChange],
     result: Option<&PreparedResult>,
 ) -> StoreResult<()> {
-    let last = states.last().ok_or_else(|| StoreError::Backend {
-        action: "creating a task run".into(),
-        message: "a task run needs at least one state".into(),
+    let last = states.last().ok_or_else(|| {
+        StoreError::backend("creating a task run", "a task run needs at least one state")
     })?;
     let started = states
         .iter()
@@ -837,8 +875,8 @@ fn create_task_run(
     transaction
         .prepare_cached(
             "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner, changed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -859,7 +897,8 @@ fn create_task_run(
                 ended,
                 run.node,
                 run.map_index,
-                run.owner
+                run.owner,
+                sequences.change
             ])
         })
         .map_err(backend("creating a task run"))?;
@@ -879,10 +918,10 @@ fn create_task_run(
     Ok(())
 }
 
+/// `(id, seq, changed)`: the run, its state's sequence number, and the batch's feed number.
 fn finish_task_run(
     transaction: &Connection,
-    id: &TaskRunId,
-    seq: i64,
+    (id, seq, changed): (&TaskRunId, i64, i64),
     change: &StateChange,
     result: Option<&PreparedResult>,
     cache: Option<&CacheEntryDraft>,
@@ -893,7 +932,7 @@ fn finish_task_run(
     let updated = transaction
         .prepare_cached(
             "UPDATE task_runs SET state = ?2, state_message = ?3, attempts = max(attempts, ?4), ended = ?5,
-                 result_digest = ?6, cache_key = ?7
+                 result_digest = ?6, cache_key = ?7, changed = ?8
              WHERE id = ?1",
         )
         .and_then(|mut statement| {
@@ -904,7 +943,8 @@ fn finish_task_run(
                 change.attempt,
                 change.at.0,
                 result.map(|result| result.digest.as_str()),
-                cache.map(|cache| cache.key.as_str())
+                cache.map(|cache| cache.key.as_str()),
+                changed
             ])
         })
         .map_err(backend("finishing a task run"))?;

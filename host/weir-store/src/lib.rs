@@ -1,21 +1,56 @@
-//! The storage interface of weir: what is recorded about runs, and the [`RunStore`]
-//! trait every backend implements (`weir-store-sqlite` is the embedded default).
+//! The storage interface of weir: what is recorded about runs, and the role traits
+//! every backend implements (`weir-store-sqlite`, the embedded default, and
+//! `weir-store-postgres`, the shared one). [`Store`] is all of them together.
 //!
-//! The interface is synchronous: a write enqueues or commits in microseconds, less
-//! than a hop to a blocking thread would cost. A backend may commit writes in the
-//! background, but only in the order they were made, so after a crash the store
-//! holds a consistent prefix of the history; [`RunStore::flush`] waits for durability.
+//! The roles follow who uses them:
+//! - [`Recorder`]: what a runner writes as runs happen (runs, states, logs, results,
+//!   node outputs), and [`Recorder::flush`];
+//! - [`History`]: what readers query (filters, cursors, subflow runs, the feed of
+//!   changed runs that a UI or a follower polls);
+//! - [`Leases`]: tag concurrency limits and the slots held under them;
+//! - [`Owners`]: the processes that run work, their heartbeats, orphans and
+//!   cancellation requests;
+//! - [`Cache`]: reusable results by cache key;
+//! - [`Plugins`]: plugin metadata by digest;
+//! - [`Blobs`]: content-addressed bytes (large results, and plugins), readable by digest
+//!   from any machine that shares the store.
+//!
+//! The contract of every backend:
+//! - A recorder's writes are plain `fn`s: they enqueue and return (waiting only when the
+//!   queue is full), and the backend applies them in the order they were made, in the
+//!   background. After a crash the store holds a consistent prefix of the history.
+//!   [`Recorder::flush`] waits until every write made before it is durable, and reports
+//!   a write that failed since the last flush.
+//! - Every other call is `async` and answers only once its work is committed: a slot,
+//!   a limit or an ended run that a failed commit lost is reported as an error, never
+//!   as done.
+//! - Reads see every write made before them by the same store value.
+//! - An operation is all or nothing: one that fails halfway leaves nothing behind.
+//!
+//! The traits use `async_trait` (boxed futures) rather than native `async fn`, so that
+//! `Arc<dyn Store>` works: the runner, the CLI and the server pick a backend at run time
+//! from a URL. A boxed future costs tens of nanoseconds, against microseconds for the
+//! cheapest store call.
 
-use serde::Serialize;
-use weir_core::{
-    CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskInfo, TaskRunId, Timestamp,
-};
+mod records;
+
+pub use records::*;
+
+use async_trait::async_trait;
+use weir_core::{CacheKey, ComponentDigest, FlowRunId, TaskRunId, Timestamp};
+
+/// The cause of a backend failure, kept as the error's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store error while {action}: {message}")]
-    Backend { action: String, message: String },
+    #[error("store error while {action}")]
+    Backend {
+        action: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("no task run with id `{0}`")]
     UnknownTaskRun(String),
     #[error("no flow run with id `{0}`")]
@@ -28,167 +63,52 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
-    #[error("the stored result {digest} is missing or unreadable: {message}")]
-    BrokenResult { digest: String, message: String },
+    #[error("the stored result {digest} is missing or unreadable")]
+    BrokenResult {
+        digest: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A backend failure while doing `action`, caused by `source`.
+    pub fn backend(action: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The error and its causes on one line (`what: why: why`), for logs and for
+    /// answers that carry an error as text.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
+
+    /// A stored result that cannot be read, and why.
+    pub fn broken_result(digest: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::BrokenResult {
+            digest: digest.into(),
+            source: source.into(),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A task run as first recorded, in state Pending.
-#[derive(Debug, Clone)]
-pub struct NewTaskRun {
-    pub id: TaskRunId,
-    pub name: String,
-    pub task: String,
-    pub plugin_name: String,
-    pub plugin_digest: ComponentDigest,
-    pub flow_run_id: Option<FlowRunId>,
-    /// The flow node it runs for.
-    pub node: Option<String>,
-    /// Its element, when the node maps over a list.
-    pub map_index: Option<u32>,
-    pub input: serde_json::Value,
-    pub tags: Vec<String>,
-    pub created: Timestamp,
-    /// The process running it (an [`OwnerRecord`] id), so that its death is noticed.
-    pub owner: Option<String>,
-}
-
-/// A task run as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskRunRecord {
-    pub id: TaskRunId,
-    pub name: String,
-    pub task: String,
-    pub plugin_name: String,
-    pub plugin_digest: ComponentDigest,
-    pub flow_run_id: Option<FlowRunId>,
-    pub node: Option<String>,
-    pub map_index: Option<u32>,
-    pub state: State,
-    pub state_message: Option<String>,
-    /// Attempts started so far (0 for a cache hit).
-    pub attempts: u32,
-    pub input: serde_json::Value,
-    pub tags: Vec<String>,
-    pub cache_key: Option<CacheKey>,
-    /// blake3 of the result's JSON text, when there is one.
-    pub result_digest: Option<String>,
-    pub created: Timestamp,
-    pub started: Option<Timestamp>,
-    pub ended: Option<Timestamp>,
-    /// The process that ran (or runs) it.
-    pub owner: Option<String>,
-}
-
-/// One entry of a run's state history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StateChange {
-    pub state: State,
-    pub message: Option<String>,
-    pub attempt: u32,
-    pub at: Timestamp,
-}
-
-/// One log line of a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogRecord {
-    pub at: Timestamp,
-    pub level: LogLevel,
-    pub message: String,
-}
-
-/// A reusable result.
-#[derive(Debug, Clone, Serialize)]
-pub struct CacheEntry {
-    pub key: CacheKey,
-    pub task: String,
-    pub plugin_digest: ComponentDigest,
-    pub result_digest: String,
-    /// The run that produced the result.
-    pub task_run_id: TaskRunId,
-    pub created: Timestamp,
-    pub expires: Option<Timestamp>,
-}
-
-/// A plugin the store has seen, by digest.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginRecord {
-    pub digest: ComponentDigest,
-    pub name: String,
-    pub size_bytes: u64,
-    pub tasks: Vec<TaskInfo>,
-    pub first_seen: Timestamp,
-}
-
-/// A flow run as first recorded.
-#[derive(Debug, Clone)]
-pub struct NewFlowRun {
-    pub id: FlowRunId,
-    pub name: String,
-    pub flow: String,
-    /// The flow file, when it came from one.
-    pub source: Option<String>,
-    pub parameters: serde_json::Value,
-    /// The flow run and node that ran this one as a subflow.
-    pub parent: Option<(FlowRunId, String)>,
-    pub created: Timestamp,
-    /// The process driving it (an [`OwnerRecord`] id).
-    pub owner: Option<String>,
-}
-
-/// A flow run as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlowRunRecord {
-    pub id: FlowRunId,
-    pub name: String,
-    pub flow: String,
-    pub source: Option<String>,
-    pub parameters: serde_json::Value,
-    pub parent_flow_run_id: Option<FlowRunId>,
-    pub parent_node: Option<String>,
-    pub state: State,
-    pub state_message: Option<String>,
-    pub attempts: u32,
-    pub result_digest: Option<String>,
-    pub created: Timestamp,
-    pub started: Option<Timestamp>,
-    pub ended: Option<Timestamp>,
-    /// The process that drove (or drives) it.
-    pub owner: Option<String>,
-}
-
-/// Which flow runs to list.
-#[derive(Debug, Clone, Default)]
-pub struct FlowRunFilter {
-    pub flow: Option<String>,
-    /// The run's name (e.g. `great-ammonite`).
-    pub name: Option<String>,
-    /// Only the subflow runs of this flow run.
-    pub parent: Option<FlowRunId>,
-    pub state: Option<State>,
-    pub since: Option<Timestamp>,
-    pub limit: Option<usize>,
-}
-
-/// Which task runs to list.
-#[derive(Debug, Clone, Default)]
-pub struct TaskRunFilter {
-    pub flow_run_id: Option<FlowRunId>,
-    pub task: Option<String>,
-    pub state: Option<State>,
-    pub since: Option<Timestamp>,
-    pub limit: Option<usize>,
-}
-
-/// Where runs are recorded. Implementations must be safe to share between threads.
-pub trait RunStore: Send + Sync {
-    /// Records a plugin's metadata under its digest (idempotent).
-    fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()>;
-    fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>>;
-
+/// What a runner records as its runs happen.
+#[async_trait]
+pub trait Recorder: Send + Sync {
     /// Inserts the run with its first states (Pending, then e.g. Running or Cached), in
-    /// one transaction. When the last state is final, the run is finished with `result`.
+    /// one operation. When the last state is final, the run is finished with `result`.
     fn create_task_run(
         &self,
         run: &NewTaskRun,
@@ -198,7 +118,7 @@ pub trait RunStore: Send + Sync {
     /// Moves a run to a non-final state (Running, AwaitingRetry, Pending) and records it.
     fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()>;
     /// Moves a run to its final state, storing its result (if any) and cache key in the
-    /// same transaction, and the cache entry when one is given.
+    /// same operation, and the cache entry when one is given.
     fn finish_task_run(
         &self,
         id: &TaskRunId,
@@ -207,11 +127,6 @@ pub trait RunStore: Send + Sync {
         cache: Option<&CacheEntryDraft>,
     ) -> StoreResult<()>;
     fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()>;
-    /// Waits until every write made so far is durable, and reports a write that failed
-    /// since the last flush. Backends may apply writes in the background, in order;
-    /// reads always see the writes made before them.
-    fn flush(&self) -> StoreResult<()>;
-
     /// Inserts a flow run with its first states.
     fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()>;
     /// Records a flow run's state; a final state ends it, with its result.
@@ -221,9 +136,6 @@ pub trait RunStore: Send + Sync {
         change: &StateChange,
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()>;
-    fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>>;
-    fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>>;
-    fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>>;
     /// Records the output of a flow run's node once it completed (what a resume reuses).
     fn record_node_output(
         &self,
@@ -231,153 +143,188 @@ pub trait RunStore: Send + Sync {
         node: &str,
         output: &serde_json::Value,
     ) -> StoreResult<()>;
+    /// Waits until every write made so far is durable, and reports a write that failed
+    /// since the last flush.
+    async fn flush(&self) -> StoreResult<()>;
+}
+
+/// What readers of the run history query.
+#[async_trait]
+pub trait History: Send + Sync {
+    async fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>>;
+    /// Newest first.
+    async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>>;
+    async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>>;
     /// The outputs of the flow run's completed nodes.
-    fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>>;
+    async fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>>;
+    async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
+    /// Newest first.
+    async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;
+    async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>>;
+    async fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>>;
+    /// A run's result by its digest.
+    async fn result(&self, digest: &str) -> StoreResult<serde_json::Value>;
+    /// Flow and task runs changed since `since`, oldest change first, at most `limit`
+    /// of them. A change committed by any process sharing the store shows up exactly
+    /// once in the polls that follow it (as the run is then), never before it commits.
+    async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes>;
+}
 
-    fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
-    fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;
-    fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>>;
-    fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>>;
-    fn result(&self, digest: &str) -> StoreResult<serde_json::Value>;
-
+/// Tag concurrency limits, and the slots task runs hold under them: leases that hold
+/// across every process (and machine) sharing the store.
+#[async_trait]
+pub trait Leases: Send + Sync {
     /// Creates or changes a tag's limit.
-    fn set_concurrency_limit(&self, tag: &str, limit: u32, now: Timestamp) -> StoreResult<()>;
-    fn concurrency_limit(&self, tag: &str, now: Timestamp)
-    -> StoreResult<Option<ConcurrencyLimit>>;
-    fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>>;
+    async fn set_concurrency_limit(&self, tag: &str, limit: u32, now: Timestamp)
+    -> StoreResult<()>;
+    async fn concurrency_limit(
+        &self,
+        tag: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<ConcurrencyLimit>>;
+    async fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>>;
     /// Removes a limit; returns whether there was one.
-    fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool>;
+    async fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool>;
     /// Frees every slot of a tag; returns how many were held.
-    fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize>;
+    async fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize>;
     /// Atomically takes one slot of each limited tag among `tags` for `holder` until
-    /// `expires`, or nothing. Holds across processes sharing the store.
-    fn acquire_slots(
+    /// `expires`, or nothing.
+    async fn acquire_slots(
         &self,
         tags: &[String],
         holder: &str,
         now: Timestamp,
         expires: Timestamp,
     ) -> StoreResult<SlotRequest>;
-    /// Extends the holder's leases (a heartbeat while it runs).
+    /// Extends the holder's leases (a heartbeat while it runs); in order with the writes.
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()>;
+    /// Gives the holder's slots back; in order with the writes.
     fn release_slots(&self, holder: &str) -> StoreResult<()>;
+}
 
+/// The processes that run work: a run whose process stopped is an orphan, told from a
+/// run still going on by its owner's heartbeat.
+#[async_trait]
+pub trait Owners: Send + Sync {
     /// Records a process that runs work (see [`OwnerRecord`]); replaces one of that id.
-    fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()>;
-    /// The owner is alive at `now`.
+    async fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()>;
+    /// The owner is alive at `now`; in order with the writes.
     fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()>;
-    fn owners(&self) -> StoreResult<Vec<OwnerRecord>>;
+    async fn owners(&self) -> StoreResult<Vec<OwnerRecord>>;
     /// Ends every unfinished flow and task run of `owner` in `ending.state` (each at its
     /// own attempt), frees the concurrency slots its task runs hold, and forgets the
-    /// owner, in one transaction. What a process does when it exits, and what another
+    /// owner, in one operation. What a process does when it exits, and what another
     /// does for a process that died.
-    fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns>;
+    async fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns>;
     /// Gives a flow run (and, from now on, its new task runs) to `owner`: a resume.
-    fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()>;
+    async fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()>;
     /// Ends a flow run and everything under it that has not ended (its subflow runs and
-    /// the task runs of all of them), in one transaction, and frees their slots.
-    fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns>;
+    /// the task runs of all of them), in one operation, and frees their slots.
+    async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns>;
     /// Asks the owner of a run (a flow run or task run id) to cancel it.
-    fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()>;
+    async fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()>;
     /// The cancellation requests for unfinished runs of `owner`.
-    fn cancel_requests(&self, owner: &str) -> StoreResult<Vec<CancelRequest>>;
+    async fn cancel_requests(&self, owner: &str) -> StoreResult<Vec<CancelRequest>>;
+}
 
-    /// The unexpired entry for `key` at `now`, with its result.
-    fn cached_result(
+/// Reusable results by cache key. Entries are written with the run that produced them
+/// ([`Recorder::finish_task_run`]).
+#[async_trait]
+pub trait Cache: Send + Sync {
+    /// The unexpired entry for `key` at `now`, with its result. Correct when other
+    /// processes write or clear the cache: an entry cleared before this call began is
+    /// never returned.
+    async fn cached_result(
         &self,
         key: &CacheKey,
         now: Timestamp,
     ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>>;
-    fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>>;
+    /// Newest first.
+    async fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>>;
     /// Removes every cache entry (results stay with their runs); returns how many.
-    fn clear_cache(&self) -> StoreResult<usize>;
+    async fn clear_cache(&self) -> StoreResult<usize>;
 }
 
-/// A process that runs work: it heartbeats while it lives, so that the runs it leaves
-/// behind when it dies can be told from runs still going on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OwnerRecord {
-    /// `own_…`, new for every process.
-    pub id: String,
-    pub host: String,
-    pub pid: u32,
-    /// The machine's boot and process namespace, `boot_id/pidns`: another process on
-    /// the same machine may check `pid` directly when this matches its own.
-    pub machine: String,
-    /// When `pid` started, to tell it from a later process given the same pid.
-    pub pid_started: u64,
-    pub started: Timestamp,
-    pub heartbeat: Timestamp,
+/// Plugin metadata by digest.
+#[async_trait]
+pub trait Plugins: Send + Sync {
+    /// Records a plugin's metadata under its digest (idempotent); in order with the writes.
+    fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()>;
+    async fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>>;
+    /// Every plugin, first seen first.
+    async fn plugins(&self) -> StoreResult<Vec<PluginRecord>>;
 }
 
-/// How runs end when they are ended in bulk.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ending {
-    pub state: State,
-    pub message: String,
-    pub at: Timestamp,
+/// Content-addressed bytes: stored once under the blake3 digest of their content (hex),
+/// readable by that digest from any process sharing the store.
+#[async_trait]
+pub trait Blobs: Send + Sync {
+    /// Stores `bytes` (idempotent) and returns their digest, once durable.
+    async fn put_blob(&self, bytes: &[u8]) -> StoreResult<String>;
+    /// The bytes stored under `digest`, checked against it.
+    async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 
-impl Ending {
-    /// The state change of one run (at its own attempt).
-    pub fn change(&self, attempt: u32) -> StateChange {
-        StateChange {
-            state: self.state,
-            message: Some(self.message.clone()),
-            attempt,
-            at: self.at,
+/// Every role: what a backend implements, and what the runner and the CLI hold.
+pub trait Store: Recorder + History + Leases + Owners + Cache + Plugins + Blobs {
+    /// Where the store is, for messages (a directory, or a URL without its password).
+    fn location(&self) -> String;
+}
+
+/// The first `limit` of two lists of changed runs, each in (commit order, id) order,
+/// merged in that order, with the cursor after the last one kept. What a backend's
+/// [`History::changes`] returns from its two tables.
+pub fn merge_changes(
+    since: &ChangeCursor,
+    flow_runs: Vec<(i64, FlowRunRecord)>,
+    task_runs: Vec<(i64, TaskRunRecord)>,
+    limit: usize,
+) -> Changes {
+    let mut changes = Changes {
+        next: since.clone(),
+        ..Changes::default()
+    };
+    let mut flow_runs = flow_runs.into_iter().peekable();
+    let mut task_runs = task_runs.into_iter().peekable();
+    for _ in 0..limit {
+        let flow_first = match (flow_runs.peek(), task_runs.peek()) {
+            (Some((flow_seq, flow)), Some((task_seq, task))) => {
+                (flow_seq, flow.id.as_str()) <= (task_seq, task.id.as_str())
+            }
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if flow_first && let Some((seq, run)) = flow_runs.next() {
+            changes.next = ChangeCursor {
+                seq,
+                after: Some(run.id.to_string()),
+            };
+            changes.flow_runs.push(run);
+        } else if let Some((seq, run)) = task_runs.next() {
+            changes.next = ChangeCursor {
+                seq,
+                after: Some(run.id.to_string()),
+            };
+            changes.task_runs.push(run);
         }
     }
+    changes
 }
 
-/// The runs a bulk ending ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EndedRuns {
-    pub flow_runs: Vec<FlowRunId>,
-    pub task_runs: Vec<TaskRunId>,
+/// The hex blake3 digest of `bytes`: the address of a blob.
+pub fn blob_digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
-impl EndedRuns {
-    pub fn is_empty(&self) -> bool {
-        self.flow_runs.is_empty() && self.task_runs.is_empty()
+/// Checks bytes read back against the digest they were stored under.
+pub fn check_blob(digest: &str, bytes: Vec<u8>) -> StoreResult<Vec<u8>> {
+    let found = blob_digest(&bytes);
+    if found != digest {
+        return Err(StoreError::broken_result(
+            digest,
+            format!("its content has the digest {found}: the stored copy is damaged"),
+        ));
     }
-}
-
-/// A request, made by another process, to cancel a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CancelRequest {
-    /// A flow run id (`frun_…`) or a task run id (`trun_…`).
-    pub run_id: String,
-    pub reason: String,
-    pub requested: Timestamp,
-}
-
-/// A tag's concurrency limit and the slots in use now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConcurrencyLimit {
-    pub tag: String,
-    pub limit: u32,
-    /// Task runs holding a slot (leases not expired).
-    pub holders: Vec<String>,
-    pub created: Timestamp,
-}
-
-/// The answer to a request for slots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlotRequest {
-    /// Every limited tag had a free slot; they are now held.
-    Granted,
-    /// A tag's limit is reached; nothing was taken.
-    Full { tag: String, limit: u32 },
-    /// A tag's limit is 0: runs with it are not to run at all.
-    Zero { tag: String },
-}
-
-/// A cache entry to write when a run completes.
-#[derive(Debug, Clone)]
-pub struct CacheEntryDraft {
-    pub key: CacheKey,
-    pub task: String,
-    pub plugin_digest: ComponentDigest,
-    pub expires: Option<Timestamp>,
+    Ok(bytes)
 }

@@ -1,0 +1,293 @@
+//! What readers query: runs, histories, logs, results, the change feed, plugins and
+//! blobs. Every read first waits for this store's queued writes.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
+use weir_store::{
+    Blobs, ChangeCursor, Changes, FlowRunFilter, FlowRunRecord, History, LogRecord, PluginRecord,
+    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+};
+
+use crate::rows::{
+    FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, flow_run_from_row, flow_run_from_row_offset,
+    json_from_sql, state_from_sql, task_run_from_row, task_run_from_row_offset,
+};
+use crate::writer::WriteOp;
+use crate::{SqliteStore, backend, results};
+
+impl SqliteStore {
+    /// A run's state changes, in order (`query` selects state, message, attempt, at).
+    async fn history(&self, query: &str, id: &str) -> StoreResult<Vec<StateChange>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(query)
+            .map_err(backend("reading a state history"))?;
+        let rows = statement
+            .query_map([id], |row| {
+                Ok(StateChange {
+                    state: state_from_sql(row.get(0)?)?,
+                    message: row.get(1)?,
+                    attempt: row.get(2)?,
+                    at: Timestamp(row.get(3)?),
+                })
+            })
+            .map_err(backend("reading a state history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading a state history"))
+    }
+}
+
+/// The SQL `LIMIT` of an optional limit (-1: none).
+fn sql_limit(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl History for SqliteStore {
+    async fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(&format!(
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], flow_run_from_row)
+                    .optional()
+            })
+            .map_err(backend("reading a flow run"))
+    }
+
+    async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
+                 WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
+                   AND (?5 IS NULL OR name = ?5) AND (?6 IS NULL OR parent_flow_run_id = ?6)
+                   AND (?7 IS NULL OR id < ?7)
+                 ORDER BY id DESC LIMIT ?4"
+            ))
+            .map_err(backend("listing flow runs"))?;
+        let rows = statement
+            .query_map(
+                params![
+                    filter.flow,
+                    filter.state.map(State::as_str),
+                    filter.since.map(|since| since.0),
+                    sql_limit(filter.limit),
+                    filter.name,
+                    filter.parent.as_ref().map(FlowRunId::as_str),
+                    filter.before.as_ref().map(FlowRunId::as_str)
+                ],
+                flow_run_from_row,
+            )
+            .map_err(backend("listing flow runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing flow runs"))
+    }
+
+    async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
+        self.history(
+            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1 ORDER BY seq",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let connection = self.read().await?;
+        let nodes: Vec<(String, String)> = connection
+            .prepare_cached("SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("reading a flow run's node outputs"))?;
+        nodes
+            .into_iter()
+            .map(|(node, digest)| Ok((node, results::read(&connection, &self.blobs, &digest)?)))
+            .collect()
+    }
+
+    async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(&format!(
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], task_run_from_row)
+                    .optional()
+            })
+            .map_err(backend("reading a task run"))
+    }
+
+    async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs
+                 WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
+                   AND (?5 IS NULL OR flow_run_id = ?5) AND (?6 IS NULL OR id < ?6)
+                 ORDER BY id DESC LIMIT ?4"
+            ))
+            .map_err(backend("listing task runs"))?;
+        let rows = statement
+            .query_map(
+                params![
+                    filter.task,
+                    filter.state.map(State::as_str),
+                    filter.since.map(|since| since.0),
+                    sql_limit(filter.limit),
+                    filter.flow_run_id.as_ref().map(FlowRunId::as_str),
+                    filter.before.as_ref().map(TaskRunId::as_str)
+                ],
+                task_run_from_row,
+            )
+            .map_err(backend("listing task runs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing task runs"))
+    }
+
+    async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
+        self.history(
+            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT at, level, message FROM logs WHERE task_run_id = ?1 ORDER BY seq",
+            )
+            .map_err(backend("reading logs"))?;
+        let rows = statement
+            .query_map([id.as_str()], |row| {
+                let level: String = row.get(1)?;
+                Ok(LogRecord {
+                    at: Timestamp(row.get(0)?),
+                    level: LogLevel::parse(&level).unwrap_or(LogLevel::Info),
+                    message: row.get(2)?,
+                })
+            })
+            .map_err(backend("reading logs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading logs"))
+    }
+
+    async fn result(&self, digest: &str) -> StoreResult<serde_json::Value> {
+        let connection = self.read().await?;
+        results::read(&connection, &self.blobs, digest)
+    }
+
+    async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
+        let connection = self.read().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = since.after.as_deref().unwrap_or("");
+        // Both tables in (changed, id) order from the cursor; the merge below keeps the
+        // first `limit` of the two together.
+        let flow_runs: Vec<(i64, FlowRunRecord)> = connection
+            .prepare_cached(&format!(
+                "SELECT changed, {FLOW_RUN_COLUMNS} FROM flow_runs
+                 WHERE changed > ?1 OR (changed = ?1 AND id > ?2) ORDER BY changed, id LIMIT ?3"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![since.seq, after, limit], |row| {
+                        Ok((row.get(0)?, flow_run_from_row_offset(row, 1)?))
+                    })?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("reading the change feed"))?;
+        let task_runs: Vec<(i64, TaskRunRecord)> = connection
+            .prepare_cached(&format!(
+                "SELECT changed, {TASK_RUN_COLUMNS} FROM task_runs
+                 WHERE changed > ?1 OR (changed = ?1 AND id > ?2) ORDER BY changed, id LIMIT ?3"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![since.seq, after, limit], |row| {
+                        Ok((row.get(0)?, task_run_from_row_offset(row, 1)?))
+                    })?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("reading the change feed"))?;
+        Ok(weir_store::merge_changes(
+            since,
+            flow_runs,
+            task_runs,
+            limit as usize,
+        ))
+    }
+}
+
+#[async_trait]
+impl Plugins for SqliteStore {
+    fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
+        let tasks_json = serde_json::to_string(&plugin.tasks)
+            .map_err(|error| StoreError::backend("encoding plugin metadata", error))?;
+        self.writer.send(WriteOp::RecordPlugin {
+            plugin: plugin.clone(),
+            tasks_json,
+        })?;
+        Ok(())
+    }
+
+    async fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE digest = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([digest.as_str()], plugin_from_row)
+                    .optional()
+            })
+            .map_err(backend("reading a plugin"))
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<PluginRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins ORDER BY first_seen, digest",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], plugin_from_row)?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("listing plugins"))
+    }
+}
+
+fn plugin_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
+    Ok(PluginRecord {
+        digest: ComponentDigest::from_hex(row.get::<_, String>(0)?),
+        name: row.get(1)?,
+        size_bytes: row.get::<_, i64>(2)? as u64,
+        tasks: json_from_sql(row.get(3)?)?,
+        first_seen: Timestamp(row.get(4)?),
+    })
+}
+
+#[async_trait]
+impl Blobs for SqliteStore {
+    async fn put_blob(&self, bytes: &[u8]) -> StoreResult<String> {
+        let digest = weir_store::blob_digest(bytes);
+        self.blobs.put(&digest, bytes)?;
+        Ok(digest)
+    }
+
+    async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.blobs.get(digest)
+    }
+}

@@ -1,0 +1,208 @@
+//! What a runner records, and the cache it reads: writes go to the writer thread.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use std::sync::Arc;
+use weir_core::{CacheKey, FlowRunId, TaskRunId, Timestamp};
+use weir_store::{
+    Cache, CacheEntry, CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, Recorder, StateChange,
+    StoreResult,
+};
+
+use crate::rows::{CACHE_ENTRY_COLUMNS, cache_entry_from_row};
+use crate::writer::WriteOp;
+use crate::{SqliteStore, backend, results};
+
+impl SqliteStore {
+    fn prepare_result(
+        &self,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<Option<results::PreparedResult>> {
+        result
+            .map(|result| results::prepare(&self.blobs, result))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Recorder for SqliteStore {
+    fn create_task_run(
+        &self,
+        run: &NewTaskRun,
+        states: &[StateChange],
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let result = self.prepare_result(result)?;
+        self.writer.send(WriteOp::CreateTaskRun {
+            run: run.clone(),
+            input_json: run.input.to_string(),
+            tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
+            states: states.to_vec(),
+            result,
+        })?;
+        Ok(())
+    }
+
+    fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
+        self.writer.send(WriteOp::SetState {
+            id: id.clone(),
+            change: change.clone(),
+        })?;
+        Ok(())
+    }
+
+    fn finish_task_run(
+        &self,
+        id: &TaskRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+        cache: Option<&CacheEntryDraft>,
+    ) -> StoreResult<()> {
+        let prepared = self.prepare_result(result)?;
+        let entry = match (cache, &prepared, result) {
+            (Some(cache), Some(prepared), Some(result)) => Some((
+                CacheEntry {
+                    key: cache.key.clone(),
+                    task: cache.task.clone(),
+                    plugin_digest: cache.plugin_digest.clone(),
+                    result_digest: prepared.digest.clone(),
+                    task_run_id: id.clone(),
+                    created: change.at,
+                    expires: cache.expires,
+                },
+                Arc::new(result.clone()),
+            )),
+            _ => None,
+        };
+        let sequence = self.writer.send(WriteOp::FinishTaskRun {
+            id: id.clone(),
+            change: change.clone(),
+            result: prepared,
+            cache: cache.cloned(),
+        })?;
+        if let Some((entry, result)) = entry {
+            self.pending_cache
+                .insert(entry, result, sequence, self.writer.committed());
+        }
+        Ok(())
+    }
+
+    fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.writer.send(WriteOp::AppendLogs {
+            id: id.clone(),
+            lines: lines.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()> {
+        self.writer.send(WriteOp::CreateFlowRun {
+            run: run.clone(),
+            parameters_json: run.parameters.to_string(),
+            states: states.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    fn set_flow_run_state(
+        &self,
+        id: &FlowRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let result = self.prepare_result(result)?;
+        self.writer.send(WriteOp::SetFlowRunState {
+            id: id.clone(),
+            change: change.clone(),
+            result,
+        })?;
+        Ok(())
+    }
+
+    fn record_node_output(
+        &self,
+        id: &FlowRunId,
+        node: &str,
+        output: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let result = results::prepare(&self.blobs, output)?;
+        self.writer.send(WriteOp::RecordNodeOutput {
+            id: id.clone(),
+            node: node.to_owned(),
+            result,
+        })?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer.flush().await
+    }
+}
+
+#[async_trait]
+impl Cache for SqliteStore {
+    async fn cached_result(
+        &self,
+        key: &CacheKey,
+        now: Timestamp,
+    ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>> {
+        // Read before the pending entries are looked at: an entry whose write commits in
+        // between is then either read here or still pending there.
+        let committed = self.writer.committed();
+        let found = {
+            let connection = self.reader_now();
+            let entry = connection
+                .prepare_cached(&format!(
+                    "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE key = ?1 AND (expires IS NULL OR expires > ?2)"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![key.as_str(), now.0], cache_entry_from_row)
+                        .optional()
+                })
+                .map_err(backend("looking up the cache"))?;
+            match entry {
+                Some(entry) => {
+                    let result = results::read(&connection, &self.blobs, &entry.result_digest)?;
+                    Some((entry, result))
+                }
+                None => None,
+            }
+        };
+        // This process's own entry, newer than what is committed, wins.
+        if let Some((entry, result)) = self.pending_cache.get(key, now, committed) {
+            return Ok(Some((entry, (*result).clone())));
+        }
+        Ok(found)
+    }
+
+    async fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries ORDER BY created DESC"
+            ))
+            .map_err(backend("listing the cache"))?;
+        let rows = statement
+            .query_map([], cache_entry_from_row)
+            .map_err(backend("listing the cache"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing the cache"))
+    }
+
+    async fn clear_cache(&self) -> StoreResult<usize> {
+        let cleared = self
+            .writer
+            .call(|connection| {
+                connection
+                    .execute("DELETE FROM cache_entries", [])
+                    .map_err(backend("clearing the cache"))
+            })
+            .await;
+        self.pending_cache.clear();
+        cleared
+    }
+}
