@@ -5,10 +5,11 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock};
-use weir_store::{Ending, OwnerRecord, RunStore, StateChange};
+use weir_store::{Ending, OwnerRecord, Store, StateChange};
 
 use crate::Failure;
-use crate::runs::{Found, find};
+use crate::runs::view_failure;
+use weir_runner::views::{FoundRun as Found, find_run};
 
 const REASON: &str = "requested by `weir runs cancel`";
 /// How long to wait for the owning process to record the cancellation.
@@ -41,15 +42,20 @@ fn target(found: &Found) -> Target {
     }
 }
 
-fn live_owner(store: &dyn RunStore, owner: Option<&str>) -> Result<Option<OwnerRecord>, Failure> {
+async fn live_owner(
+    store: &dyn Store,
+    owner: Option<&str>,
+) -> Result<Option<OwnerRecord>, Failure> {
     let Some(owner) = owner else {
         return Ok(None);
     };
-    weir_runner::live_owner(store, owner, SystemClock.now()).map_err(Failure::internal)
+    weir_runner::live_owner(store, owner, SystemClock.now())
+        .await
+        .map_err(Failure::internal)
 }
 
-pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, Failure> {
-    let found = find(store, run)?;
+pub(crate) async fn cancel(store: &dyn Store, run: &str, json: bool) -> Result<u8, Failure> {
+    let found = find_run(store, run).await.map_err(view_failure)?;
     let run = target(&found);
     let report = |state: State, message: &str| {
         if json {
@@ -72,13 +78,14 @@ pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, 
         return Ok(0);
     }
     let now = SystemClock.now();
-    if let Some(owner) = live_owner(store, run.owner.as_deref())? {
+    if let Some(owner) = live_owner(store, run.owner.as_deref()).await? {
         store
-            .request_cancel(&run.id, REASON, now)
+            .request_cancel(&run.id, REASON, now).await
             .map_err(Failure::internal)?;
         let deadline = Instant::now() + OWNER_GRACE;
         loop {
-            let state = target(&find(store, &run.id)?).state;
+            let found = find_run(store, &run.id).await.map_err(view_failure)?;
+            let state = target(&found).state;
             if state.is_final() {
                 report(
                     state,
@@ -104,7 +111,7 @@ pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, 
                 );
                 return Ok(crate::exit::FAILED);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     // No live process runs it (it waits, or predates owners): end it here.
@@ -117,7 +124,7 @@ pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, 
                 at: now,
             };
             store
-                .end_flow_run_tree(&record.id, &ending)
+                .end_flow_run_tree(&record.id, &ending).await
                 .map_err(Failure::internal)?;
         }
         Found::Task(record) => {
@@ -130,8 +137,8 @@ pub(crate) fn cancel(store: &dyn RunStore, run: &str, json: bool) -> Result<u8, 
             store
                 .finish_task_run(&record.id, &change, None, None)
                 .and_then(|()| store.release_slots(record.id.as_str()))
-                .and_then(|()| store.flush())
                 .map_err(Failure::internal)?;
+            store.flush().await.map_err(Failure::internal)?;
         }
     }
     report(

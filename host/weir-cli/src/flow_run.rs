@@ -1,12 +1,13 @@
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use weir_flow::Flow;
 use weir_runner::{FlowRunError, FlowRunner};
 
 use crate::Failure;
+use crate::store::StoreLocation;
 use crate::task_run::open_runner;
 
 #[derive(Debug, Args)]
@@ -83,8 +84,8 @@ fn parameters(flow: &Flow, args: &RunArgs) -> Result<Map<String, Value>, Failure
     Ok(given)
 }
 
-pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> {
-    let tasks = Arc::new(open_runner(store_dir, args.secrets_file.as_deref())?);
+pub(crate) async fn run(store: &StoreLocation, args: RunArgs) -> Result<u8, Failure> {
+    let tasks = Arc::new(open_runner(store, args.secrets_file.as_deref()).await?);
     let concurrency = args
         .concurrency
         .unwrap_or_else(FlowRunner::default_concurrency);
@@ -92,8 +93,10 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
     let interrupts = crate::interrupt::Interrupts::watch(tasks.clone());
     let started = match (&args.resume, &args.flow) {
         (Some(run), _) => {
-            crate::runs::reap_orphans(tasks.store().as_ref())?;
-            let record = crate::runs::find_flow_run(tasks.store().as_ref(), run)?;
+            crate::runs::reap_orphans(tasks.store().as_ref()).await?;
+            let record = weir_runner::views::find_flow_run(tasks.store().as_ref(), run)
+                .await
+                .map_err(crate::runs::view_failure)?;
             runner.resume_flow(&record.id).await
         }
         (None, Some(path)) => {
@@ -110,12 +113,8 @@ pub(crate) async fn run(store_dir: &Path, args: RunArgs) -> Result<u8, Failure> 
     tasks
         .store()
         .flush()
-        .with_context(|| {
-            format!(
-                "recording the flow run in the store {}",
-                store_dir.display()
-            )
-        })
+        .await
+        .with_context(|| format!("recording the flow run in the store {store}"))
         .map_err(Failure::internal)?;
     let code = crate::report_run(
         args.json,

@@ -1,8 +1,9 @@
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use weir_core::{CachePolicy, RetryDelays, format_duration};
 
 use crate::Failure;
+use crate::store::StoreLocation;
 use crate::task_run::{open_runner, runner_failure};
 
 #[derive(Debug, Args)]
@@ -14,8 +15,8 @@ pub(crate) struct InspectArgs {
     json: bool,
 }
 
-pub(crate) async fn run(store_dir: &Path, args: InspectArgs) -> Result<u8, Failure> {
-    let runner = open_runner(store_dir, None)?;
+pub(crate) async fn run(store: &StoreLocation, args: InspectArgs) -> Result<u8, Failure> {
+    let runner = open_runner(store, None).await?;
     let plugin = runner
         .load_plugin(&args.plugin)
         .await

@@ -16,20 +16,21 @@ mod interrupt;
 mod limits;
 mod project;
 mod runs;
+mod store;
 mod task_run;
 mod terminal;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Run workflow tasks as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about)]
 struct Cli {
-    /// Directory of the run store (SQLite database, results, compiled plugins).
+    /// Where runs are recorded: a directory (the embedded SQLite store, with results and
+    /// compiled plugins) or a PostgreSQL URL, `postgres://user@host/db` (a shared store).
     #[arg(long, global = true, env = "WEIR_STORE", default_value = ".weir")]
-    store: PathBuf,
+    store: String,
 
     #[command(subcommand)]
     command: Command,
@@ -179,16 +180,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
+    let store = store::StoreLocation::parse(&cli.store);
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => flow_run::run(&cli.store, args).await,
-            Command::Task(TaskCommand::Run(args)) => task_run::run(&cli.store, args).await,
-            Command::Inspect(args) => inspect::run(&cli.store, args).await,
-            Command::Runs(command) => runs::runs(&cli.store, command),
-            Command::Cache(command) => runs::cache(&cli.store, command),
-            Command::ConcurrencyLimit(command) => limits::run(&cli.store, command),
+            Command::Run(args) => flow_run::run(&store, args).await,
+            Command::Task(TaskCommand::Run(args)) => task_run::run(&store, args).await,
+            Command::Inspect(args) => inspect::run(&store, args).await,
+            Command::Runs(command) => runs::runs(&store, command).await,
+            Command::Cache(command) => runs::cache(&store, command).await,
+            Command::ConcurrencyLimit(command) => limits::run(&store, command).await,
             Command::New(args) => project::new(args),
-            Command::Build(args) => project::build(&cli.store, args).await,
+            Command::Build(args) => project::build(&store, args).await,
         }
     });
     match result {

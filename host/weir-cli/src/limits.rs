@@ -2,12 +2,11 @@
 
 use clap::Subcommand;
 use serde_json::json;
-use std::path::Path;
 use weir_core::{Clock, SystemClock};
-use weir_store::{ConcurrencyLimit, RunStore};
-use weir_store_sqlite::SqliteStore;
+use weir_store::ConcurrencyLimit;
 
 use crate::Failure;
+use crate::store::StoreLocation;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum LimitCommand {
@@ -44,20 +43,22 @@ fn describe(limit: &ConcurrencyLimit) -> String {
     )
 }
 
-pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure> {
-    let store = SqliteStore::open(store_dir).map_err(Failure::internal)?;
+pub(crate) async fn run(location: &StoreLocation, command: LimitCommand) -> Result<u8, Failure> {
+    let store = location.open().await?;
     // Slots held by a process that died are freed before they are shown.
-    crate::runs::reap_orphans(&store)?;
+    crate::runs::reap_orphans(store.as_ref()).await?;
     let now = SystemClock.now();
     match command {
         LimitCommand::Create { tag, limit } => {
             store
-                .set_concurrency_limit(&tag, limit, now)
+                .set_concurrency_limit(&tag, limit, now).await
                 .map_err(Failure::internal)?;
             println!("tag `{tag}` is limited to {limit} task runs at once");
         }
         LimitCommand::Ls { json } => {
-            let limits = store.concurrency_limits(now).map_err(Failure::internal)?;
+            let limits = weir_runner::views::concurrency_limits(store.as_ref(), now)
+                .await
+                .map_err(Failure::internal)?;
             if json {
                 println!(
                     "{}",
@@ -71,7 +72,7 @@ pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure
         }
         LimitCommand::Read { tag, json } => {
             let limit = store
-                .concurrency_limit(&tag, now)
+                .concurrency_limit(&tag, now).await
                 .map_err(Failure::internal)?
                 .ok_or_else(|| {
                     Failure::usage(anyhow::anyhow!(
@@ -86,7 +87,7 @@ pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure
         }
         LimitCommand::Delete { tag } => {
             if !store
-                .delete_concurrency_limit(&tag)
+                .delete_concurrency_limit(&tag).await
                 .map_err(Failure::internal)?
             {
                 return Err(Failure::usage(anyhow::anyhow!(
@@ -97,11 +98,11 @@ pub(crate) fn run(store_dir: &Path, command: LimitCommand) -> Result<u8, Failure
         }
         LimitCommand::Reset { tag } => {
             let freed = store
-                .reset_concurrency_limit(&tag)
+                .reset_concurrency_limit(&tag).await
                 .map_err(Failure::internal)?;
             println!("freed {freed} slots of tag `{tag}`");
         }
     }
-    store.flush().map_err(Failure::internal)?;
+    store.flush().await.map_err(Failure::internal)?;
     Ok(0)
 }

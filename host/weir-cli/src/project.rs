@@ -2,11 +2,12 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use weir_build::{BuildError, BuildOptions, Language, Project};
 
 use crate::task_run::{open_runner, runner_failure};
+use crate::store::StoreLocation;
 use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
@@ -59,7 +60,7 @@ pub(crate) fn new(args: NewArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub(crate) async fn build(store_dir: &Path, args: BuildArgs) -> Result<u8, Failure> {
+pub(crate) async fn build(store: &StoreLocation, args: BuildArgs) -> Result<u8, Failure> {
     let started = Instant::now();
     let project = Project::open(&args.dir).map_err(Failure::usage)?;
     let tools_dir = args.tools_dir.clone();
@@ -84,7 +85,7 @@ pub(crate) async fn build(store_dir: &Path, args: BuildArgs) -> Result<u8, Failu
 
     // The build only counts when weir accepts the result: the right world, tasks it can read.
     // Loading also compiles it into the store's cache, so the first run starts fast.
-    let runner = open_runner(store_dir, None)?;
+    let runner = open_runner(store, None).await?;
     let plugin = runner.load_plugin(&output).await.map_err(runner_failure)?;
     let names: Vec<&str> = plugin
         .tasks()

@@ -7,6 +7,7 @@ use weir_core::{RetryDelays, SystemClock, TaskOverrides, parse_duration};
 use weir_runner::{RunnerError, TaskRequest, TaskRunner};
 
 use crate::Failure;
+use crate::store::StoreLocation;
 use crate::terminal::TerminalObserver;
 
 #[derive(Debug, Args)]
@@ -76,9 +77,10 @@ fn read_input(text: &str) -> Result<serde_json::Value, Failure> {
         .map_err(Failure::usage)
 }
 
-/// Opens the store and a runtime whose compiled-plugin cache lives in the store directory.
-pub(crate) fn open_runner(
-    store_dir: &Path,
+/// Opens the store and a runtime whose compiled-plugin cache lives in the store's local
+/// directory.
+pub(crate) async fn open_runner(
+    store: &StoreLocation,
     secrets_file: Option<&Path>,
 ) -> Result<TaskRunner, Failure> {
     let secrets = match secrets_file {
@@ -86,14 +88,13 @@ pub(crate) fn open_runner(
             .map_err(|message| Failure::usage(anyhow::anyhow!(message)))?,
         None => Default::default(),
     };
-    let store = weir_store_sqlite::SqliteStore::open(store_dir)
-        .with_context(|| format!("opening the store in {}", store_dir.display()))
-        .map_err(Failure::internal)?;
+    let local_dir = store.local_dir();
+    let store = store.open().await?;
     let runtime =
-        weir_runtime::Runtime::new(runtime_config(store_dir)?).map_err(Failure::internal)?;
+        weir_runtime::Runtime::new(runtime_config(&local_dir)?).map_err(Failure::internal)?;
     Ok(TaskRunner::new(
         Arc::new(runtime),
-        Arc::new(store),
+        store,
         Arc::new(SystemClock),
         Arc::new(TerminalObserver::stderr()),
     )
@@ -102,9 +103,9 @@ pub(crate) fn open_runner(
 
 /// The runtime's bounds, each changeable with an environment variable (the README's
 /// table of bounds lists them).
-fn runtime_config(store_dir: &Path) -> Result<weir_runtime::RuntimeConfig, Failure> {
+fn runtime_config(local_dir: &Path) -> Result<weir_runtime::RuntimeConfig, Failure> {
     let mut config = weir_runtime::RuntimeConfig {
-        compiled_cache_dir: Some(store_dir.join("compiled")),
+        compiled_cache_dir: Some(local_dir.join("compiled")),
         ..Default::default()
     };
     let read = |name: &str| {
@@ -156,9 +157,9 @@ pub(crate) fn runner_failure(error: RunnerError) -> Failure {
     }
 }
 
-pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failure> {
+pub(crate) async fn run(store: &StoreLocation, args: TaskRunArgs) -> Result<u8, Failure> {
     let input = read_input(&args.input)?;
-    let runner = Arc::new(open_runner(store_dir, args.secrets_file.as_deref())?);
+    let runner = Arc::new(open_runner(store, args.secrets_file.as_deref()).await?);
     let interrupts = crate::interrupt::Interrupts::watch(runner.clone());
     let plugin = runner
         .load_plugin(&args.plugin)
@@ -188,7 +189,8 @@ pub(crate) async fn run(store_dir: &Path, args: TaskRunArgs) -> Result<u8, Failu
     runner
         .store()
         .flush()
-        .with_context(|| format!("recording the run in the store {}", store_dir.display()))
+        .await
+        .with_context(|| format!("recording the run in the store {store}"))
         .map_err(Failure::internal)?;
     let code = crate::report_run(
         args.json,

@@ -3,7 +3,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The state of a task run (and later, a flow run), named as in Prefect where the meaning is the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum State {
     /// Created, not started (waiting for a slot, an upstream, or a retry delay's start).
     Pending,

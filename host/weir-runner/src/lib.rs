@@ -3,7 +3,7 @@
 //! jitter, timeouts, result caching with expiration and refresh, and logs.
 //!
 //! It drives the sandbox (`weir-runtime`) one attempt at a time and writes every
-//! state change, log line and result to a [`RunStore`](weir_store::RunStore) as it
+//! state change, log line and result to a [`Store`](weir_store::Store) as it
 //! happens. What a person watching sees (created, logs, state changes) goes to a
 //! [`RunObserver`], which the command line turns into Prefect-style lines.
 //!
@@ -35,6 +35,7 @@ mod owner;
 mod runner;
 mod secrets;
 mod slots;
+pub mod views;
 
 pub use cancel::CancelToken;
 pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};

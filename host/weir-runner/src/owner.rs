@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use weir_core::{Clock, OwnerId, State, Timestamp};
-use weir_store::{EndedRuns, Ending, OwnerRecord, RunStore, StoreResult};
+use weir_store::{EndedRuns, Ending, OwnerRecord, Store, StoreResult};
 
 use crate::cancel::CancelToken;
 
@@ -112,13 +112,13 @@ pub fn owner_gone(owner: &OwnerRecord, now: Timestamp) -> Option<String> {
 }
 
 /// The owner `id` if it is registered and alive at `now`: who is running a run.
-pub fn live_owner(
-    store: &dyn RunStore,
+pub async fn live_owner(
+    store: &dyn Store,
     id: &str,
     now: Timestamp,
 ) -> StoreResult<Option<OwnerRecord>> {
     Ok(store
-        .owners()?
+        .owners().await?
         .into_iter()
         .find(|owner| owner.id == id)
         .filter(|owner| owner_gone(owner, now).is_none()))
@@ -127,13 +127,13 @@ pub fn live_owner(
 /// Records `Crashed` every unfinished run of every owner that is gone, frees their
 /// slots and forgets the owners. What every command that reads runs does first, so
 /// that no run is shown `Running` without a live process running it.
-pub fn reap_orphans(
-    store: &dyn RunStore,
+pub async fn reap_orphans(
+    store: &dyn Store,
     clock: &dyn Clock,
 ) -> StoreResult<Vec<(OwnerRecord, EndedRuns)>> {
     let now = clock.now();
     let mut reaped = Vec::new();
-    for owner in store.owners()? {
+    for owner in store.owners().await? {
         let Some(why) = owner_gone(&owner, now) else {
             continue;
         };
@@ -145,7 +145,7 @@ pub fn reap_orphans(
             ),
             at: now,
         };
-        let ended = store.retire_owner(&owner.id, &ending)?;
+        let ended = store.retire_owner(&owner.id, &ending).await?;
         reaped.push((owner, ended));
     }
     Ok(reaped)
@@ -203,9 +203,9 @@ impl Ownership {
 
     /// Registers this process in the store and starts heartbeating, once, from the
     /// first run on (a runner that runs nothing leaves no trace).
-    pub(crate) fn ensure_registered(
+    pub(crate) async fn ensure_registered(
         self: &Arc<Self>,
-        store: &Arc<dyn RunStore>,
+        store: &Arc<dyn Store>,
         clock: &Arc<dyn Clock>,
     ) -> StoreResult<()> {
         if self.registered.get().is_some() {
@@ -214,7 +214,7 @@ impl Ownership {
         // Two runs starting at once may both register: the record is replaced, harmless.
         let mut record = self.record.clone();
         record.heartbeat = clock.now();
-        store.register_owner(&record)?;
+        store.register_owner(&record).await?;
         if self.registered.set(()).is_ok() {
             let task = tokio::spawn(heartbeat(self.clone(), store.clone(), clock.clone()));
             *self
@@ -227,7 +227,7 @@ impl Ownership {
 
     /// Stops heartbeating and retires this owner: a run it left unfinished (which a
     /// clean exit does not) is recorded Crashed, and its slots are freed.
-    pub(crate) fn retire(&self, store: &dyn RunStore, clock: &dyn Clock) {
+    pub(crate) async fn retire(&self, store: &dyn Store, clock: &dyn Clock) {
         if let Some(task) = self
             .heartbeat
             .lock()
@@ -244,13 +244,13 @@ impl Ownership {
             message: "the process running it exited before it finished".into(),
             at: clock.now(),
         };
-        if let Err(error) = store.retire_owner(&self.record.id, &ending) {
+        if let Err(error) = store.retire_owner(&self.record.id, &ending).await {
             tracing::error!("could not retire this process's runs: {error}");
         }
     }
 }
 
-async fn heartbeat(ownership: Arc<Ownership>, store: Arc<dyn RunStore>, clock: Arc<dyn Clock>) {
+async fn heartbeat(ownership: Arc<Ownership>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
     let beats_per_heartbeat = (HEARTBEAT.as_millis() / CANCEL_POLL.as_millis()).max(1) as u64;
     let mut tick: u64 = 0;
     loop {
@@ -264,20 +264,13 @@ async fn heartbeat(ownership: Arc<Ownership>, store: Arc<dyn RunStore>, clock: A
         if ownership.lock_active().is_empty() {
             continue;
         }
-        // Reading waits for the store's pending writes: off the async workers.
-        let (asking, owner) = (store.clone(), ownership.record.id.clone());
-        let requests =
-            match tokio::task::spawn_blocking(move || asking.cancel_requests(&owner)).await {
-                Ok(Ok(requests)) => requests,
-                Ok(Err(error)) => {
-                    tracing::error!("could not read cancellation requests: {error}");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!("reading cancellation requests failed: {error}");
-                    continue;
-                }
-            };
+        let requests = match store.cancel_requests(&ownership.record.id).await {
+            Ok(requests) => requests,
+            Err(error) => {
+                tracing::error!("could not read cancellation requests: {}", error.describe());
+                continue;
+            }
+        };
         for request in requests {
             let token = ownership.lock_active().get(&request.run_id).cloned();
             if let Some(token) = token {

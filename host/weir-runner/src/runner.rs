@@ -8,7 +8,7 @@ use weir_core::{
     TaskOverrides, TaskRunId, format_duration,
 };
 use weir_runtime::{AttemptOutcome, AttemptSpec, LoadError, Plugin, Runtime};
-use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, RunStore, StateChange, StoreError};
+use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, Store, StateChange, StoreError};
 
 use crate::cancel::CancelToken;
 use crate::logs::RunLog;
@@ -170,7 +170,7 @@ impl Effective {
 /// Runs tasks and records them. Share it behind an `Arc`; runs may go on concurrently.
 pub struct TaskRunner {
     runtime: Arc<Runtime>,
-    pub(crate) store: Arc<dyn RunStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     observer: Arc<dyn RunObserver>,
     /// Next `task-N` number per task name, for runs not named by a template.
@@ -187,15 +187,19 @@ pub struct TaskRunner {
 
 impl Drop for TaskRunner {
     fn drop(&mut self) {
-        self.ownership
-            .retire(self.store.as_ref(), self.clock.as_ref());
+        // Blocking here is safe on any thread, an async worker included: every backend
+        // answers a retirement from a writer thread of its own, not from this runtime.
+        futures::executor::block_on(
+            self.ownership
+                .retire(self.store.as_ref(), self.clock.as_ref()),
+        );
     }
 }
 
 impl TaskRunner {
     pub fn new(
         runtime: Arc<Runtime>,
-        store: Arc<dyn RunStore>,
+        store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         observer: Arc<dyn RunObserver>,
     ) -> Self {
@@ -231,8 +235,10 @@ impl TaskRunner {
     }
 
     /// Registers this process as a run owner (once) and starts its heartbeat.
-    pub(crate) fn ensure_owner(&self) -> Result<(), StoreError> {
-        self.ownership.ensure_registered(&self.store, &self.clock)
+    pub(crate) async fn ensure_owner(&self) -> Result<(), StoreError> {
+        self.ownership
+            .ensure_registered(&self.store, &self.clock)
+            .await
     }
 
     /// Makes a run cancellable by id (from another process) while the guard lives.
@@ -250,7 +256,7 @@ impl TaskRunner {
         &self.runtime
     }
 
-    pub fn store(&self) -> &Arc<dyn RunStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -447,7 +453,7 @@ impl TaskRunner {
             created: self.clock.now(),
             owner: Some(self.owner_id().to_owned()),
         };
-        self.ensure_owner()?;
+        self.ensure_owner().await?;
         let cancel = request
             .cancel
             .clone()
@@ -686,7 +692,7 @@ impl Execution<'_> {
             && let Some((entry, output)) = self
                 .runner
                 .store
-                .cached_result(key, self.runner.clock.now())?
+                .cached_result(key, self.runner.clock.now()).await?
         {
             let message = format!(
                 "result of task run {} reused from the cache",

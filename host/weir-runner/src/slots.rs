@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use weir_store::{RunStore, SlotRequest};
+use weir_store::{Store, SlotRequest};
 
 use crate::runner::TaskRunner;
 
@@ -20,7 +20,7 @@ const DEAD_OWNER_CHECK: Duration = Duration::from_millis(250);
 
 /// Held slots; dropping it gives them back and wakes waiting runs.
 pub(crate) struct SlotGuard {
-    store: Arc<dyn RunStore>,
+    store: Arc<dyn Store>,
     holder: String,
     freed: Arc<Notify>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -50,16 +50,16 @@ impl TaskRunner {
             // Registered before asking, so a release in between is not missed.
             freed.as_mut().enable();
             let now = self.clock.now();
-            // The store answers from its writer thread; waiting for it here would block
-            // an async worker, so the wait happens on a blocking thread.
             let store = self.store.clone();
             let (asked_tags, asked_holder) = (tags.to_vec(), holder.to_owned());
             // If this waiter is dropped (its run cancelled) while the store answers,
-            // nobody would release what it granted: the blocking side does.
+            // nobody would release what it granted: the request is a task of its own,
+            // which finishes either way and gives back a grant nobody took.
             let (granted, waiter) = tokio::sync::oneshot::channel::<()>();
-            let request = tokio::task::spawn_blocking(move || {
-                let request =
-                    store.acquire_slots(&asked_tags, &asked_holder, now, now.saturating_add(LEASE));
+            let request = tokio::spawn(async move {
+                let request = store
+                    .acquire_slots(&asked_tags, &asked_holder, now, now.saturating_add(LEASE))
+                    .await;
                 if matches!(request, Ok(SlotRequest::Granted)) && granted.send(()).is_err() {
                     let _ = store.release_slots(&asked_holder);
                 }
@@ -67,10 +67,10 @@ impl TaskRunner {
             })
             .await
             .unwrap_or_else(|panic| {
-                Err(weir_store::StoreError::Backend {
-                    action: "acquiring concurrency slots".into(),
-                    message: panic.to_string(),
-                })
+                Err(weir_store::StoreError::backend(
+                    "acquiring concurrency slots",
+                    panic.to_string(),
+                ))
             });
             drop(waiter);
             match request {
@@ -109,18 +109,10 @@ impl TaskRunner {
             *last = Some(now);
         }
         let (store, clock) = (self.store.clone(), self.clock.clone());
-        match tokio::task::spawn_blocking(move || {
-            crate::owner::reap_orphans(store.as_ref(), clock.as_ref())
-        })
-        .await
-        {
-            Ok(Ok(reaped)) => reaped.iter().any(|(_, ended)| !ended.is_empty()),
-            Ok(Err(error)) => {
-                tracing::error!("could not look for dead run owners: {error}");
-                false
-            }
+        match crate::owner::reap_orphans(store.as_ref(), clock.as_ref()).await {
+            Ok(reaped) => reaped.iter().any(|(_, ended)| !ended.is_empty()),
             Err(error) => {
-                tracing::error!("looking for dead run owners failed: {error}");
+                tracing::error!("could not look for dead run owners: {}", error.describe());
                 false
             }
         }

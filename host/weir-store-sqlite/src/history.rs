@@ -2,6 +2,7 @@
 //! blobs. Every read first waits for this store's queued writes.
 
 use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
 use rusqlite::{OptionalExtension, params};
 use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
@@ -159,6 +160,29 @@ impl History for SqliteStore {
             id.as_str(),
         )
         .await
+    }
+
+    async fn task_run_counts(
+        &self,
+        flow_runs: &[FlowRunId],
+    ) -> StoreResult<HashMap<FlowRunId, BTreeMap<State, usize>>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT state, count(*) FROM task_runs WHERE flow_run_id = ?1 GROUP BY state",
+            )
+            .map_err(backend("counting task runs"))?;
+        let mut counts = HashMap::new();
+        for id in flow_runs {
+            let states = statement
+                .query_map([id.as_str()], |row| {
+                    Ok((state_from_sql(row.get(0)?)?, row.get::<_, i64>(1)? as usize))
+                })
+                .and_then(|rows| rows.collect::<Result<BTreeMap<_, _>, _>>())
+                .map_err(backend("counting task runs"))?;
+            counts.insert(id.clone(), states);
+        }
+        Ok(counts)
     }
 
     async fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>> {

@@ -22,7 +22,6 @@
 //! # });
 //! ```
 
-mod cache_index;
 mod history;
 mod leases;
 mod recorder;
@@ -34,9 +33,8 @@ mod writer;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use weir_store::{Store, StoreError, StoreResult};
+use weir_store::{PendingEntries, Store, StoreError, StoreResult};
 
-use cache_index::PendingEntries;
 use results::BlobDir;
 use writer::Writer;
 

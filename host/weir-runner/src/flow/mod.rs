@@ -196,7 +196,7 @@ impl FlowRunner {
         cancel: CancelToken,
     ) -> BoxFuture<'_, Result<FlowRunOutcome, FlowRunError>> {
         Box::pin(async move {
-            self.tasks.ensure_owner()?;
+            self.tasks.ensure_owner().await?;
             let flow = &prepared.flow;
             let store = self.tasks.store().clone();
             let clock = self.tasks.clock().clone();
@@ -292,7 +292,8 @@ impl FlowRunner {
                         self.cancel_unfinished(
                             &label.id,
                             &format!("the flow run timed out after {}", format_duration(timeout)),
-                        );
+                        )
+                        .await;
                         Some((
                             State::TimedOut,
                             format!(
@@ -372,13 +373,13 @@ impl FlowRunner {
     }
 
     /// Marks the flow run's unfinished task runs Cancelled (their attempts were dropped).
-    fn cancel_unfinished(&self, flow_run: &FlowRunId, reason: &str) {
+    async fn cancel_unfinished(&self, flow_run: &FlowRunId, reason: &str) {
         let store = self.tasks.store();
         let filter = TaskRunFilter {
             flow_run_id: Some(flow_run.clone()),
             ..Default::default()
         };
-        let Ok(runs) = store.task_runs(&filter) else {
+        let Ok(runs) = store.task_runs(&filter).await else {
             return;
         };
         for run in runs.into_iter().filter(|run| !run.state.is_final()) {

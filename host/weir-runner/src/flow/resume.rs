@@ -22,7 +22,7 @@ impl FlowRunner {
         id: &FlowRunId,
     ) -> Result<FlowRunOutcome, FlowRunError> {
         let store = self.tasks.store().clone();
-        let record = store.flow_run(id)?.ok_or_else(|| FlowError {
+        let record = store.flow_run(id).await?.ok_or_else(|| FlowError {
             origin: id.to_string(),
             node: None,
             field: None,
@@ -43,7 +43,7 @@ impl FlowRunner {
             && !record.state.is_final()
         {
             let now = self.tasks.clock().now();
-            if let Some(live) = crate::owner::live_owner(store.as_ref(), owner, now)? {
+            if let Some(live) = crate::owner::live_owner(store.as_ref(), owner, now).await? {
                 return Err(refuse(format!(
                     "it is still running in process {} on {}; cancel it first (`weir runs cancel {}`)",
                     live.pid, live.host, record.name
@@ -81,15 +81,15 @@ impl FlowRunner {
                 .into());
             };
             let parameters = prepared.flow.bind_parameters(&given)?;
-            let resumed = self.what_was_done(id)?;
+            let resumed = self.what_was_done(id).await?;
             let label = FlowRunLabel {
                 id: record.id.clone(),
                 name: record.name.clone(),
                 flow: record.flow.clone(),
             };
             let attempt = record.attempts + 1;
-            self.tasks.ensure_owner()?;
-            store.set_flow_run_owner(&label.id, self.tasks.owner_id())?;
+            self.tasks.ensure_owner().await?;
+            store.set_flow_run_owner(&label.id, self.tasks.owner_id()).await?;
             let _active = self.tasks.activate(label.id.as_str(), &cancel);
             store.set_flow_run_state(
                 &label.id,
@@ -109,17 +109,17 @@ impl FlowRunner {
     /// What a flow run finished before it stopped: node outputs, completed map elements
     /// and task runs, and its subflow runs. Its unfinished task runs are recorded Crashed
     /// (they will run again).
-    fn what_was_done(&self, id: &FlowRunId) -> Result<Resumed, FlowRunError> {
+    async fn what_was_done(&self, id: &FlowRunId) -> Result<Resumed, FlowRunError> {
         let store = self.tasks.store();
         let mut resumed = Resumed::default();
-        for (node, output) in store.node_outputs(id)? {
+        for (node, output) in store.node_outputs(id).await? {
             resumed.nodes.insert(node, output);
         }
         let filter = TaskRunFilter {
             flow_run_id: Some(id.clone()),
             ..Default::default()
         };
-        for run in store.task_runs(&filter)? {
+        for run in store.task_runs(&filter).await? {
             match (
                 &run.node,
                 run.map_index,
@@ -129,12 +129,12 @@ impl FlowRunner {
                 (Some(node), Some(index), true, Some(digest)) => {
                     resumed
                         .elements
-                        .insert((node.clone(), index), store.result(digest)?);
+                        .insert((node.clone(), index), store.result(digest).await?);
                 }
                 // Completed, but the process stopped before it recorded the node's output:
                 // running it again would complete it twice.
                 (Some(node), None, true, Some(digest)) if !resumed.nodes.contains_key(node) => {
-                    let output = store.result(digest)?;
+                    let output = store.result(digest).await?;
                     resumed.nodes.insert(node.clone(), output);
                 }
                 _ if !run.state.is_final() => {
@@ -153,7 +153,7 @@ impl FlowRunner {
         let children = store.flow_runs(&FlowRunFilter {
             parent: Some(id.clone()),
             ..Default::default()
-        })?;
+        }).await?;
         // Newest first: the latest run of each subflow node is the one to continue.
         for child in children {
             let Some(node) = child.parent_node.clone() else {
@@ -165,7 +165,7 @@ impl FlowRunner {
             if child.state == State::Completed {
                 // It completed, but its parent stopped before recording the node.
                 let output = match &child.result_digest {
-                    Some(digest) => store.result(digest)?,
+                    Some(digest) => store.result(digest).await?,
                     None => Value::Null,
                 };
                 resumed.nodes.insert(node, output);

@@ -1,21 +1,22 @@
-//! Cache entries this process wrote that the writer thread has not committed yet.
+//! Cache entries this process wrote that a backend's writer has not committed yet: a
+//! helper for backends that write in the background.
 //!
-//! A cache lookup reads the committed database without waiting for the writer (a hit
-//! must not wait for a commit), so an entry written a moment ago by this process would
-//! be missed; this holds those until they are committed. The database stays the truth:
+//! A cache lookup reads the committed store without waiting for the writer (a hit must
+//! not wait for a commit), so an entry written a moment ago by this process would be
+//! missed; this holds those until they are committed. The database stays the truth:
 //! once an entry's write is committed it is forgotten here, so an entry that another
 //! process cleared or replaced is never served from memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, Timestamp};
-use weir_store::CacheEntry;
+use crate::CacheEntry;
 
 /// An entry and the writer sequence number of the write that records it.
 type Pending = (CacheEntry, Arc<serde_json::Value>, u64);
 
 #[derive(Default)]
-pub(crate) struct PendingEntries {
+pub struct PendingEntries {
     entries: Mutex<HashMap<CacheKey, Pending>>,
 }
 
@@ -26,9 +27,10 @@ impl PendingEntries {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The entry for `key` if its write is still uncommitted (`committed` is the
+    /// The entry for `key` if its write is still uncommitted (call it after reading the
+    /// committed store, with `committed` read before that) (`committed` is the
     /// writer's last committed sequence number) and it has not expired at `now`.
-    pub(crate) fn get(
+    pub fn get(
         &self,
         key: &CacheKey,
         now: Timestamp,
@@ -48,7 +50,7 @@ impl PendingEntries {
 
     /// Remembers an entry written by the write numbered `sequence`; forgets entries
     /// committed since (the map holds only what is in the writer's queue).
-    pub(crate) fn insert(
+    pub fn insert(
         &self,
         entry: CacheEntry,
         result: Arc<serde_json::Value>,
@@ -63,7 +65,7 @@ impl PendingEntries {
         entries.insert(entry.key.clone(), (entry, result, sequence));
     }
 
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         self.lock().clear();
     }
 }

@@ -1,0 +1,321 @@
+//! What readers query: runs, histories, logs, results, the change feed, plugins and
+//! blobs. Every read first waits for this store's queued writes.
+
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
+use weir_store::{
+    Blobs, ChangeCursor, Changes, FlowRunFilter, FlowRunRecord, History, LogRecord, PluginRecord,
+    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+};
+
+use crate::rows::{self, FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS};
+use crate::writer::WriteOp;
+use crate::{PostgresStore, backend, results};
+
+/// The SQL `LIMIT` of an optional limit (NULL: none).
+fn sql_limit(limit: Option<usize>) -> Option<i64> {
+    limit.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+impl PostgresStore {
+    async fn history(&self, query: &str, id: &str) -> StoreResult<Vec<StateChange>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(query, &[&id])
+            .await
+            .map_err(backend("reading a state history"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StateChange {
+                    state: rows::state(row.get(0))?,
+                    message: row.get(1),
+                    attempt: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+                    at: Timestamp(row.get(3)),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl History for PostgresStore {
+    async fn flow_run(&self, id: &FlowRunId) -> StoreResult<Option<FlowRunRecord>> {
+        let client = self.read().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(backend("reading a flow run"))?;
+        row.map(|row| rows::flow_run(&row, 0)).transpose()
+    }
+
+    async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
+        let client = self.read().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
+                 WHERE ($1::text IS NULL OR flow = $1) AND ($2::text IS NULL OR state = $2)
+                   AND ($3::bigint IS NULL OR created >= $3) AND ($5::text IS NULL OR name = $5)
+                   AND ($6::text IS NULL OR parent_flow_run_id = $6) AND ($7::text IS NULL OR id < $7)
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .await
+            .map_err(backend("listing flow runs"))?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &filter.flow,
+                    &filter.state.map(State::as_str),
+                    &filter.since.map(|since| since.0),
+                    &sql_limit(filter.limit),
+                    &filter.name,
+                    &filter.parent.as_ref().map(FlowRunId::as_str),
+                    &filter.before.as_ref().map(FlowRunId::as_str),
+                ],
+            )
+            .await
+            .map_err(backend("listing flow runs"))?;
+        rows.iter().map(|row| rows::flow_run(row, 0)).collect()
+    }
+
+    async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
+        self.history(
+            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = $1 ORDER BY seq",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(backend("reading a flow run's node outputs"))?;
+        let mut outputs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let digest: String = row.get(1);
+            outputs.push((row.get(0), results::read(&client, &digest).await?));
+        }
+        Ok(outputs)
+    }
+
+    async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {
+        let client = self.read().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(backend("reading a task run"))?;
+        row.map(|row| rows::task_run(&row, 0)).transpose()
+    }
+
+    async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
+        let client = self.read().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs
+                 WHERE ($1::text IS NULL OR task = $1) AND ($2::text IS NULL OR state = $2)
+                   AND ($3::bigint IS NULL OR created >= $3) AND ($5::text IS NULL OR flow_run_id = $5)
+                   AND ($6::text IS NULL OR id < $6)
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .await
+            .map_err(backend("listing task runs"))?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &filter.task,
+                    &filter.state.map(State::as_str),
+                    &filter.since.map(|since| since.0),
+                    &sql_limit(filter.limit),
+                    &filter.flow_run_id.as_ref().map(FlowRunId::as_str),
+                    &filter.before.as_ref().map(TaskRunId::as_str),
+                ],
+            )
+            .await
+            .map_err(backend("listing task runs"))?;
+        rows.iter().map(|row| rows::task_run(row, 0)).collect()
+    }
+
+    async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
+        self.history(
+            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = $1 ORDER BY seq",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn task_run_counts(
+        &self,
+        flow_runs: &[FlowRunId],
+    ) -> StoreResult<HashMap<FlowRunId, BTreeMap<State, usize>>> {
+        let client = self.read().await?;
+        let ids: Vec<&str> = flow_runs.iter().map(FlowRunId::as_str).collect();
+        let rows = client
+            .query(
+                "SELECT flow_run_id, state, count(*) FROM task_runs WHERE flow_run_id = ANY($1)
+                 GROUP BY flow_run_id, state",
+                &[&ids],
+            )
+            .await
+            .map_err(backend("counting task runs"))?;
+        let mut counts: HashMap<FlowRunId, BTreeMap<State, usize>> = flow_runs
+            .iter()
+            .map(|id| (id.clone(), BTreeMap::new()))
+            .collect();
+        for row in rows {
+            let id = FlowRunId::from_string(row.get::<_, String>(0));
+            let state = rows::state(row.get(1))?;
+            let count = usize::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+            counts.entry(id).or_default().insert(state, count);
+        }
+        Ok(counts)
+    }
+
+    async fn logs(&self, id: &TaskRunId) -> StoreResult<Vec<LogRecord>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT at, level, message FROM logs WHERE task_run_id = $1 ORDER BY seq",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(backend("reading logs"))?;
+        Ok(rows
+            .iter()
+            .map(|row| LogRecord {
+                at: Timestamp(row.get(0)),
+                level: LogLevel::parse(row.get(1)).unwrap_or(LogLevel::Info),
+                message: row.get(2),
+            })
+            .collect())
+    }
+
+    async fn result(&self, digest: &str) -> StoreResult<serde_json::Value> {
+        let client = self.read().await?;
+        results::read(&client, digest).await
+    }
+
+    async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
+        let client = self.read().await?;
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = since.after.clone().unwrap_or_default();
+        // Only transactions older than every one still running: a later poll then never
+        // finds an older row that committed after this one looked.
+        let horizon: i64 = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await
+            .map_err(backend("reading the change feed"))?
+            .get(0);
+        let select = |table: &str, columns: &str| {
+            format!(
+                "SELECT changed::text::bigint, {columns} FROM {table}
+                 WHERE changed < $4::text::xid8
+                   AND (changed > $1::text::xid8 OR (changed = $1::text::xid8 AND id > $2))
+                 ORDER BY changed, id LIMIT $3"
+            )
+        };
+        let seq = since.seq.to_string();
+        let horizon_text = horizon.to_string();
+        let flow_rows = client
+            .query(
+                &select("flow_runs", FLOW_RUN_COLUMNS),
+                &[&seq, &after, &limit_sql, &horizon_text],
+            )
+            .await
+            .map_err(backend("reading the change feed"))?;
+        let task_rows = client
+            .query(
+                &select("task_runs", TASK_RUN_COLUMNS),
+                &[&seq, &after, &limit_sql, &horizon_text],
+            )
+            .await
+            .map_err(backend("reading the change feed"))?;
+        let flow_runs = flow_rows
+            .iter()
+            .map(|row| Ok((row.get::<_, i64>(0), rows::flow_run(row, 1)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let task_runs = task_rows
+            .iter()
+            .map(|row| Ok((row.get::<_, i64>(0), rows::task_run(row, 1)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(weir_store::merge_changes(since, flow_runs, task_runs, limit))
+    }
+}
+
+#[async_trait]
+impl Plugins for PostgresStore {
+    fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
+        let tasks_json = serde_json::to_string(&plugin.tasks)
+            .map_err(|error| StoreError::backend("encoding plugin metadata", error))?;
+        self.writer.send(WriteOp::RecordPlugin {
+            plugin: plugin.clone(),
+            tasks_json,
+        })?;
+        Ok(())
+    }
+
+    async fn plugin(&self, digest: &ComponentDigest) -> StoreResult<Option<PluginRecord>> {
+        let client = self.read().await?;
+        let row = client
+            .query_opt(
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE digest = $1",
+                &[&digest.as_str()],
+            )
+            .await
+            .map_err(backend("reading a plugin"))?;
+        row.map(|row| rows::plugin(&row)).transpose()
+    }
+
+    async fn plugins(&self) -> StoreResult<Vec<PluginRecord>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins ORDER BY first_seen, digest",
+                &[],
+            )
+            .await
+            .map_err(backend("listing plugins"))?;
+        rows.iter().map(rows::plugin).collect()
+    }
+}
+
+#[async_trait]
+impl Blobs for PostgresStore {
+    async fn put_blob(&self, bytes: &[u8]) -> StoreResult<String> {
+        let digest = weir_store::blob_digest(bytes);
+        let client = self.connection().await?;
+        client
+            .execute(
+                "INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&digest, &bytes],
+            )
+            .await
+            .map_err(backend("storing a blob"))?;
+        Ok(digest)
+    }
+
+    async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        let client = self.connection().await?;
+        let row = client
+            .query_opt("SELECT bytes FROM blobs WHERE digest = $1", &[&digest])
+            .await
+            .map_err(backend("reading a blob"))?;
+        row.map(|row| weir_store::check_blob(digest, row.get(0)))
+            .transpose()
+    }
+}

@@ -1,0 +1,442 @@
+//! Concurrency limits and their slots, and run owners: requests answered on a pooled
+//! connection in a transaction of their own, after this store's queued writes are
+//! committed (so they apply in order with them).
+
+use async_trait::async_trait;
+use weir_core::{FlowRunId, TaskRunId, Timestamp};
+use weir_store::{
+    CancelRequest, ConcurrencyLimit, EndedRuns, Ending, Leases, OwnerRecord, Owners, SlotRequest,
+    StoreError, StoreResult,
+};
+
+use crate::writer::WriteOp;
+use crate::{PostgresStore, backend};
+
+/// Which runs an ending ends.
+enum Selection<'a> {
+    /// Every unfinished run of a process (and the process's record).
+    Owner(&'a str),
+    /// A flow run, its subflow runs, and the task runs of all of them.
+    FlowRunTree(&'a FlowRunId),
+}
+
+impl PostgresStore {
+    async fn end_runs(&self, selection: Selection<'_>, ending: &Ending) -> StoreResult<EndedRuns> {
+        let mut client = self.read().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let (task_ids, flow_ids): (Vec<String>, Vec<String>) = match selection {
+            Selection::Owner(owner) => {
+                let tasks = transaction
+                    .query(
+                        "SELECT id FROM task_runs WHERE owner = $1 AND ended IS NULL FOR UPDATE",
+                        &[&owner],
+                    )
+                    .await
+                    .map_err(backend("finding the runs to end"))?;
+                let flows = transaction
+                    .query(
+                        "SELECT id FROM flow_runs WHERE owner = $1 AND ended IS NULL FOR UPDATE",
+                        &[&owner],
+                    )
+                    .await
+                    .map_err(backend("finding the runs to end"))?;
+                (
+                    tasks.iter().map(|row| row.get(0)).collect(),
+                    flows.iter().map(|row| row.get(0)).collect(),
+                )
+            }
+            Selection::FlowRunTree(root) => {
+                let tree: Vec<String> = transaction
+                    .query(
+                        "WITH RECURSIVE tree (id) AS (
+                             SELECT $1::text
+                             UNION SELECT f.id FROM flow_runs f JOIN tree t ON f.parent_flow_run_id = t.id
+                         ) SELECT id FROM tree",
+                        &[&root.as_str()],
+                    )
+                    .await
+                    .map_err(backend("finding the runs to end"))?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                let tasks = transaction
+                    .query(
+                        "SELECT id FROM task_runs WHERE flow_run_id = ANY($1) AND ended IS NULL FOR UPDATE",
+                        &[&tree],
+                    )
+                    .await
+                    .map_err(backend("finding the runs to end"))?;
+                let flows = transaction
+                    .query(
+                        "SELECT id FROM flow_runs WHERE id = ANY($1) AND ended IS NULL FOR UPDATE",
+                        &[&tree],
+                    )
+                    .await
+                    .map_err(backend("finding the runs to end"))?;
+                (
+                    tasks.iter().map(|row| row.get(0)).collect(),
+                    flows.iter().map(|row| row.get(0)).collect(),
+                )
+            }
+        };
+        let state = ending.state.as_str();
+        let ended_tasks: Vec<String> = transaction
+            .query(
+                "WITH ended AS (
+                     UPDATE task_runs SET state = $2, state_message = $3, ended = $4, result_digest = NULL,
+                         cache_key = NULL, changed = pg_current_xact_id()
+                     WHERE id = ANY($1) AND ended IS NULL RETURNING id, attempts)
+                 INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                 SELECT e.id, coalesce((SELECT max(s.seq) FROM task_run_states s WHERE s.task_run_id = e.id), 0) + 1,
+                        $2, $3, e.attempts, $4
+                 FROM ended e RETURNING task_run_id",
+                &[&task_ids, &state, &ending.message, &ending.at.0],
+            )
+            .await
+            .map_err(backend("ending task runs"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        transaction
+            .execute(
+                "DELETE FROM concurrency_slots WHERE holder = ANY($1)",
+                &[&ended_tasks],
+            )
+            .await
+            .map_err(backend("freeing the slots of ended runs"))?;
+        let ended_flows: Vec<String> = transaction
+            .query(
+                "WITH ended AS (
+                     UPDATE flow_runs SET state = $2, state_message = $3, ended = $4, changed = pg_current_xact_id()
+                     WHERE id = ANY($1) AND ended IS NULL RETURNING id, attempts)
+                 INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
+                 SELECT e.id, coalesce((SELECT max(s.seq) FROM flow_run_states s WHERE s.flow_run_id = e.id), 0) + 1,
+                        $2, $3, e.attempts, $4
+                 FROM ended e RETURNING flow_run_id",
+                &[&flow_ids, &state, &ending.message, &ending.at.0],
+            )
+            .await
+            .map_err(backend("ending flow runs"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if let Selection::Owner(owner) = selection {
+            // Its finished runs too: a process killed between finishing a run and
+            // releasing its slot leaves the slot behind.
+            transaction
+                .execute(
+                    "DELETE FROM concurrency_slots s USING task_runs t WHERE t.id = s.holder AND t.owner = $1",
+                    &[&owner],
+                )
+                .await
+                .map_err(backend("freeing the slots of a stopped process"))?;
+            transaction
+                .execute("DELETE FROM owners WHERE id = $1", &[&owner])
+                .await
+                .map_err(backend("forgetting a run owner"))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing the ending of runs"))?;
+        Ok(EndedRuns {
+            flow_runs: ended_flows.into_iter().map(FlowRunId::from_string).collect(),
+            task_runs: ended_tasks.into_iter().map(TaskRunId::from_string).collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl Leases for PostgresStore {
+    async fn set_concurrency_limit(
+        &self,
+        tag: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let client = self.read().await?;
+        client
+            .execute(
+                "INSERT INTO concurrency_limits (tag, slot_limit, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (tag) DO UPDATE SET slot_limit = excluded.slot_limit",
+                &[&tag, &i32::try_from(limit).unwrap_or(i32::MAX), &now.0],
+            )
+            .await
+            .map_err(backend("setting a concurrency limit"))?;
+        Ok(())
+    }
+
+    async fn concurrency_limit(
+        &self,
+        tag: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<ConcurrencyLimit>> {
+        Ok(self
+            .concurrency_limits(now)
+            .await?
+            .into_iter()
+            .find(|limit| limit.tag == tag))
+    }
+
+    async fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT l.tag, l.slot_limit, l.created,
+                        coalesce(array_agg(s.holder ORDER BY s.acquired) FILTER (WHERE s.holder IS NOT NULL), '{}')
+                 FROM concurrency_limits l
+                 LEFT JOIN concurrency_slots s ON s.tag = l.tag AND s.expires > $1
+                 GROUP BY l.tag, l.slot_limit, l.created ORDER BY l.tag",
+                &[&now.0],
+            )
+            .await
+            .map_err(backend("listing concurrency limits"))?;
+        Ok(rows
+            .iter()
+            .map(|row| ConcurrencyLimit {
+                tag: row.get(0),
+                limit: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+                created: Timestamp(row.get(2)),
+                holders: row.get(3),
+            })
+            .collect())
+    }
+
+    async fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool> {
+        let mut client = self.read().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        transaction
+            .execute("DELETE FROM concurrency_slots WHERE tag = $1", &[&tag])
+            .await
+            .map_err(backend("deleting a concurrency limit"))?;
+        let deleted = transaction
+            .execute("DELETE FROM concurrency_limits WHERE tag = $1", &[&tag])
+            .await
+            .map_err(backend("deleting a concurrency limit"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(backend("deleting a concurrency limit"))?;
+        Ok(deleted > 0)
+    }
+
+    async fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize> {
+        let client = self.read().await?;
+        let freed = client
+            .execute("DELETE FROM concurrency_slots WHERE tag = $1", &[&tag])
+            .await
+            .map_err(backend("resetting a concurrency limit"))?;
+        Ok(freed as usize)
+    }
+
+    async fn acquire_slots(
+        &self,
+        tags: &[String],
+        holder: &str,
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> StoreResult<SlotRequest> {
+        let mut client = self.read().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        // The limit rows are locked (in tag order, so two holders cannot deadlock): two
+        // processes asking for the last slot of a tag count it one after the other.
+        let limits = transaction
+            .query(
+                "SELECT tag, slot_limit FROM concurrency_limits WHERE tag = ANY($1) ORDER BY tag FOR UPDATE",
+                &[&tags],
+            )
+            .await
+            .map_err(backend("acquiring concurrency slots"))?;
+        let limit_of = |tag: &str| {
+            limits
+                .iter()
+                .find(|row| row.get::<_, &str>(0) == tag)
+                .map(|row| u32::try_from(row.get::<_, i32>(1)).unwrap_or(0))
+        };
+        let mut limited = Vec::new();
+        for tag in tags {
+            let Some(limit) = limit_of(tag) else { continue };
+            if limit == 0 {
+                return Ok(SlotRequest::Zero { tag: tag.clone() });
+            }
+            transaction
+                .execute(
+                    "DELETE FROM concurrency_slots WHERE tag = $1 AND expires <= $2",
+                    &[&tag, &now.0],
+                )
+                .await
+                .map_err(backend("acquiring concurrency slots"))?;
+            let held: i64 = transaction
+                .query_one(
+                    "SELECT count(*) FROM concurrency_slots WHERE tag = $1 AND holder != $2",
+                    &[&tag, &holder],
+                )
+                .await
+                .map_err(backend("acquiring concurrency slots"))?
+                .get(0);
+            if held >= i64::from(limit) {
+                return Ok(SlotRequest::Full {
+                    tag: tag.clone(),
+                    limit,
+                });
+            }
+            limited.push(tag);
+        }
+        for tag in limited {
+            transaction
+                .execute(
+                    "INSERT INTO concurrency_slots (tag, holder, acquired, expires) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tag, holder) DO UPDATE SET acquired = excluded.acquired, expires = excluded.expires",
+                    &[&tag, &holder, &now.0, &expires.0],
+                )
+                .await
+                .map_err(backend("acquiring concurrency slots"))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing concurrency slots"))?;
+        Ok(SlotRequest::Granted)
+    }
+
+    fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {
+        self.writer.send(WriteOp::RenewSlots {
+            holder: holder.to_owned(),
+            expires,
+        })?;
+        Ok(())
+    }
+
+    fn release_slots(&self, holder: &str) -> StoreResult<()> {
+        self.writer.send(WriteOp::ReleaseSlots {
+            holder: holder.to_owned(),
+        })?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Owners for PostgresStore {
+    async fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()> {
+        let client = self.read().await?;
+        client
+            .execute(
+                "INSERT INTO owners (id, host, pid, machine, pid_started, started, heartbeat)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                     machine = excluded.machine, pid_started = excluded.pid_started,
+                     started = excluded.started, heartbeat = excluded.heartbeat",
+                &[
+                    &owner.id,
+                    &owner.host,
+                    &i64::from(owner.pid),
+                    &owner.machine,
+                    &(owner.pid_started as i64),
+                    &owner.started.0,
+                    &owner.heartbeat.0,
+                ],
+            )
+            .await
+            .map_err(backend("registering this process as a run owner"))?;
+        Ok(())
+    }
+
+    fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()> {
+        self.writer.send(WriteOp::Heartbeat {
+            owner: owner.to_owned(),
+            at: now,
+        })?;
+        Ok(())
+    }
+
+    async fn owners(&self) -> StoreResult<Vec<OwnerRecord>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT id, host, pid, machine, pid_started, started, heartbeat FROM owners ORDER BY started",
+                &[],
+            )
+            .await
+            .map_err(backend("listing run owners"))?;
+        Ok(rows
+            .iter()
+            .map(|row| OwnerRecord {
+                id: row.get(0),
+                host: row.get(1),
+                pid: u32::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                machine: row.get(3),
+                pid_started: row.get::<_, i64>(4) as u64,
+                started: Timestamp(row.get(5)),
+                heartbeat: Timestamp(row.get(6)),
+            })
+            .collect())
+    }
+
+    async fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns> {
+        self.end_runs(Selection::Owner(owner), ending).await
+    }
+
+    async fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()> {
+        let client = self.read().await?;
+        let updated = client
+            .execute(
+                "UPDATE flow_runs SET owner = $2, changed = pg_current_xact_id() WHERE id = $1",
+                &[&id.as_str(), &owner],
+            )
+            .await
+            .map_err(backend("giving a flow run to this process"))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownFlowRun(id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {
+        self.end_runs(Selection::FlowRunTree(id), ending).await
+    }
+
+    async fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()> {
+        let client = self.read().await?;
+        client
+            .execute(
+                "INSERT INTO cancel_requests (run_id, reason, requested) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&run_id, &reason, &at.0],
+            )
+            .await
+            .map_err(backend("requesting a cancellation"))?;
+        Ok(())
+    }
+
+    async fn cancel_requests(&self, owner: &str) -> StoreResult<Vec<CancelRequest>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT c.run_id, c.reason, c.requested FROM cancel_requests c
+                   JOIN flow_runs f ON f.id = c.run_id WHERE f.owner = $1 AND f.ended IS NULL
+                 UNION ALL
+                 SELECT c.run_id, c.reason, c.requested FROM cancel_requests c
+                   JOIN task_runs t ON t.id = c.run_id WHERE t.owner = $1 AND t.ended IS NULL",
+                &[&owner],
+            )
+            .await
+            .map_err(backend("reading cancellation requests"))?;
+        Ok(rows
+            .iter()
+            .map(|row| CancelRequest {
+                run_id: row.get(0),
+                reason: row.get(1),
+                requested: Timestamp(row.get(2)),
+            })
+            .collect())
+    }
+}

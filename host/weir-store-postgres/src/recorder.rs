@@ -1,0 +1,186 @@
+//! What a runner records, and the cache it reads: writes go to the writer thread.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use weir_core::{CacheKey, FlowRunId, TaskRunId, Timestamp};
+use weir_store::{
+    Cache, CacheEntry, CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, Recorder, StateChange,
+    StoreResult,
+};
+
+use crate::rows::{CACHE_ENTRY_COLUMNS, cache_entry};
+use crate::writer::WriteOp;
+use crate::{PostgresStore, backend, results};
+
+#[async_trait]
+impl Recorder for PostgresStore {
+    fn create_task_run(
+        &self,
+        run: &NewTaskRun,
+        states: &[StateChange],
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        self.writer.send(WriteOp::CreateTaskRun {
+            run: run.clone(),
+            input_json: run.input.to_string(),
+            tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
+            states: states.to_vec(),
+            result: result.map(results::prepare),
+        })?;
+        Ok(())
+    }
+
+    fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
+        self.writer.send(WriteOp::SetState {
+            id: id.clone(),
+            change: change.clone(),
+        })?;
+        Ok(())
+    }
+
+    fn finish_task_run(
+        &self,
+        id: &TaskRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+        cache: Option<&CacheEntryDraft>,
+    ) -> StoreResult<()> {
+        let prepared = result.map(results::prepare);
+        let entry = match (cache, &prepared, result) {
+            (Some(cache), Some(prepared), Some(result)) => Some((
+                CacheEntry {
+                    key: cache.key.clone(),
+                    task: cache.task.clone(),
+                    plugin_digest: cache.plugin_digest.clone(),
+                    result_digest: prepared.digest.clone(),
+                    task_run_id: id.clone(),
+                    created: change.at,
+                    expires: cache.expires,
+                },
+                Arc::new(result.clone()),
+            )),
+            _ => None,
+        };
+        let sequence = self.writer.send(WriteOp::FinishTaskRun {
+            id: id.clone(),
+            change: change.clone(),
+            result: prepared,
+            cache: cache.cloned(),
+        })?;
+        if let Some((entry, result)) = entry {
+            self.pending_cache
+                .insert(entry, result, sequence, self.writer.committed());
+        }
+        Ok(())
+    }
+
+    fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.writer.send(WriteOp::AppendLogs {
+            id: id.clone(),
+            lines: lines.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()> {
+        self.writer.send(WriteOp::CreateFlowRun {
+            run: run.clone(),
+            parameters_json: run.parameters.to_string(),
+            states: states.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    fn set_flow_run_state(
+        &self,
+        id: &FlowRunId,
+        change: &StateChange,
+        result: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        self.writer.send(WriteOp::SetFlowRunState {
+            id: id.clone(),
+            change: change.clone(),
+            result: result.map(results::prepare),
+        })?;
+        Ok(())
+    }
+
+    fn record_node_output(
+        &self,
+        id: &FlowRunId,
+        node: &str,
+        output: &serde_json::Value,
+    ) -> StoreResult<()> {
+        self.writer.send(WriteOp::RecordNodeOutput {
+            id: id.clone(),
+            node: node.to_owned(),
+            result: results::prepare(output),
+        })?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.writer.flush().await
+    }
+}
+
+#[async_trait]
+impl Cache for PostgresStore {
+    async fn cached_result(
+        &self,
+        key: &CacheKey,
+        now: Timestamp,
+    ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>> {
+        // Read before the pending entries are looked at: an entry whose write commits in
+        // between is then either read here or still pending there.
+        let committed = self.writer.committed();
+        let client = self.connection().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE key = $1 AND (expires IS NULL OR expires > $2)"
+            ))
+            .await
+            .map_err(backend("looking up the cache"))?;
+        let found = match client
+            .query_opt(&statement, &[&key.as_str(), &now.0])
+            .await
+            .map_err(backend("looking up the cache"))?
+        {
+            Some(row) => {
+                let entry = cache_entry(&row);
+                let result = results::read(&client, &entry.result_digest).await?;
+                Some((entry, result))
+            }
+            None => None,
+        };
+        if let Some((entry, result)) = self.pending_cache.get(key, now, committed) {
+            return Ok(Some((entry, (*result).clone())));
+        }
+        Ok(found)
+    }
+
+    async fn cache_entries(&self) -> StoreResult<Vec<CacheEntry>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries ORDER BY created DESC"),
+                &[],
+            )
+            .await
+            .map_err(backend("listing the cache"))?;
+        Ok(rows.iter().map(cache_entry).collect())
+    }
+
+    async fn clear_cache(&self) -> StoreResult<usize> {
+        let client = self.read().await?;
+        let cleared = client
+            .execute("DELETE FROM cache_entries", &[])
+            .await
+            .map_err(backend("clearing the cache"))?;
+        self.pending_cache.clear();
+        Ok(cleared as usize)
+    }
+}

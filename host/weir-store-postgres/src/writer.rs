@@ -1,0 +1,859 @@
+//! The writer thread: it owns one connection and commits queued writes in order, as
+//! many as are waiting in one transaction (group commit), like the SQLite store's.
+//!
+//! A batch is sent pipelined: every statement goes out before the first answer is read,
+//! so a batch of thousands of writes costs one round trip, not thousands. When a
+//! statement fails (or an update finds no row), the batch is rolled back and applied
+//! again one operation at a time, each in a savepoint: the failed operation leaves
+//! nothing behind and is reported, the others commit.
+//!
+//! The thread has a runtime of its own, so that callers on any runtime (or none) can
+//! wait for it, and so that a full queue blocking a caller cannot starve the writer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use weir_core::{FlowRunId, TaskRunId, Timestamp};
+use weir_store::{
+    CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, PluginRecord, StateChange, StoreError,
+    StoreResult,
+};
+
+use crate::results::PreparedResult;
+
+/// Writes waiting beyond this make callers wait: back-pressure, not unbounded memory.
+const QUEUE_CAPACITY: usize = 8192;
+/// The most writes committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+pub(crate) enum WriteOp {
+    RecordPlugin {
+        plugin: PluginRecord,
+        tasks_json: String,
+    },
+    CreateTaskRun {
+        run: NewTaskRun,
+        input_json: String,
+        tags_json: String,
+        states: Vec<StateChange>,
+        result: Option<PreparedResult>,
+    },
+    SetState {
+        id: TaskRunId,
+        change: StateChange,
+    },
+    FinishTaskRun {
+        id: TaskRunId,
+        change: StateChange,
+        result: Option<PreparedResult>,
+        cache: Option<CacheEntryDraft>,
+    },
+    AppendLogs {
+        id: TaskRunId,
+        lines: Vec<LogRecord>,
+    },
+    CreateFlowRun {
+        run: NewFlowRun,
+        parameters_json: String,
+        states: Vec<StateChange>,
+    },
+    SetFlowRunState {
+        id: FlowRunId,
+        change: StateChange,
+        result: Option<PreparedResult>,
+    },
+    RecordNodeOutput {
+        id: FlowRunId,
+        node: String,
+        result: PreparedResult,
+    },
+    /// Writes whose failure is only logged.
+    Heartbeat {
+        owner: String,
+        at: Timestamp,
+    },
+    RenewSlots {
+        holder: String,
+        expires: Timestamp,
+    },
+    ReleaseSlots {
+        holder: String,
+    },
+    /// Answered once everything before it committed; `report` takes the failure since the
+    /// last reporting flush.
+    Flush {
+        reply: oneshot::Sender<StoreResult<()>>,
+        report: bool,
+    },
+}
+
+pub(crate) struct Writer {
+    sender: Mutex<Option<SyncSender<(u64, WriteOp)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    enqueued: AtomicU64,
+    committed: Arc<AtomicU64>,
+}
+
+/// How the writer reaches the database, again after a lost connection.
+pub(crate) type Connect = Box<
+    dyn Fn() -> futures::future::BoxFuture<'static, Result<Client, tokio_postgres::Error>> + Send,
+>;
+
+/// What the writer runs on its first connection before anything else.
+pub(crate) type Prepare = Box<
+    dyn for<'a> FnOnce(&'a mut Client) -> futures::future::BoxFuture<'a, StoreResult<i64>> + Send,
+>;
+
+impl Writer {
+    /// Starts the thread, which connects with `connect` (again whenever the connection
+    /// is lost) and first runs `prepare` on its connection (the schema's migration);
+    /// returns once that is done, with what `prepare` answered.
+    pub(crate) fn start(
+        runtime: tokio::runtime::Runtime,
+        connect: Connect,
+        prepare: Prepare,
+    ) -> StoreResult<(Self, i64)> {
+        let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let (ready, started) = sync_channel(1);
+        let committed = Arc::new(AtomicU64::new(0));
+        let thread_committed = committed.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-postgres-writer".into())
+            .spawn(move || {
+                let first = runtime.block_on(async {
+                    let mut client = connect()
+                        .await
+                        .map_err(|error| StoreError::backend("connecting", crate::describe(&error)))?;
+                    let found = prepare(&mut client).await?;
+                    let statements = Statements::prepare(&client)
+                        .await
+                        .map_err(crate::backend("preparing the store's statements"))?;
+                    Ok::<_, StoreError>((Connection { client, statements }, found))
+                });
+                match first {
+                    Ok((connection, found)) => {
+                        let _ = ready.send(Ok(found));
+                        write_loop(runtime, connection, connect, receiver, &thread_committed);
+                    }
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                    }
+                }
+            })
+            .map_err(|error| StoreError::backend("starting the store's writer thread", error))?;
+        let found = started.recv().map_err(|_| {
+            StoreError::backend("connecting to the store", "the writer thread stopped")
+        })??;
+        Ok((
+            Writer {
+                sender: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
+                enqueued: AtomicU64::new(0),
+                committed,
+            },
+            found,
+        ))
+    }
+
+    /// Queues a write; returns its sequence number. Waits while the queue is full.
+    pub(crate) fn send(&self, op: WriteOp) -> StoreResult<u64> {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = sender.as_ref().ok_or_else(writer_gone)?;
+        let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        sender
+            .send((sequence, op))
+            .map_err(|_| writer_gone())?;
+        Ok(sequence)
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.committed.load(Ordering::SeqCst) >= self.enqueued.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        self.flush_reporting(true).await
+    }
+
+    /// Waits until everything queued before is committed, leaving a failed write to be
+    /// reported by the next [`flush`](Self::flush).
+    pub(crate) async fn wait(&self) -> StoreResult<()> {
+        if self.is_idle() {
+            return Ok(());
+        }
+        self.flush_reporting(false).await
+    }
+
+    async fn flush_reporting(&self, report: bool) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::Flush { reply, report })?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Commits what is queued and stops the thread.
+    pub(crate) fn shut_down(&self) {
+        drop(
+            self.sender
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::backend("queueing a write", "the store's writer thread has stopped")
+}
+
+/// The writer's prepared statements.
+struct Statements {
+    insert_plugin: Statement,
+    insert_blob: Statement,
+    insert_result: Statement,
+    insert_task_run: Statement,
+    insert_task_state: Statement,
+    set_task_state: Statement,
+    finish_task_run: Statement,
+    upsert_cache_entry: Statement,
+    insert_logs: Statement,
+    insert_flow_run: Statement,
+    insert_flow_state: Statement,
+    set_flow_state: Statement,
+    upsert_node_output: Statement,
+    heartbeat: Statement,
+    renew_slots: Statement,
+    release_slots: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Statements {
+            insert_plugin: client
+                .prepare(
+                    "INSERT INTO plugins (digest, name, size, tasks_json, first_seen) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            insert_blob: client
+                .prepare("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .await?,
+            insert_result: client
+                .prepare(
+                    "INSERT INTO results (digest, size, inline_json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            insert_task_run: client
+                .prepare(
+                    "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
+                         attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                )
+                .await?,
+            // Numbered in SQL: one process writes a run's history at a time, and the
+            // statements of a batch run in order, each seeing the ones before.
+            insert_task_state: client
+                .prepare(
+                    "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5 FROM task_run_states WHERE task_run_id = $1",
+                )
+                .await?,
+            set_task_state: client
+                .prepare(
+                    "UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
+                         started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
+                         changed = pg_current_xact_id()
+                     WHERE id = $1",
+                )
+                .await?,
+            finish_task_run: client
+                .prepare(
+                    "UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4), ended = $5,
+                         result_digest = $6, cache_key = $7, changed = pg_current_xact_id()
+                     WHERE id = $1",
+                )
+                .await?,
+            upsert_cache_entry: client
+                .prepare(
+                    "INSERT INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created, expires)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (key) DO UPDATE SET task = excluded.task, plugin_digest = excluded.plugin_digest,
+                         result_digest = excluded.result_digest, task_run_id = excluded.task_run_id,
+                         created = excluded.created, expires = excluded.expires",
+                )
+                .await?,
+            insert_logs: client
+                .prepare(
+                    "INSERT INTO logs (task_run_id, seq, at, level, message)
+                     SELECT $1, base.seq + line.n, line.at, line.level, line.message
+                     FROM (SELECT coalesce(max(seq), 0) AS seq FROM logs WHERE task_run_id = $1) base,
+                          unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS line(at, level, message, n)",
+                )
+                .await?,
+            insert_flow_run: client
+                .prepare(
+                    "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
+                         state, state_message, attempts, created, started, owner)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .await?,
+            insert_flow_state: client
+                .prepare(
+                    "INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
+                     SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5 FROM flow_run_states WHERE flow_run_id = $1",
+                )
+                .await?,
+            set_flow_state: client
+                .prepare(
+                    "UPDATE flow_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
+                         started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
+                         ended = CASE WHEN $6 THEN $5 ELSE NULL END,
+                         result_digest = coalesce($7, result_digest), changed = pg_current_xact_id()
+                     WHERE id = $1",
+                )
+                .await?,
+            upsert_node_output: client
+                .prepare(
+                    "INSERT INTO flow_run_nodes (flow_run_id, node, result_digest) VALUES ($1, $2, $3)
+                     ON CONFLICT (flow_run_id, node) DO UPDATE SET result_digest = excluded.result_digest",
+                )
+                .await?,
+            heartbeat: client
+                .prepare("UPDATE owners SET heartbeat = greatest(heartbeat, $2) WHERE id = $1")
+                .await?,
+            renew_slots: client
+                .prepare("UPDATE concurrency_slots SET expires = $2 WHERE holder = $1")
+                .await?,
+            release_slots: client
+                .prepare("DELETE FROM concurrency_slots WHERE holder = $1")
+                .await?,
+        })
+    }
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// One statement of an operation, and what it must have done.
+struct Step {
+    statement: Statement,
+    params: Vec<Param>,
+    /// The error when the statement touched no row (an update of an unknown run).
+    unless_touched: Option<StoreError>,
+}
+
+/// An operation, planned as statements.
+struct Planned {
+    action: &'static str,
+    steps: Vec<Step>,
+    /// A heartbeat or lease renewal: its failure is logged, not reported.
+    logged_only: bool,
+}
+
+fn step(statement: &Statement, params: Vec<Param>) -> Step {
+    Step {
+        statement: statement.clone(),
+        params,
+        unless_touched: None,
+    }
+}
+
+fn text(value: &str) -> Param {
+    Box::new(value.to_owned())
+}
+
+fn optional_text(value: Option<&str>) -> Param {
+    Box::new(value.map(str::to_owned))
+}
+
+fn attempt(value: u32) -> Param {
+    Box::new(i32::try_from(value).unwrap_or(i32::MAX))
+}
+
+fn result_steps(statements: &Statements, result: &PreparedResult, steps: &mut Vec<Step>) {
+    if let Some(blob) = &result.blob {
+        steps.push(step(
+            &statements.insert_blob,
+            vec![text(&result.digest), Box::new(blob.clone())],
+        ));
+    }
+    steps.push(step(
+        &statements.insert_result,
+        vec![
+            text(&result.digest),
+            Box::new(result.size as i64),
+            Box::new(result.inline.clone()),
+        ],
+    ));
+}
+
+fn state_step(statement: &Statement, id: &str, change: &StateChange) -> Step {
+    step(
+        statement,
+        vec![
+            text(id),
+            text(change.state.as_str()),
+            Box::new(change.message.clone()),
+            attempt(change.attempt),
+            Box::new(change.at.0),
+        ],
+    )
+}
+
+fn plan(statements: &Statements, op: &WriteOp) -> Planned {
+    let mut steps = Vec::new();
+    let (action, logged_only) = match op {
+        WriteOp::RecordPlugin { plugin, tasks_json } => {
+            steps.push(step(
+                &statements.insert_plugin,
+                vec![
+                    text(plugin.digest.as_str()),
+                    text(&plugin.name),
+                    Box::new(plugin.size_bytes as i64),
+                    text(tasks_json),
+                    Box::new(plugin.first_seen.0),
+                ],
+            ));
+            ("recording a plugin", false)
+        }
+        WriteOp::CreateTaskRun {
+            run,
+            input_json,
+            tags_json,
+            states,
+            result,
+        } => {
+            if let Some(result) = result {
+                result_steps(statements, result, &mut steps);
+            }
+            let last = states.last();
+            let started = states
+                .iter()
+                .find(|change| change.state == weir_core::State::Running)
+                .map(|change| change.at.0);
+            let ended = last
+                .filter(|change| change.state.is_final())
+                .map(|change| change.at.0);
+            steps.push(step(
+                &statements.insert_task_run,
+                vec![
+                    text(run.id.as_str()),
+                    text(&run.name),
+                    text(&run.task),
+                    text(&run.plugin_name),
+                    text(run.plugin_digest.as_str()),
+                    optional_text(run.flow_run_id.as_ref().map(FlowRunId::as_str)),
+                    text(last.map_or("Pending", |change| change.state.as_str())),
+                    Box::new(last.and_then(|change| change.message.clone())),
+                    attempt(last.map_or(0, |change| change.attempt)),
+                    text(input_json),
+                    text(tags_json),
+                    optional_text(result.as_ref().map(|result| result.digest.as_str())),
+                    Box::new(run.created.0),
+                    Box::new(started),
+                    Box::new(ended),
+                    Box::new(run.node.clone()),
+                    Box::new(
+                        run.map_index
+                            .map(|index| i32::try_from(index).unwrap_or(i32::MAX)),
+                    ),
+                    Box::new(run.owner.clone()),
+                ],
+            ));
+            for change in states {
+                steps.push(state_step(
+                    &statements.insert_task_state,
+                    run.id.as_str(),
+                    change,
+                ));
+            }
+            ("creating a task run", false)
+        }
+        WriteOp::SetState { id, change } => {
+            let mut update = state_step(&statements.set_task_state, id.as_str(), change);
+            update.unless_touched = Some(StoreError::UnknownTaskRun(id.to_string()));
+            steps.push(update);
+            steps.push(state_step(
+                &statements.insert_task_state,
+                id.as_str(),
+                change,
+            ));
+            ("updating a task run's state", false)
+        }
+        WriteOp::FinishTaskRun {
+            id,
+            change,
+            result,
+            cache,
+        } => {
+            if let Some(result) = result {
+                result_steps(statements, result, &mut steps);
+            }
+            steps.push(Step {
+                statement: statements.finish_task_run.clone(),
+                params: vec![
+                    text(id.as_str()),
+                    text(change.state.as_str()),
+                    Box::new(change.message.clone()),
+                    attempt(change.attempt),
+                    Box::new(change.at.0),
+                    optional_text(result.as_ref().map(|result| result.digest.as_str())),
+                    optional_text(cache.as_ref().map(|cache| cache.key.as_str())),
+                ],
+                unless_touched: Some(StoreError::UnknownTaskRun(id.to_string())),
+            });
+            steps.push(state_step(
+                &statements.insert_task_state,
+                id.as_str(),
+                change,
+            ));
+            if let (Some(cache), Some(result)) = (cache, result) {
+                steps.push(step(
+                    &statements.upsert_cache_entry,
+                    vec![
+                        text(cache.key.as_str()),
+                        text(&cache.task),
+                        text(cache.plugin_digest.as_str()),
+                        text(&result.digest),
+                        text(id.as_str()),
+                        Box::new(change.at.0),
+                        Box::new(cache.expires.map(|expires| expires.0)),
+                    ],
+                ));
+            }
+            ("finishing a task run", false)
+        }
+        WriteOp::AppendLogs { id, lines } => {
+            steps.push(step(
+                &statements.insert_logs,
+                vec![
+                    text(id.as_str()),
+                    Box::new(lines.iter().map(|line| line.at.0).collect::<Vec<i64>>()),
+                    Box::new(
+                        lines
+                            .iter()
+                            .map(|line| line.level.as_str().to_owned())
+                            .collect::<Vec<String>>(),
+                    ),
+                    Box::new(
+                        lines
+                            .iter()
+                            .map(|line| line.message.clone())
+                            .collect::<Vec<String>>(),
+                    ),
+                ],
+            ));
+            ("writing log lines", false)
+        }
+        WriteOp::CreateFlowRun {
+            run,
+            parameters_json,
+            states,
+        } => {
+            let last = states.last();
+            let started = states
+                .iter()
+                .find(|change| change.state == weir_core::State::Running)
+                .map(|change| change.at.0);
+            steps.push(step(
+                &statements.insert_flow_run,
+                vec![
+                    text(run.id.as_str()),
+                    text(&run.name),
+                    text(&run.flow),
+                    Box::new(run.source.clone()),
+                    text(parameters_json),
+                    optional_text(run.parent.as_ref().map(|(parent, _)| parent.as_str())),
+                    optional_text(run.parent.as_ref().map(|(_, node)| node.as_str())),
+                    text(last.map_or("Pending", |change| change.state.as_str())),
+                    Box::new(last.and_then(|change| change.message.clone())),
+                    attempt(last.map_or(0, |change| change.attempt)),
+                    Box::new(run.created.0),
+                    Box::new(started),
+                    Box::new(run.owner.clone()),
+                ],
+            ));
+            for change in states {
+                steps.push(state_step(
+                    &statements.insert_flow_state,
+                    run.id.as_str(),
+                    change,
+                ));
+            }
+            ("creating a flow run", false)
+        }
+        WriteOp::SetFlowRunState { id, change, result } => {
+            if let Some(result) = result {
+                result_steps(statements, result, &mut steps);
+            }
+            steps.push(Step {
+                statement: statements.set_flow_state.clone(),
+                params: vec![
+                    text(id.as_str()),
+                    text(change.state.as_str()),
+                    Box::new(change.message.clone()),
+                    attempt(change.attempt),
+                    Box::new(change.at.0),
+                    Box::new(change.state.is_final()),
+                    optional_text(result.as_ref().map(|result| result.digest.as_str())),
+                ],
+                unless_touched: Some(StoreError::UnknownFlowRun(id.to_string())),
+            });
+            steps.push(state_step(
+                &statements.insert_flow_state,
+                id.as_str(),
+                change,
+            ));
+            ("updating a flow run's state", false)
+        }
+        WriteOp::RecordNodeOutput { id, node, result } => {
+            result_steps(statements, result, &mut steps);
+            steps.push(step(
+                &statements.upsert_node_output,
+                vec![text(id.as_str()), text(node), text(&result.digest)],
+            ));
+            ("recording a node's output", false)
+        }
+        WriteOp::Heartbeat { owner, at } => {
+            steps.push(step(
+                &statements.heartbeat,
+                vec![text(owner), Box::new(at.0)],
+            ));
+            ("recording a heartbeat", true)
+        }
+        WriteOp::RenewSlots { holder, expires } => {
+            steps.push(step(
+                &statements.renew_slots,
+                vec![text(holder), Box::new(expires.0)],
+            ));
+            ("renewing concurrency slots", true)
+        }
+        WriteOp::ReleaseSlots { holder } => {
+            steps.push(step(&statements.release_slots, vec![text(holder)]));
+            ("releasing concurrency slots", true)
+        }
+        WriteOp::Flush { .. } => ("flushing", true),
+    };
+    Planned {
+        action,
+        steps,
+        logged_only,
+    }
+}
+
+fn params(step: &Step) -> Vec<&(dyn ToSql + Sync)> {
+    step.params
+        .iter()
+        .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// How a batch went wrong: operations failed (the rest committed), or nothing did.
+enum BatchError {
+    Operation(StoreError),
+    Commit(StoreError),
+}
+
+/// The connection and its statements, made again when the connection is lost.
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+fn write_loop(
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+    connect: Connect,
+    receiver: Receiver<(u64, WriteOp)>,
+    committed: &AtomicU64,
+) {
+    let mut connection = Some(connection);
+    let mut pending_error: Option<StoreError> = None;
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
+        let mut flushes = Vec::new();
+        let mut ops = Vec::with_capacity(batch.len());
+        for (_, op) in batch {
+            match op {
+                WriteOp::Flush { reply, report } => flushes.push((reply, report)),
+                op => ops.push(op),
+            }
+        }
+        if !ops.is_empty() {
+            let outcome = runtime.block_on(async {
+                let live = match connection.take() {
+                    Some(live) if !live.client.is_closed() => live,
+                    _ => reconnect(&connect).await?,
+                };
+                let outcome = commit_batch(&mut connection, live, &ops).await;
+                Ok::<_, BatchError>(outcome)
+            });
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) | Err(error) => Some(error),
+            };
+            match failure {
+                None => {}
+                Some(BatchError::Operation(error)) => {
+                    tracing::error!("{}", error.describe());
+                    pending_error.get_or_insert(error);
+                }
+                Some(BatchError::Commit(error)) => {
+                    tracing::error!("{}", error.describe());
+                    pending_error.get_or_insert(error);
+                }
+            }
+        }
+        committed.store(last_sequence, Ordering::SeqCst);
+        for (reply, report) in flushes {
+            let answer = match report {
+                true => pending_error.take().map_or(Ok(()), Err),
+                false => Ok(()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
+    let lost = |error: tokio_postgres::Error| {
+        BatchError::Commit(StoreError::backend("connecting to the store again", error))
+    };
+    let client = connect().await.map_err(lost)?;
+    let statements = Statements::prepare(&client).await.map_err(lost)?;
+    Ok(Connection { client, statements })
+}
+
+/// Commits the batch (pipelined, or operation by operation when something fails) and
+/// puts the connection back.
+async fn commit_batch(
+    slot: &mut Option<Connection>,
+    mut live: Connection,
+    ops: &[WriteOp],
+) -> Result<(), BatchError> {
+    let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
+    let outcome = match pipelined(&mut live.client, &planned).await {
+        Ok(true) => Ok(()),
+        Ok(false) => one_by_one(&mut live.client, &planned).await,
+        Err(error) => Err(BatchError::Commit(error)),
+    };
+    *slot = Some(live);
+    outcome
+}
+
+/// Sends every statement of the batch before reading an answer. Returns false (having
+/// rolled back) when a statement failed or an update found no row.
+async fn pipelined(client: &mut Client, planned: &[Planned]) -> StoreResult<bool> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|error| StoreError::backend("starting a transaction", error))?;
+    let steps: Vec<&Step> = planned.iter().flat_map(|op| &op.steps).collect();
+    let all_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| params(step)).collect();
+    let answers = futures::future::join_all(
+        steps
+            .iter()
+            .zip(&all_params)
+            .map(|(step, params)| transaction.execute(&step.statement, params)),
+    )
+    .await;
+    let whole = steps
+        .iter()
+        .zip(&answers)
+        .all(|(step, answer)| match answer {
+            Ok(touched) => step.unless_touched.is_none() || *touched > 0,
+            Err(_) => false,
+        });
+    if !whole {
+        transaction
+            .rollback()
+            .await
+            .map_err(|error| StoreError::backend("rolling back a batch", error))?;
+        return Ok(false);
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|error| StoreError::backend("committing writes", error))?;
+    Ok(true)
+}
+
+/// Applies the batch one operation at a time, each in a savepoint of its own.
+async fn one_by_one(client: &mut Client, planned: &[Planned]) -> Result<(), BatchError> {
+    let mut transaction = client.transaction().await.map_err(|error| {
+        BatchError::Commit(StoreError::backend("starting a transaction", error))
+    })?;
+    let mut first_error = None;
+    for op in planned {
+        let savepoint = transaction.savepoint("operation").await.map_err(|error| {
+            BatchError::Commit(StoreError::backend("keeping an operation whole", error))
+        })?;
+        let mut failure = None;
+        for step in &op.steps {
+            match savepoint.execute(&step.statement, &params(step)).await {
+                Ok(0) if step.unless_touched.is_some() => {
+                    failure = step.unless_touched.as_ref().map(copy_error);
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    failure = Some(StoreError::backend(op.action, error));
+                    break;
+                }
+            }
+        }
+        let closed = match failure {
+            None => savepoint.commit().await,
+            Some(error) => {
+                if op.logged_only {
+                    tracing::error!("{}", error.describe());
+                } else {
+                    first_error.get_or_insert(error);
+                }
+                savepoint.rollback().await
+            }
+        };
+        closed.map_err(|error| {
+            BatchError::Commit(StoreError::backend("keeping an operation whole", error))
+        })?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|error| BatchError::Commit(StoreError::backend("committing writes", error)))?;
+    first_error.map_or(Ok(()), |error| Err(BatchError::Operation(error)))
+}
+
+/// The unknown-run errors a step carries, made again for each report.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::UnknownTaskRun(id) => StoreError::UnknownTaskRun(id.clone()),
+        StoreError::UnknownFlowRun(id) => StoreError::UnknownFlowRun(id.clone()),
+        other => StoreError::backend("writing", other.describe()),
+    }
+}
