@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_core::{CachePolicy, Clock, ManualClock, State, SystemClock, TaskOverrides};
 use weir_runner::TaskRequest;
-use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin};
 
-fn computed_lines(harness: &Harness, id: &weir_core::TaskRunId) -> usize {
+async fn computed_lines(harness: &Harness, id: &weir_core::TaskRunId) -> usize {
     harness
         .store
         .logs(id)
+        .await
         .unwrap()
         .iter()
         .filter(|line| line.message.contains("computing"))
@@ -26,14 +26,14 @@ async fn a_second_run_with_the_same_input_is_cached() {
     let request = TaskRequest::new(plugin.clone(), "cached-add", json!({"a": 1, "b": 2}));
     let first = harness.runner.run_task(request.clone()).await.unwrap();
     assert_eq!(first.state, State::Completed);
-    assert_eq!(computed_lines(&harness, &first.id), 1);
+    assert_eq!(computed_lines(&harness, &first.id).await, 1);
 
     let second = harness.runner.run_task(request).await.unwrap();
     assert_eq!(second.state, State::Cached);
     assert_eq!(second.output, Some(json!(3)));
     assert_eq!(second.attempts, 0);
     assert_eq!(
-        computed_lines(&harness, &second.id),
+        computed_lines(&harness, &second.id).await,
         0,
         "the task ran on a cache hit"
     );
@@ -58,7 +58,7 @@ async fn a_second_run_with_the_same_input_is_cached() {
         .await
         .unwrap();
     assert_eq!(other.state, State::Completed, "other input must miss");
-    assert_eq!(harness.store.cache_entries().unwrap().len(), 2);
+    assert_eq!(harness.store.cache_entries().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn refresh_runs_anyway_and_no_cache_neither_reads_nor_writes() {
         .await
         .unwrap();
     assert_eq!(refreshed.state, State::Completed);
-    let entries = harness.store.cache_entries().unwrap();
+    let entries = harness.store.cache_entries().await.unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(
         entries[0].task_run_id, refreshed.id,
@@ -137,8 +137,8 @@ async fn refresh_runs_anyway_and_no_cache_neither_reads_nor_writes() {
         harness.runner.run_task(uncached).await.unwrap().state,
         State::Completed
     );
-    assert_eq!(harness.store.cache_entries().unwrap().len(), 1);
-    assert_eq!(harness.store.clear_cache().unwrap(), 1);
+    assert_eq!(harness.store.cache_entries().await.unwrap().len(), 1);
+    assert_eq!(harness.store.clear_cache().await.unwrap(), 1);
     assert_eq!(
         harness.runner.run_task(request).await.unwrap().state,
         State::Completed
@@ -201,5 +201,5 @@ async fn a_failed_run_is_not_cached() {
         harness.runner.run_task(request).await.unwrap().state,
         State::Failed
     );
-    assert!(harness.store.cache_entries().unwrap().is_empty());
+    assert!(harness.store.cache_entries().await.unwrap().is_empty());
 }

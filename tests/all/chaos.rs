@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 use weir_core::{FlowRunId, State};
-use weir_store::{FlowRunFilter, RunStore, TaskRunFilter};
+use weir_store::{FlowRunFilter, Store, TaskRunFilter};
 use weir_tests::Harness;
 
 use crate::command::{weir, weir_command};
@@ -76,7 +76,7 @@ map = ["ms"]
 }
 
 /// The flow run and its subflow runs.
-fn tree(store: &dyn RunStore, root: &FlowRunId) -> Vec<FlowRunId> {
+async fn tree(store: &dyn Store, root: &FlowRunId) -> Vec<FlowRunId> {
     let mut tree = vec![root.clone()];
     let mut next = 0;
     while next < tree.len() {
@@ -85,6 +85,7 @@ fn tree(store: &dyn RunStore, root: &FlowRunId) -> Vec<FlowRunId> {
                 parent: Some(tree[next].clone()),
                 ..Default::default()
             })
+            .await
             .unwrap();
         tree.extend(children.into_iter().map(|run| run.id));
         next += 1;
@@ -92,8 +93,8 @@ fn tree(store: &dyn RunStore, root: &FlowRunId) -> Vec<FlowRunId> {
     tree
 }
 
-#[test]
-fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() {
     let harness = Harness::new();
     harness.write_flow("chaos.toml", &chaos_flow());
     harness.write_flow("chaos-sub.toml", &chaos_subflow());
@@ -133,7 +134,11 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
             // The run to resume is the one this process records.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             chaos_id = loop {
-                let runs = harness.store.flow_runs(&FlowRunFilter::default()).unwrap();
+                let runs = harness
+                    .store
+                    .flow_runs(&FlowRunFilter::default())
+                    .await
+                    .unwrap();
                 if let Some(run) = runs
                     .into_iter()
                     .find(|run| run.parent_flow_run_id.is_none() && run.id != reference_id)
@@ -168,27 +173,28 @@ fn a_flow_killed_at_thirty_random_moments_resumes_to_the_uninterrupted_output() 
         Some(0) => serde_json::from_slice(&finished.stdout).unwrap(),
         // The last kill came too late: it had completed; its record says how.
         _ => {
-            let record = harness.store.flow_run(&chaos_id).unwrap().unwrap();
+            let record = harness.store.flow_run(&chaos_id).await.unwrap().unwrap();
             assert_eq!(
                 record.state,
                 State::Completed,
                 "{}",
                 String::from_utf8_lossy(&finished.stderr)
             );
-            serde_json::json!({"output": harness.store.result(record.result_digest.as_deref().unwrap()).unwrap()})
+            serde_json::json!({"output": harness.store.result(record.result_digest.as_deref().unwrap()).await.unwrap()})
         }
     };
     assert_eq!(report["output"], reference["output"]);
 
     // Every node and element of the tree completed exactly once.
     let mut completions: HashMap<(FlowRunId, String, Option<u32>), usize> = HashMap::new();
-    for flow_run in tree(harness.store.as_ref(), &chaos_id) {
+    for flow_run in tree(harness.store.as_ref(), &chaos_id).await {
         let runs = harness
             .store
             .task_runs(&TaskRunFilter {
                 flow_run_id: Some(flow_run.clone()),
                 ..Default::default()
             })
+            .await
             .unwrap();
         for run in runs {
             assert!(run.state.is_final(), "{} is left {}", run.name, run.state);

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use weir_store::History as _;
 
 use crate::command::{text, weir};
 use weir_tests::plugin_path;
@@ -378,9 +379,8 @@ fn run_history_can_be_listed_inspected_and_read() {
     assert!(text(&missing.stderr).contains("no run `no-such-run` in the store"));
 }
 
-#[test]
-fn a_flow_killed_with_sigkill_is_resumed_without_rerunning_what_completed() {
-    use weir_store::RunStore;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_killed_with_sigkill_is_resumed_without_rerunning_what_completed() {
     let dir = tempfile::tempdir().unwrap();
     let flow = dir.path().join("sleepers.toml");
     std::fs::write(
@@ -417,22 +417,24 @@ wait_for = ["sleep"]
         .spawn()
         .unwrap();
     let store_dir = dir.path().join(".weir");
-    let completed = |store: &weir_store_sqlite::SqliteStore| {
+    async fn completed(store: &weir_store_sqlite::SqliteStore) -> usize {
+        use weir_store::History as _;
         store
             .task_runs(&weir_store::TaskRunFilter {
                 state: Some(weir_core::State::Completed),
                 ..Default::default()
             })
+            .await
             .unwrap()
             .len()
-    };
+    }
     // Wait until a fair part of the map is done, then kill the process outright.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         std::thread::sleep(std::time::Duration::from_millis(50));
         if store_dir.join("weir.db").exists() {
             let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
-            if completed(&store) >= 8 {
+            if completed(&store).await >= 8 {
                 break;
             }
         }
@@ -445,12 +447,12 @@ wait_for = ["sleep"]
     child.wait().unwrap();
 
     let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
-    let before = completed(&store);
+    let before = completed(&store).await;
     assert!(
         (8..40).contains(&before),
         "{before} completed before the kill"
     );
-    let runs = store.flow_runs(&Default::default()).unwrap();
+    let runs = store.flow_runs(&Default::default()).await.unwrap();
     assert_eq!(
         runs[0].state,
         weir_core::State::Running,
@@ -467,6 +469,7 @@ wait_for = ["sleep"]
     let store = weir_store_sqlite::SqliteStore::open(&store_dir).unwrap();
     let all = store
         .task_runs(&weir_store::TaskRunFilter::default())
+        .await
         .unwrap();
     for index in 0..40u32 {
         let completed = all
@@ -482,6 +485,7 @@ wait_for = ["sleep"]
     assert!(crashed <= 8, "{crashed} runs were in flight at the kill");
     let record = store
         .flow_run(&weir_core::FlowRunId::from_string(id))
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(record.state, weir_core::State::Completed);

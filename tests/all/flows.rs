@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 use weir_core::State;
 use weir_flow::Flow;
-use weir_store::{FlowRunFilter, RunStore, TaskRunFilter};
+use weir_store::{FlowRunFilter, TaskRunFilter};
 use weir_tests::Harness;
 
 fn no_parameters() -> Map<String, Value> {
@@ -56,13 +56,14 @@ async fn a_diamond_runs_and_is_recorded_as_a_graph() {
         outcome.name
     );
 
-    let record = harness.store.flow_run(&outcome.id).unwrap().unwrap();
+    let record = harness.store.flow_run(&outcome.id).await.unwrap().unwrap();
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.parameters, json!({"x": 5}));
     assert_eq!(
         harness
             .store
             .result(record.result_digest.as_deref().unwrap())
+            .await
             .unwrap(),
         json!(21)
     );
@@ -72,6 +73,7 @@ async fn a_diamond_runs_and_is_recorded_as_a_graph() {
             flow_run_id: Some(outcome.id.clone()),
             ..Default::default()
         })
+        .await
         .unwrap();
     let mut nodes: Vec<(String, String)> = task_runs
         .iter()
@@ -135,6 +137,7 @@ map = ["a"]
             flow_run_id: Some(outcome.id),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(runs.len(), 1000);
     let run_999 = runs.iter().find(|run| run.name == "add-999").unwrap();
@@ -238,7 +241,11 @@ input = { a = "${twice}", b = 1.5 }
         .unwrap();
     assert_eq!(outcome.state, State::Completed, "{outcome:?}");
     assert_eq!(outcome.output, Some(json!(60.0)));
-    let runs = harness.store.flow_runs(&FlowRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .flow_runs(&FlowRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 2);
     let child = runs.iter().find(|run| run.flow == "double").unwrap();
     assert_eq!(child.parent_flow_run_id.as_ref(), Some(&outcome.id));
@@ -296,6 +303,7 @@ async fn a_failure_makes_descendants_not_ready_and_retries_keep_completed_nodes(
             flow_run_id: Some(outcome.id.clone()),
             ..Default::default()
         })
+        .await
         .unwrap();
     let count = |node: &str, state: State| {
         runs.iter()
@@ -318,6 +326,7 @@ async fn a_failure_makes_descendants_not_ready_and_retries_keep_completed_nodes(
     let history: Vec<State> = harness
         .store
         .flow_run_history(&outcome.id)
+        .await
         .unwrap()
         .iter()
         .map(|change| change.state)
@@ -386,6 +395,7 @@ async fn a_flow_with_an_unknown_task_does_not_start() {
         harness
             .store
             .flow_runs(&FlowRunFilter::default())
+            .await
             .unwrap()
             .is_empty()
     );
@@ -463,6 +473,7 @@ task = "misbehave.spin"
             flow_run_id: Some(outcome.id),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, State::Cancelled);
@@ -506,7 +517,11 @@ async fn a_chain_of_nodes_runs_each_after_the_one_before() {
         .unwrap();
     assert_eq!(outcome.state, State::Completed, "{outcome:?}");
     assert_eq!(outcome.output, Some(json!(300)));
-    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 300);
 }
 
@@ -541,7 +556,11 @@ input = { a = 1, b = 2 }
         .await
         .unwrap();
     assert_eq!(outcome.state, State::Failed);
-    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     let quick = runs
         .iter()
         .find(|run| run.node.as_deref() == Some("quick"))

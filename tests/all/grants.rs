@@ -7,7 +7,8 @@ use std::sync::Arc;
 use weir_core::{DirGrant, Grants, State, SystemClock, TaskOverrides};
 use weir_flow::Flow;
 use weir_runner::{RunnerError, TaskRequest, TaskRunner};
-use weir_store::{RunStore, TaskRunFilter};
+use weir_store::History as _;
+use weir_store::TaskRunFilter;
 use weir_tests::{Harness, RecordingObserver, load_plugin, shared_runtime};
 
 /// A granted directory with a file, a sibling file outside it, and a symlink from inside
@@ -153,6 +154,7 @@ async fn only_granted_environment_variables_are_seen_and_secrets_are_redacted() 
 
     let logs: Vec<String> = store
         .logs(&outcome.id)
+        .await
         .unwrap()
         .into_iter()
         .map(|line| line.message)
@@ -171,7 +173,7 @@ async fn only_granted_environment_variables_are_seen_and_secrets_are_redacted() 
             .iter()
             .all(|line| !line.contains("tok-12345-secret"))
     );
-    let record = store.task_run(&outcome.id).unwrap().unwrap();
+    let record = store.task_run(&outcome.id).await.unwrap().unwrap();
     assert!(!record.input.to_string().contains("tok-12345"));
 
     // A granted variable with no value anywhere stops the run before it starts.
@@ -257,6 +259,10 @@ input = { read = ["/data/numbers.txt"], write = [] }
             .unwrap()
             .starts_with("denied")
     );
-    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 2);
 }

@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use weir_core::State;
 use weir_runner::TaskRequest;
-use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin, plugin_path, runtime_with, shared_runtime};
 
 use crate::command::weir_command;
@@ -157,7 +156,7 @@ async fn a_huge_error_message_is_cut_to_its_bound() {
         "{}",
         &message[message.len() - 80..]
     );
-    let history = harness.store.state_history(&failed.id).unwrap();
+    let history = harness.store.state_history(&failed.id).await.unwrap();
     assert!(history.iter().all(|change| {
         change
             .message

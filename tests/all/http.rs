@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use weir_core::{Grants, HttpGrant, State, TaskOverrides};
 use weir_runner::TaskRequest;
-use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin};
 
 /// `/ok` answers 200, `/flaky` answers 500 twice then 200, `/big` 10,000 bytes.
@@ -97,6 +96,7 @@ async fn a_task_whose_declared_needs_are_not_granted_does_not_start() {
         harness
             .store
             .task_runs(&Default::default())
+            .await
             .unwrap()
             .is_empty()
     );
@@ -158,7 +158,7 @@ async fn hosts_and_ports_not_granted_are_refused_and_logged() {
         assert_eq!(outcome.state, State::Failed, "{grant:?}: {outcome:?}");
         let message = outcome.message.unwrap();
         assert!(message.contains("HttpRequestDenied"), "{message}");
-        let logs = harness.store.logs(&outcome.id).unwrap();
+        let logs = harness.store.logs(&outcome.id).await.unwrap();
         assert!(
             logs.iter().any(|line| line.message.starts_with(&format!(
                 "refused an HTTP request to http://127.0.0.1:{port}: this host is not granted"

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock};
-use weir_store::{FlowRunFilter, RunStore, TaskRunFilter};
+use weir_store::{FlowRunFilter, TaskRunFilter};
 use weir_tests::Harness;
 
 use crate::command::{spawn_weir, text, weir};
@@ -78,42 +78,53 @@ fn signal(child: &Child, name: &str) {
 }
 
 /// Polls the store until `ready` holds (a generous deadline: the machine is shared).
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+async fn wait_for<Ready: Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> Ready) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
+    while !ready().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn running_task_runs(harness: &Harness) -> usize {
+async fn running_task_runs(harness: &Harness) -> usize {
     harness
         .store
         .task_runs(&TaskRunFilter {
             state: Some(State::Running),
             ..Default::default()
         })
+        .await
         .unwrap()
         .len()
 }
 
-fn long_flow(harness: &Harness) {
+async fn long_flow(harness: &Harness) {
     harness.write_flow("long.toml", LONG_FLOW);
     harness.write_flow("sub.toml", SUB_FLOW);
     harness
         .store
         .set_concurrency_limit("db", 1, SystemClock.now())
+        .await
         .unwrap();
 }
 
 /// Nothing is left unfinished, and every task run that was in flight says why it ended.
-fn assert_everything_cancelled(harness: &Harness, reason: &str) {
+async fn assert_everything_cancelled(harness: &Harness, reason: &str) {
     let message = format!("cancelled: {reason}");
-    for run in harness.store.flow_runs(&FlowRunFilter::default()).unwrap() {
+    for run in harness
+        .store
+        .flow_runs(&FlowRunFilter::default())
+        .await
+        .unwrap()
+    {
         assert_eq!(run.state, State::Cancelled, "flow run {}", run.name);
         assert_eq!(run.state_message.as_deref(), Some(message.as_str()));
     }
-    let task_runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let task_runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     // Four map elements, the tagged node and the subflow's node; `after` never started.
     assert_eq!(task_runs.len(), 6, "{task_runs:#?}");
     for run in &task_runs {
@@ -126,7 +137,11 @@ fn assert_everything_cancelled(harness: &Harness, reason: &str) {
             .iter()
             .all(|run| run.node.as_deref() != Some("after"))
     );
-    let limits = harness.store.concurrency_limits(SystemClock.now()).unwrap();
+    let limits = harness
+        .store
+        .concurrency_limits(SystemClock.now())
+        .await
+        .unwrap();
     assert_eq!(
         limits[0].holders,
         Vec::<String>::new(),
@@ -134,12 +149,15 @@ fn assert_everything_cancelled(harness: &Harness, reason: &str) {
     );
 }
 
-#[test]
-fn ctrl_c_cancels_the_flow_run_and_everything_under_it_and_exits_130() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_flow_run_and_everything_under_it_and_exits_130() {
     let harness = Harness::new();
-    long_flow(&harness);
+    long_flow(&harness).await;
     let child = spawn_weir(harness.dir.path(), &["run", "long.toml"]);
-    wait_for("six running task runs", || running_task_runs(&harness) == 6);
+    wait_for("six running task runs", || async {
+        running_task_runs(&harness).await == 6
+    })
+    .await;
     let interrupted = Instant::now();
     signal(&child, "INT");
     let output = child.wait_with_output().unwrap();
@@ -157,11 +175,11 @@ fn ctrl_c_cancels_the_flow_run_and_everything_under_it_and_exits_130() {
         stderr.contains("Finished in state Cancelled('cancelled: interrupted (SIGINT)')"),
         "{stderr}"
     );
-    assert_everything_cancelled(&harness, "interrupted (SIGINT)");
+    assert_everything_cancelled(&harness, "interrupted (SIGINT)").await;
 }
 
-#[test]
-fn sigterm_cancels_a_task_run_and_exits_143() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_task_run_and_exits_143() {
     let harness = Harness::new();
     let misbehave = weir_tests::plugin_path("misbehave").display().to_string();
     let child = spawn_weir(
@@ -176,11 +194,18 @@ fn sigterm_cancels_a_task_run_and_exits_143() {
             r#"{"ms": 30000}"#,
         ],
     );
-    wait_for("the task run to start", || running_task_runs(&harness) == 1);
+    wait_for("the task run to start", || async {
+        running_task_runs(&harness).await == 1
+    })
+    .await;
     signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(143), "{}", text(&output.stderr));
-    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(runs[0].state, State::Cancelled);
     assert_eq!(
         runs[0].state_message.as_deref(),
@@ -188,15 +213,19 @@ fn sigterm_cancels_a_task_run_and_exits_143() {
     );
 }
 
-#[test]
-fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
     let harness = Harness::new();
-    long_flow(&harness);
+    long_flow(&harness).await;
     let child = spawn_weir(harness.dir.path(), &["run", "long.toml"]);
-    wait_for("six running task runs", || running_task_runs(&harness) == 6);
+    wait_for("six running task runs", || async {
+        running_task_runs(&harness).await == 6
+    })
+    .await;
     let top = harness
         .store
         .flow_runs(&FlowRunFilter::default())
+        .await
         .unwrap()
         .into_iter()
         .find(|run| run.parent_flow_run_id.is_none())
@@ -221,7 +250,7 @@ fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
 
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(6), "{}", text(&output.stderr));
-    assert_everything_cancelled(&harness, "requested by `weir runs cancel`");
+    assert_everything_cancelled(&harness, "requested by `weir runs cancel`").await;
 
     // Cancelling again is a clear no-op.
     let again = weir(harness.dir.path(), &["runs", "cancel", top.id.as_str()]);
@@ -235,18 +264,20 @@ fn runs_cancel_stops_a_run_of_another_process_within_a_second() {
     );
 }
 
-#[test]
-fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
     let harness = Harness::new();
     harness.write_flow("tagged.toml", TAGGED_FLOW);
     harness
         .store
         .set_concurrency_limit("db", 1, SystemClock.now())
+        .await
         .unwrap();
     let mut killed = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
-    wait_for("the tagged run to hold its slot", || {
-        running_task_runs(&harness) == 1
-    });
+    wait_for("the tagged run to hold its slot", || async {
+        running_task_runs(&harness).await == 1
+    })
+    .await;
     killed.kill().unwrap(); // SIGKILL: nothing runs in the process after this
     killed.wait().unwrap();
 
@@ -285,6 +316,7 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
             )),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(tasks[0].state, State::Crashed);
     let limits = weir(harness.dir.path(), &["concurrency-limit", "ls", "--json"]);
@@ -299,12 +331,15 @@ fn a_killed_process_leaves_crashed_runs_and_frees_its_slots_at_once() {
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
 }
 
-#[test]
-fn an_orphan_is_shown_crashed_by_the_next_command_that_looks() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_is_shown_crashed_by_the_next_command_that_looks() {
     let harness = Harness::new();
     harness.write_flow("tagged.toml", TAGGED_FLOW);
     let mut killed = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
-    wait_for("the run to start", || running_task_runs(&harness) == 1);
+    wait_for("the run to start", || async {
+        running_task_runs(&harness).await == 1
+    })
+    .await;
     killed.kill().unwrap();
     killed.wait().unwrap();
     let listing = weir(harness.dir.path(), &["runs", "ls"]);
@@ -327,7 +362,7 @@ fn an_orphan_is_shown_crashed_by_the_next_command_that_looks() {
 #[tokio::test]
 async fn cancel_all_ends_a_flow_run_cancelled_and_later_runs_at_once() {
     let harness = Harness::new();
-    long_flow(&harness);
+    long_flow(&harness).await;
     let flow = weir_flow::Flow::load(&harness.dir.path().join("long.toml")).unwrap();
     let flows = harness.flows(16);
     let running = tokio::spawn({
@@ -341,6 +376,7 @@ async fn cancel_all_ends_a_flow_run_cancelled_and_later_runs_at_once() {
                 state: Some(State::Running),
                 ..Default::default()
             })
+            .await
             .unwrap()
             .len()
             < 6
@@ -358,16 +394,23 @@ async fn cancel_all_ends_a_flow_run_cancelled_and_later_runs_at_once() {
         .unwrap();
     assert_eq!(outcome.state, State::Cancelled);
     assert_eq!(outcome.message.as_deref(), Some("cancelled: shutting down"));
-    assert_everything_cancelled(&harness, "shutting down");
+    assert_everything_cancelled(&harness, "shutting down").await;
 }
 
-#[test]
-fn a_run_still_running_elsewhere_is_not_resumed_twice() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_still_running_elsewhere_is_not_resumed_twice() {
     let harness = Harness::new();
     harness.write_flow("tagged.toml", TAGGED_FLOW);
     let child = spawn_weir(harness.dir.path(), &["run", "tagged.toml"]);
-    wait_for("the run to start", || running_task_runs(&harness) == 1);
-    let run = &harness.store.flow_runs(&FlowRunFilter::default()).unwrap()[0];
+    wait_for("the run to start", || async {
+        running_task_runs(&harness).await == 1
+    })
+    .await;
+    let run = &harness
+        .store
+        .flow_runs(&FlowRunFilter::default())
+        .await
+        .unwrap()[0];
     let again = weir(harness.dir.path(), &["run", "--resume", &run.name]);
     let stderr = text(&again.stderr);
     assert_eq!(again.status.code(), Some(2), "{stderr}");

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 use weir_core::{Clock, State, SystemClock, Timestamp};
 use weir_flow::Flow;
-use weir_store::{RunStore, TaskRunFilter, TaskRunRecord};
+use weir_store::History as _;
+use weir_store::{TaskRunFilter, TaskRunRecord};
 use weir_tests::Harness;
 
 const SLEEPERS: &str = r#"
@@ -50,6 +51,7 @@ async fn twenty_runs_under_a_limit_of_two_never_overlap_more_than_two() {
     harness
         .store
         .set_concurrency_limit("db", 2, SystemClock.now())
+        .await
         .unwrap();
     let flow = Flow::load(&harness.write_flow("sleepers.toml", SLEEPERS)).unwrap();
     let parameters: Map<_, _> = json!({"ms": vec![100; 20]}).as_object().unwrap().clone();
@@ -67,6 +69,7 @@ async fn twenty_runs_under_a_limit_of_two_never_overlap_more_than_two() {
             flow_run_id: Some(outcome.id),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(runs.len(), 20);
     assert_eq!(peak_overlap(&runs), 2);
@@ -76,6 +79,7 @@ async fn twenty_runs_under_a_limit_of_two_never_overlap_more_than_two() {
     let limit = harness
         .store
         .concurrency_limit("db", SystemClock.now())
+        .await
         .unwrap()
         .unwrap();
     assert!(
@@ -91,6 +95,7 @@ async fn slots_are_released_when_runs_crash_fail_or_time_out() {
     harness
         .store
         .set_concurrency_limit("fragile", 1, SystemClock.now())
+        .await
         .unwrap();
     let flow = Flow::load(&harness.write_flow(
         "crashes.toml",
@@ -136,6 +141,7 @@ tags = ["fragile"]
             flow_run_id: Some(outcome.id),
             ..Default::default()
         })
+        .await
         .unwrap();
     let states: Vec<State> = runs.iter().map(|run| run.state).collect();
     assert_eq!(
@@ -152,6 +158,7 @@ tags = ["fragile"]
     let limit = harness
         .store
         .concurrency_limit("fragile", SystemClock.now())
+        .await
         .unwrap()
         .unwrap();
     assert!(
@@ -168,6 +175,7 @@ async fn a_limit_of_zero_aborts_and_a_dead_holders_lease_expires() {
     harness
         .store
         .set_concurrency_limit("frozen", 0, now)
+        .await
         .unwrap();
     let flow = Flow::load(&harness.write_flow(
         "frozen.toml",
@@ -187,7 +195,11 @@ tags = ["frozen"]
     .unwrap();
     let outcome = harness.flows(2).run_flow(&flow, &Map::new()).await.unwrap();
     assert_eq!(outcome.state, State::Failed);
-    let runs = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(runs[0].state, State::Cancelled);
     assert_eq!(
         runs[0].state_message.as_deref(),
@@ -198,6 +210,7 @@ tags = ["frozen"]
     harness
         .store
         .set_concurrency_limit("frozen", 1, now)
+        .await
         .unwrap();
     let expired = Timestamp(now.0 - 1);
     harness
@@ -208,6 +221,7 @@ tags = ["frozen"]
             Timestamp(now.0 - 31_000_000),
             expired,
         )
+        .await
         .unwrap();
     let outcome = tokio::time::timeout(
         Duration::from_secs(10),
@@ -219,8 +233,8 @@ tags = ["frozen"]
     assert_eq!(outcome.state, State::Completed);
 }
 
-#[test]
-fn limits_hold_across_processes_sharing_a_store() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_processes_sharing_a_store() {
     let harness = Harness::new();
     let flow = harness.write_flow("sleepers.toml", SLEEPERS);
     let weir = |args: &[&str]| {
@@ -257,7 +271,7 @@ fn limits_hold_across_processes_sharing_a_store() {
         );
     }
     let store = weir_store_sqlite::SqliteStore::open(&harness.dir.path().join(".weir")).unwrap();
-    let runs = store.task_runs(&TaskRunFilter::default()).unwrap();
+    let runs = store.task_runs(&TaskRunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 12);
     assert!(
         peak_overlap(&runs) <= 2,

@@ -6,7 +6,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use weir_core::{LogLevel, State, TaskOverrides};
 use weir_runner::TaskRequest;
-use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin};
 
 /// The Python and the JavaScript test plugins hold tasks of the same names and behaviour.
@@ -36,10 +35,11 @@ async fn run(
     run_with(harness, plugin, task, input, TaskOverrides::default()).await
 }
 
-fn logs(harness: &Harness, id: &weir_core::TaskRunId) -> Vec<(LogLevel, String)> {
+async fn logs(harness: &Harness, id: &weir_core::TaskRunId) -> Vec<(LogLevel, String)> {
     harness
         .store
         .logs(id)
+        .await
         .unwrap()
         .into_iter()
         .map(|line| (line.level, line.message))
@@ -58,7 +58,7 @@ async fn an_exception_is_retried_until_the_task_succeeds() {
             Some(json!("succeeded on attempt 3")),
             "{plugin}"
         );
-        let lines = logs(&harness, &outcome.id);
+        let lines = logs(&harness, &outcome.id).await;
         assert!(
             lines
                 .iter()
@@ -149,7 +149,7 @@ async fn logger_lines_and_prints_become_the_runs_log() {
     for plugin in PLUGINS {
         let outcome = run(&harness, plugin, "chatter", json!({})).await;
         assert_eq!(outcome.state, State::Completed, "{plugin}: {outcome:?}");
-        let lines = logs(&harness, &outcome.id);
+        let lines = logs(&harness, &outcome.id).await;
         for (level, text) in [
             (LogLevel::Debug, "a debug line"),
             (LogLevel::Info, "an info line"),
@@ -305,6 +305,7 @@ async fn the_example_flow_passes_data_between_rust_python_and_javascript() {
             state: Some(State::Cached),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(cached.len(), 2, "{cached:?}");
 }

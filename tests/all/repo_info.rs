@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use weir_core::{Grants, HttpGrant, State, TaskOverrides};
 use weir_flow::Flow;
 use weir_runner::TaskRequest;
-use weir_store::{RunStore, TaskRunFilter};
+use weir_store::TaskRunFilter;
 use weir_tests::{Harness, load_plugin};
 
 /// Serves the GitHub API paths the example uses, for `acme/widgets` (5 open issues);
@@ -102,6 +102,7 @@ async fn the_example_pages_through_issues_retries_a_500_and_hits_the_cache_the_s
             state: Some(State::Cached),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(cached.len(), 4, "the repository and its 3 pages");
 }
@@ -152,7 +153,7 @@ async fn a_slow_page_times_out_and_other_addresses_are_refused() {
         .await
         .unwrap();
     assert_eq!(elsewhere.state, State::Failed);
-    let logs = harness.store.logs(&elsewhere.id).unwrap();
+    let logs = harness.store.logs(&elsewhere.id).await.unwrap();
     assert!(
         logs.iter().any(|line| line
             .message

@@ -5,7 +5,7 @@ use serde_json::json;
 use std::time::Duration;
 use weir_core::{RetryDelays, State, TaskOverrides};
 use weir_runner::{RunnerError, TaskRequest};
-use weir_store::{RunStore, TaskRunFilter};
+use weir_store::TaskRunFilter;
 use weir_tests::{Event, Harness, load_plugin};
 
 #[tokio::test]
@@ -25,24 +25,26 @@ async fn hello_completes_and_is_recorded() {
     assert_eq!(outcome.output, Some(json!("Hello, world!")));
     assert_eq!(outcome.name, "hello-0");
 
-    let record = harness.store.task_run(&outcome.id).unwrap().unwrap();
+    let record = harness.store.task_run(&outcome.id).await.unwrap().unwrap();
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.plugin_digest, *plugin.digest());
     assert_eq!(record.input, json!({"name": "world"}));
     let stored = harness
         .store
         .result(record.result_digest.as_deref().unwrap())
+        .await
         .unwrap();
     assert_eq!(stored, json!("Hello, world!"));
     let states: Vec<State> = harness
         .store
         .state_history(&outcome.id)
+        .await
         .unwrap()
         .iter()
         .map(|change| change.state)
         .collect();
     assert_eq!(states, [State::Pending, State::Running, State::Completed]);
-    let logs = harness.store.logs(&outcome.id).unwrap();
+    let logs = harness.store.logs(&outcome.id).await.unwrap();
     assert_eq!(logs[0].message, "greeting world");
     assert_eq!(
         harness.observer.events()[0],
@@ -112,7 +114,12 @@ async fn a_loaded_plugin_is_recorded_by_digest() {
         .load_plugin(&weir_tests::plugin_path("hello"))
         .await
         .unwrap();
-    let record = harness.store.plugin(plugin.digest()).unwrap().unwrap();
+    let record = harness
+        .store
+        .plugin(plugin.digest())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.name, "hello");
     assert_eq!(record.tasks[0].name, "hello");
     assert_eq!(record.tasks[0].version.as_deref(), Some("1.0"));
@@ -130,7 +137,7 @@ async fn a_flaky_task_succeeds_on_its_third_attempt() {
     assert_eq!(outcome.state, State::Completed, "{outcome:?}");
     assert_eq!(outcome.output, Some(json!("succeeded on attempt 3")));
     assert_eq!(outcome.attempts, 3);
-    let history = harness.store.state_history(&outcome.id).unwrap();
+    let history = harness.store.state_history(&outcome.id).await.unwrap();
     let states: Vec<(State, u32)> = history
         .iter()
         .map(|change| (change.state, change.attempt))
@@ -183,7 +190,7 @@ async fn retry_delays_are_waited() {
         "{:?}",
         started.elapsed()
     );
-    let history = harness.store.state_history(&outcome.id).unwrap();
+    let history = harness.store.state_history(&outcome.id).await.unwrap();
     assert!(
         history[2]
             .message
@@ -268,6 +275,7 @@ async fn timeouts_and_crashes_are_retried_like_failures() {
     let states: Vec<State> = harness
         .store
         .state_history(&crashed.id)
+        .await
         .unwrap()
         .iter()
         .map(|change| change.state)
@@ -347,6 +355,7 @@ async fn an_unknown_task_or_a_non_object_input_does_not_start() {
         harness
             .store
             .task_runs(&TaskRunFilter::default())
+            .await
             .unwrap()
             .is_empty()
     );
@@ -382,6 +391,7 @@ async fn large_results_live_in_the_content_addressed_directory() {
     let digest = harness
         .store
         .task_run(&outcome.id)
+        .await
         .unwrap()
         .unwrap()
         .result_digest
@@ -393,7 +403,7 @@ async fn large_results_live_in_the_content_addressed_directory() {
         .join(&digest[..2])
         .join(format!("{digest}.json"));
     assert!(file.metadata().unwrap().len() > 300_000);
-    let stored = harness.store.result(&digest).unwrap();
+    let stored = harness.store.result(&digest).await.unwrap();
     assert_eq!(stored.as_str().unwrap().len(), 300_000);
 }
 
@@ -412,7 +422,11 @@ async fn runs_can_be_listed_by_task_and_state() {
             .await
             .unwrap();
     }
-    let all = harness.store.task_runs(&TaskRunFilter::default()).unwrap();
+    let all = harness
+        .store
+        .task_runs(&TaskRunFilter::default())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 3);
     let names: Vec<&str> = all.iter().map(|run| run.name.as_str()).collect();
     assert_eq!(names, ["divide-2", "divide-1", "divide-0"]);
@@ -422,6 +436,7 @@ async fn runs_can_be_listed_by_task_and_state() {
             state: Some(State::Failed),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].name, "divide-0");

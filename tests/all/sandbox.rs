@@ -4,7 +4,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use weir_core::{State, TaskOverrides};
 use weir_runner::TaskRequest;
-use weir_store::RunStore;
 use weir_tests::{Harness, load_plugin};
 
 fn overrides(timeout_ms: Option<u64>) -> TaskOverrides {
@@ -152,7 +151,7 @@ async fn a_panic_crashes_with_its_message() {
     assert!(message.contains("panicked at"), "{message}");
     assert!(message.contains("the flux capacitor broke"), "{message}");
     // The panic is also a log line of the run.
-    let logs = harness.store.logs(&outcome.id).unwrap();
+    let logs = harness.store.logs(&outcome.id).await.unwrap();
     assert!(
         logs.iter()
             .any(|line| line.message.contains("the flux capacitor broke"))
@@ -222,7 +221,7 @@ async fn endless_printing_is_bounded() {
         .await
         .unwrap();
     assert_eq!(outcome.state, State::TimedOut, "{outcome:?}");
-    let logs = harness.store.logs(&outcome.id).unwrap();
+    let logs = harness.store.logs(&outcome.id).await.unwrap();
     let stored: usize = logs.iter().map(|line| line.message.len()).sum();
     assert!(stored <= (1 << 20) + 4096, "{stored} bytes of log kept");
     assert!(
@@ -249,6 +248,7 @@ async fn printed_lines_become_log_lines_of_the_run() {
     let messages: Vec<String> = harness
         .store
         .logs(&outcome.id)
+        .await
         .unwrap()
         .into_iter()
         .map(|line| line.message)

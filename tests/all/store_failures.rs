@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use weir_core::State;
-use weir_store::RunStore;
+use weir_store::History as _;
 use weir_store_sqlite::SqliteStore;
 
 use crate::command::{text, weir};
@@ -60,8 +60,8 @@ input = { mib = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1] }
 map = ["mib"]
 "#;
 
-#[test]
-fn a_full_disk_fails_the_run_clearly_and_it_resumes_once_there_is_space() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_run_clearly_and_it_resumes_once_there_is_space() {
     let dir = tempfile::tempdir().unwrap();
     let flow = FLOW.replace(
         "HOSTILE",
@@ -101,11 +101,13 @@ fn a_full_disk_fails_the_run_clearly_and_it_resumes_once_there_is_space() {
             task: Some("fine".into()),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(earlier.len(), 1);
     assert_eq!(earlier[0].state, State::Completed);
     let run = store
         .flow_runs(&weir_store::FlowRunFilter::default())
+        .await
         .unwrap()
         .into_iter()
         .next()

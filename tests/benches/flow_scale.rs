@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock};
 use weir_runner::{FlowRunner, SilentObserver, TaskRunner};
 use weir_runtime::{Runtime, RuntimeConfig};
-use weir_store::RunStore;
+use weir_store::{Leases as _, Recorder as _};
 use weir_store_sqlite::SqliteStore;
 use weir_tests::shapes::{map_of_adds, memory_mib, tagged_sleepers};
 
@@ -47,8 +47,8 @@ fn main() {
 
     // 20 tasks of 0.2 s under a limit of 2 on their tag, after a warm-up run that
     // compiles the plugin.
-    limit_store
-        .set_concurrency_limit("db", 2, SystemClock.now())
+    tokio
+        .block_on(limit_store.set_concurrency_limit("db", 2, SystemClock.now()))
         .unwrap();
     tokio
         .block_on(limit_flows.run_flow(&tagged_sleepers(2, 1), &Map::new()))
@@ -70,7 +70,7 @@ fn main() {
         let flow = map_of_adds(count);
         let started = Instant::now();
         let outcome = tokio.block_on(flows.run_flow(&flow, &Map::new())).unwrap();
-        store.flush().unwrap();
+        tokio.block_on(store.flush()).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(outcome.state, State::Completed, "{outcome:?}");
         assert_eq!(outcome.output, None);

@@ -73,7 +73,7 @@ fn main() {
         assert_eq!(outcome.state, expected, "{outcome:?}");
     };
     // Each measurement ends with a flush, so the history is committed, not just queued.
-    let flush = || runner.store().flush().unwrap();
+    let flush = || tokio.block_on(runner.store().flush()).unwrap();
     let end_to_end = measure(
         iterations,
         || run("add", json!({"a": 1, "b": 2}), State::Completed),

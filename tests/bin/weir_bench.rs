@@ -10,7 +10,7 @@ use weir_core::{Clock, State, SystemClock, TaskOverrides};
 use weir_flow::Flow;
 use weir_runner::{FlowRunner, SilentObserver, TaskRequest, TaskRunner};
 use weir_runtime::{Runtime, RuntimeConfig};
-use weir_store::RunStore;
+use weir_store::{Leases as _, Recorder as _};
 use weir_store_sqlite::SqliteStore;
 use weir_tests::bare::{Allocator, bare_call};
 use weir_tests::plugin_path;
@@ -71,7 +71,7 @@ impl Bench {
             .tokio
             .block_on(self.flows.run_flow(flow, &Map::new()))
             .unwrap();
-        self.store.flush().unwrap();
+        self.tokio.block_on(self.store.flush()).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(outcome.state, State::Completed, "{outcome:?}");
         elapsed
@@ -170,7 +170,7 @@ fn main() {
                 );
                 assert_eq!(state, State::Cached);
             }
-            bench.store.flush().unwrap();
+            bench.tokio.block_on(bench.store.flush()).unwrap();
             json!({"tasks": count, "per_task_us": micros(started.elapsed()) / count as f64})
         }
         // 4. Fails twice, then succeeds, with 0-delay retries: the time per retry is the extra
@@ -219,8 +219,12 @@ fn main() {
         "limit" => {
             let (count, ms) = if quick { (4, 50) } else { (20, 200) };
             bench
-                .store
-                .set_concurrency_limit("db", 2, SystemClock.now())
+                .tokio
+                .block_on(
+                    bench
+                        .store
+                        .set_concurrency_limit("db", 2, SystemClock.now()),
+                )
                 .unwrap();
             bench.run_flow(&tagged_sleepers(2, 1));
             let elapsed = bench.run_flow(&tagged_sleepers(count, ms));

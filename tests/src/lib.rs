@@ -3,6 +3,7 @@
 //! temporary directory.
 
 pub mod bare;
+pub mod postgres;
 pub mod shapes;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use weir_core::{Clock, LogLevel, State, SystemClock};
 use weir_runner::{FlowRunLabel, FlowRunner, RunLabel, RunObserver, TaskRunner};
 use weir_runtime::{Plugin, Runtime, RuntimeConfig};
+use weir_store::Store;
 use weir_store_sqlite::SqliteStore;
 
 /// The `.wasm` file of a test plugin built by `build.rs` from `plugins/NAME` (Rust),
@@ -217,10 +219,13 @@ impl RunObserver for RecordingObserver {
     }
 }
 
-/// A runner over a fresh SQLite store in its own temporary directory.
+/// A runner over a fresh store (SQLite in its own temporary directory, or a new
+/// PostgreSQL database) and a temporary directory for files.
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
+    /// What `weir --store` takes to reach the same store.
+    pub store_location: String,
     pub observer: Arc<RecordingObserver>,
     pub runner: Arc<TaskRunner>,
 }
@@ -241,8 +246,39 @@ impl Harness {
 
     fn with_runtime_and_clock(runtime: Arc<Runtime>, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join(".weir")).expect("the store opens"));
+        let location = dir.path().join(".weir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&location).expect("the store opens"));
+        Self::over(dir, store, location.display().to_string(), runtime, clock)
+    }
+
+    /// A harness over a new PostgreSQL database (see [`postgres`]).
+    pub async fn postgres() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = postgres::fresh_database().await;
+        let store: Arc<dyn Store> = Arc::new(
+            weir_store_postgres::PostgresStore::connect(&url)
+                .await
+                .expect("the PostgreSQL store opens"),
+        );
+        Self::over(dir, store, url, shared_runtime(), Arc::new(SystemClock))
+    }
+
+    /// A harness on either backend: what a test run on both takes.
+    pub async fn on(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::new(),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    fn over(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        store_location: String,
+        runtime: Arc<Runtime>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let observer = Arc::new(RecordingObserver::default());
         let runner = Arc::new(TaskRunner::new(
             runtime,
@@ -253,6 +289,7 @@ impl Harness {
         Harness {
             dir,
             store,
+            store_location,
             observer,
             runner,
         }
@@ -285,4 +322,15 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The store backends every store-level test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 }

@@ -5,7 +5,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use weir_core::{Clock, State, SystemClock};
-use weir_store::{Ending, OwnerRecord, Store, StateChange};
+use weir_store::{Ending, OwnerRecord, StateChange, Store};
 
 use crate::Failure;
 use crate::runs::view_failure;
@@ -80,7 +80,8 @@ pub(crate) async fn cancel(store: &dyn Store, run: &str, json: bool) -> Result<u
     let now = SystemClock.now();
     if let Some(owner) = live_owner(store, run.owner.as_deref()).await? {
         store
-            .request_cancel(&run.id, REASON, now).await
+            .request_cancel(&run.id, REASON, now)
+            .await
             .map_err(Failure::internal)?;
         let deadline = Instant::now() + OWNER_GRACE;
         loop {
@@ -124,7 +125,8 @@ pub(crate) async fn cancel(store: &dyn Store, run: &str, json: bool) -> Result<u
                 at: now,
             };
             store
-                .end_flow_run_tree(&record.id, &ending).await
+                .end_flow_run_tree(&record.id, &ending)
+                .await
                 .map_err(Failure::internal)?;
         }
         Found::Task(record) => {

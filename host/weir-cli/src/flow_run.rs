@@ -154,7 +154,7 @@ type = "any"
 [plugins]
 [nodes]
 "#,
-            Path::new("typed.toml"),
+            std::path::Path::new("typed.toml"),
         )
         .expect("the flow parses")
     }

@@ -51,7 +51,8 @@ pub(crate) async fn run(location: &StoreLocation, command: LimitCommand) -> Resu
     match command {
         LimitCommand::Create { tag, limit } => {
             store
-                .set_concurrency_limit(&tag, limit, now).await
+                .set_concurrency_limit(&tag, limit, now)
+                .await
                 .map_err(Failure::internal)?;
             println!("tag `{tag}` is limited to {limit} task runs at once");
         }
@@ -72,7 +73,8 @@ pub(crate) async fn run(location: &StoreLocation, command: LimitCommand) -> Resu
         }
         LimitCommand::Read { tag, json } => {
             let limit = store
-                .concurrency_limit(&tag, now).await
+                .concurrency_limit(&tag, now)
+                .await
                 .map_err(Failure::internal)?
                 .ok_or_else(|| {
                     Failure::usage(anyhow::anyhow!(
@@ -87,7 +89,8 @@ pub(crate) async fn run(location: &StoreLocation, command: LimitCommand) -> Resu
         }
         LimitCommand::Delete { tag } => {
             if !store
-                .delete_concurrency_limit(&tag).await
+                .delete_concurrency_limit(&tag)
+                .await
                 .map_err(Failure::internal)?
             {
                 return Err(Failure::usage(anyhow::anyhow!(
@@ -98,7 +101,8 @@ pub(crate) async fn run(location: &StoreLocation, command: LimitCommand) -> Resu
         }
         LimitCommand::Reset { tag } => {
             let freed = store
-                .reset_concurrency_limit(&tag).await
+                .reset_concurrency_limit(&tag)
+                .await
                 .map_err(Failure::internal)?;
             println!("freed {freed} slots of tag `{tag}`");
         }

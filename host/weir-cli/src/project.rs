@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use weir_build::{BuildError, BuildOptions, Language, Project};
 
-use crate::task_run::{open_runner, runner_failure};
 use crate::store::StoreLocation;
+use crate::task_run::{open_runner, runner_failure};
 use crate::{Failure, exit};
 
 #[derive(Debug, Args)]

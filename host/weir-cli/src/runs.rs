@@ -364,9 +364,7 @@ fn print_flow_run(view: &views::FlowRunView) {
 }
 
 async fn logs(store: &dyn Store, args: &RunArgs) -> Result<u8, Failure> {
-    let lines = views::logs(store, &args.run)
-        .await
-        .map_err(view_failure)?;
+    let lines = views::logs(store, &args.run).await.map_err(view_failure)?;
     if args.json {
         println!(
             "{}",

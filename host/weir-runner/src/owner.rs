@@ -118,7 +118,8 @@ pub async fn live_owner(
     now: Timestamp,
 ) -> StoreResult<Option<OwnerRecord>> {
     Ok(store
-        .owners().await?
+        .owners()
+        .await?
         .into_iter()
         .find(|owner| owner.id == id)
         .filter(|owner| owner_gone(owner, now).is_none()))

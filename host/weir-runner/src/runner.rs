@@ -8,7 +8,7 @@ use weir_core::{
     TaskOverrides, TaskRunId, format_duration,
 };
 use weir_runtime::{AttemptOutcome, AttemptSpec, LoadError, Plugin, Runtime};
-use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, Store, StateChange, StoreError};
+use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, StateChange, Store, StoreError};
 
 use crate::cancel::CancelToken;
 use crate::logs::RunLog;
@@ -692,7 +692,8 @@ impl Execution<'_> {
             && let Some((entry, output)) = self
                 .runner
                 .store
-                .cached_result(key, self.runner.clock.now()).await?
+                .cached_result(key, self.runner.clock.now())
+                .await?
         {
             let message = format!(
                 "result of task run {} reused from the cache",

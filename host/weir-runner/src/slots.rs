@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use weir_store::{Store, SlotRequest};
+use weir_store::{SlotRequest, Store};
 
 use crate::runner::TaskRunner;
 

@@ -253,7 +253,9 @@ impl History for PostgresStore {
             .iter()
             .map(|row| Ok((row.get::<_, i64>(0), rows::task_run(row, 1)?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(weir_store::merge_changes(since, flow_runs, task_runs, limit))
+        Ok(weir_store::merge_changes(
+            since, flow_runs, task_runs, limit,
+        ))
     }
 }
 

@@ -143,8 +143,14 @@ impl PostgresStore {
             .await
             .map_err(backend("committing the ending of runs"))?;
         Ok(EndedRuns {
-            flow_runs: ended_flows.into_iter().map(FlowRunId::from_string).collect(),
-            task_runs: ended_tasks.into_iter().map(TaskRunId::from_string).collect(),
+            flow_runs: ended_flows
+                .into_iter()
+                .map(FlowRunId::from_string)
+                .collect(),
+            task_runs: ended_tasks
+                .into_iter()
+                .map(TaskRunId::from_string)
+                .collect(),
         })
     }
 }

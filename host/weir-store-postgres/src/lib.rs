@@ -90,8 +90,10 @@ impl PostgresStore {
                 })
             })
         });
-        let (writer, found) = Writer::start(runtime, Box::new(connect), prepare)
-            .map_err(|error| StoreError::backend(format!("opening the store {location}"), error.describe()))?;
+        let (writer, found) =
+            Writer::start(runtime, Box::new(connect), prepare).map_err(|error| {
+                StoreError::backend(format!("opening the store {location}"), error.describe())
+            })?;
         if found > schema::VERSION {
             return Err(StoreError::NewerSchema {
                 path: location.clone(),

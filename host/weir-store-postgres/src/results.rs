@@ -54,7 +54,8 @@ pub(crate) async fn read(
         Some(text) => text.into_bytes(),
         None => {
             let blob: Option<Vec<u8>> = row.get(1);
-            let blob = blob.ok_or_else(|| StoreError::broken_result(digest, "its blob is missing"))?;
+            let blob =
+                blob.ok_or_else(|| StoreError::broken_result(digest, "its blob is missing"))?;
             weir_store::check_blob(digest, blob)?
         }
     };

@@ -125,9 +125,9 @@ impl Writer {
             .name("weir-postgres-writer".into())
             .spawn(move || {
                 let first = runtime.block_on(async {
-                    let mut client = connect()
-                        .await
-                        .map_err(|error| StoreError::backend("connecting", crate::describe(&error)))?;
+                    let mut client = connect().await.map_err(|error| {
+                        StoreError::backend("connecting", crate::describe(&error))
+                    })?;
                     let found = prepare(&mut client).await?;
                     let statements = Statements::prepare(&client)
                         .await
@@ -167,9 +167,7 @@ impl Writer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = sender.as_ref().ok_or_else(writer_gone)?;
         let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
-        sender
-            .send((sequence, op))
-            .map_err(|_| writer_gone())?;
+        sender.send((sequence, op)).map_err(|_| writer_gone())?;
         Ok(sequence)
     }
 

@@ -2,8 +2,8 @@
 //! blobs. Every read first waits for this store's queued writes.
 
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashMap};
 use rusqlite::{OptionalExtension, params};
+use std::collections::{BTreeMap, HashMap};
 use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
     Blobs, ChangeCursor, Changes, FlowRunFilter, FlowRunRecord, History, LogRecord, PluginRecord,
@@ -11,8 +11,8 @@ use weir_store::{
 };
 
 use crate::rows::{
-    FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, flow_run_from_row, flow_run_from_row_offset,
-    json_from_sql, state_from_sql, task_run_from_row, task_run_from_row_offset,
+    FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, flow_run_from_row, flow_run_from_row_offset, json_from_sql,
+    state_from_sql, task_run_from_row, task_run_from_row_offset,
 };
 use crate::writer::WriteOp;
 use crate::{SqliteStore, backend, results};

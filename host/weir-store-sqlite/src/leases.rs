@@ -15,19 +15,25 @@ use crate::{SqliteStore, backend};
 
 #[async_trait]
 impl Leases for SqliteStore {
-    async fn set_concurrency_limit(&self, tag: &str, limit: u32, now: Timestamp) -> StoreResult<()> {
+    async fn set_concurrency_limit(
+        &self,
+        tag: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         let tag = tag.to_owned();
-        self.writer.call(move |connection| {
-            connection
+        self.writer
+            .call(move |connection| {
+                connection
                 .execute(
                     "INSERT INTO concurrency_limits (tag, slot_limit, created) VALUES (?1, ?2, ?3)
                      ON CONFLICT (tag) DO UPDATE SET slot_limit = excluded.slot_limit",
                     params![tag, limit, now.0],
                 )
                 .map_err(backend("setting a concurrency limit"))?;
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await
     }
 
     async fn concurrency_limit(
@@ -73,26 +79,28 @@ impl Leases for SqliteStore {
 
     async fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool> {
         let tag = tag.to_owned();
-        self.writer.call(move |connection| {
-            connection
-                .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
-                .and_then(|_| {
-                    connection.execute("DELETE FROM concurrency_limits WHERE tag = ?1", [&tag])
-                })
-                .map(|deleted| deleted > 0)
-                .map_err(backend("deleting a concurrency limit"))
-        })
-        .await
+        self.writer
+            .call(move |connection| {
+                connection
+                    .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                    .and_then(|_| {
+                        connection.execute("DELETE FROM concurrency_limits WHERE tag = ?1", [&tag])
+                    })
+                    .map(|deleted| deleted > 0)
+                    .map_err(backend("deleting a concurrency limit"))
+            })
+            .await
     }
 
     async fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize> {
         let tag = tag.to_owned();
-        self.writer.call(move |connection| {
-            connection
-                .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
-                .map_err(backend("resetting a concurrency limit"))
-        })
-        .await
+        self.writer
+            .call(move |connection| {
+                connection
+                    .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                    .map_err(backend("resetting a concurrency limit"))
+            })
+            .await
     }
 
     async fn acquire_slots(
@@ -242,19 +250,20 @@ impl Owners for SqliteStore {
 
     async fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()> {
         let (id, owner) = (id.clone(), owner.to_owned());
-        self.writer.call(move |connection| {
-            let updated = connection
-                .execute(
-                    "UPDATE flow_runs SET owner = ?2 WHERE id = ?1",
-                    params![id.as_str(), owner],
-                )
-                .map_err(backend("giving a flow run to this process"))?;
-            if updated == 0 {
-                return Err(StoreError::UnknownFlowRun(id.to_string()));
-            }
-            Ok(())
-        })
-        .await
+        self.writer
+            .call(move |connection| {
+                let updated = connection
+                    .execute(
+                        "UPDATE flow_runs SET owner = ?2 WHERE id = ?1",
+                        params![id.as_str(), owner],
+                    )
+                    .map_err(backend("giving a flow run to this process"))?;
+                if updated == 0 {
+                    return Err(StoreError::UnknownFlowRun(id.to_string()));
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {

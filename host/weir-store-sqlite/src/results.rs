@@ -29,7 +29,10 @@ impl BlobDir {
     pub(crate) fn open(store_dir: &Path) -> StoreResult<Self> {
         let root = store_dir.join("blobs");
         fs_err::create_dir_all(&root).map_err(|error| {
-            StoreError::backend(format!("creating the blob directory {}", root.display()), error)
+            StoreError::backend(
+                format!("creating the blob directory {}", root.display()),
+                error,
+            )
         })?;
         Ok(BlobDir {
             root,
@@ -49,8 +52,9 @@ impl BlobDir {
         if path.exists() {
             return Ok(());
         }
-        let io_error =
-            |error: std::io::Error| StoreError::backend(format!("writing {}", path.display()), error);
+        let io_error = |error: std::io::Error| {
+            StoreError::backend(format!("writing {}", path.display()), error)
+        };
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent).map_err(io_error)?;
         }

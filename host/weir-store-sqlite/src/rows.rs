@@ -22,7 +22,10 @@ pub(crate) fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tas
 }
 
 /// The same, from column `offset` on.
-pub(crate) fn task_run_from_row_offset(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<TaskRunRecord> {
+pub(crate) fn task_run_from_row_offset(
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+) -> rusqlite::Result<TaskRunRecord> {
     Ok(TaskRunRecord {
         id: TaskRunId::from_string(row.get::<_, String>(offset)?),
         name: row.get(offset + 1)?,
@@ -53,7 +56,10 @@ pub(crate) fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Flo
 }
 
 /// The same, from column `offset` on.
-pub(crate) fn flow_run_from_row_offset(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<FlowRunRecord> {
+pub(crate) fn flow_run_from_row_offset(
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+) -> rusqlite::Result<FlowRunRecord> {
     Ok(FlowRunRecord {
         id: FlowRunId::from_string(row.get::<_, String>(offset)?),
         name: row.get(offset + 1)?,
@@ -87,4 +93,3 @@ pub(crate) fn cache_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<
         expires: row.get::<_, Option<i64>>(6)?.map(Timestamp),
     })
 }
-

@@ -5,7 +5,10 @@
 use serde_json::json;
 use std::time::Duration;
 use weir_core::{CacheKey, ComponentDigest, State, TaskRunId, Timestamp};
-use weir_store::{CacheEntryDraft, NewTaskRun, Cache, History, Leases, Recorder, StateChange, StoreError, TaskRunFilter};
+use weir_store::{
+    Cache, CacheEntryDraft, History, Leases, NewTaskRun, Recorder, StateChange, StoreError,
+    TaskRunFilter,
+};
 
 use crate::SqliteStore;
 use crate::writer::WriteOp;
@@ -75,7 +78,8 @@ async fn reads_see_every_earlier_write() {
     assert_eq!(record.started, Some(Timestamp(1_001)));
     assert_eq!(record.ended, Some(Timestamp(1_004)));
     let states: Vec<State> = store
-        .state_history(&run.id).await
+        .state_history(&run.id)
+        .await
         .unwrap()
         .iter()
         .map(|c| c.state)
@@ -92,7 +96,8 @@ async fn reads_see_every_earlier_write() {
     );
     assert_eq!(
         store
-            .result(record.result_digest.as_deref().unwrap()).await
+            .result(record.result_digest.as_deref().unwrap())
+            .await
             .unwrap(),
         json!(2)
     );
@@ -148,7 +153,14 @@ async fn a_failed_write_is_reported_by_flush_and_the_others_commit() {
         .unwrap();
     // A read in between (another thread polling, say) waits for the writes but leaves
     // the failure to the flush.
-    assert_eq!(store.task_runs(&TaskRunFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .task_runs(&TaskRunFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let error = store.flush().await.unwrap_err();
     assert!(
         matches!(error, StoreError::UnknownTaskRun(ref id) if *id == unknown.to_string()),
@@ -185,13 +197,15 @@ async fn cache_entries_expire_are_shared_and_clear() {
         )
         .unwrap();
     let (entry, result) = store
-        .cached_result(&key, Timestamp(9_999)).await
+        .cached_result(&key, Timestamp(9_999))
+        .await
         .unwrap()
         .unwrap();
     assert_eq!((entry.task_run_id, result), (run.id.clone(), json!(42)));
     assert!(
         store
-            .cached_result(&key, Timestamp(10_000)).await
+            .cached_result(&key, Timestamp(10_000))
+            .await
             .unwrap()
             .is_none(),
         "expired"
@@ -201,14 +215,16 @@ async fn cache_entries_expire_are_shared_and_clear() {
     let other = SqliteStore::open(dir.path()).unwrap();
     assert!(
         other
-            .cached_result(&key, Timestamp(5_000)).await
+            .cached_result(&key, Timestamp(5_000))
+            .await
             .unwrap()
             .is_some()
     );
     assert_eq!(store.clear_cache().await.unwrap(), 1);
     assert!(
         store
-            .cached_result(&key, Timestamp(5_000)).await
+            .cached_result(&key, Timestamp(5_000))
+            .await
             .unwrap()
             .is_none()
     );
@@ -226,7 +242,8 @@ async fn large_results_are_files_addressed_by_digest() {
         .finish_task_run(&run.id, &change(State::Completed, 1, 2), Some(&big), None)
         .unwrap();
     let digest = store
-        .task_run(&run.id).await
+        .task_run(&run.id)
+        .await
         .unwrap()
         .unwrap()
         .result_digest
@@ -274,7 +291,11 @@ async fn many_writers_share_commits() {
     });
     store.flush().await.unwrap();
     assert_eq!(
-        store.task_runs(&TaskRunFilter::default()).await.unwrap().len(),
+        store
+            .task_runs(&TaskRunFilter::default())
+            .await
+            .unwrap()
+            .len(),
         4000
     );
     // Generous: group commit records thousands of runs per second even on a slow disk.
@@ -317,7 +338,10 @@ async fn a_failed_operation_leaves_nothing_of_itself() {
 async fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.set_concurrency_limit("db", 1, Timestamp(0)).await.unwrap();
+    store
+        .set_concurrency_limit("db", 1, Timestamp(0))
+        .await
+        .unwrap();
     // A write that breaks a foreign key checked only at COMMIT, queued in the same batch
     // as a request for a slot: the batch cannot commit, so the slot was never taken.
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -366,7 +390,8 @@ async fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
     let error = answer.expect_err("a slot from a batch that did not commit is not granted");
     assert!(error.to_string().contains("committing writes"), "{error}");
     let limit = store
-        .concurrency_limit("db", Timestamp(1)).await
+        .concurrency_limit("db", Timestamp(1))
+        .await
         .unwrap()
         .unwrap();
     assert!(limit.holders.is_empty());

@@ -179,9 +179,7 @@ impl Writer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = sender.as_ref().ok_or_else(writer_gone)?;
         let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
-        sender
-            .send((sequence, op))
-            .map_err(|_| writer_gone())?;
+        sender.send((sequence, op)).map_err(|_| writer_gone())?;
         Ok(sequence)
     }
 
@@ -422,7 +420,13 @@ fn commit_batch(
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)));
     match change {
         Ok(change) => sequences.change = change,
-        Err(error) => return Err(unbegun(batch, backend("numbering a change")(error), flushes)),
+        Err(error) => {
+            return Err(unbegun(
+                batch,
+                backend("numbering a change")(error),
+                flushes,
+            ));
+        }
     }
     let mut first_error = None;
     for (_, op) in batch {

@@ -7,10 +7,10 @@
 //! once an entry's write is committed it is forgotten here, so an entry that another
 //! process cleared or replaced is never served from memory.
 
+use crate::CacheEntry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use weir_core::{CacheKey, Timestamp};
-use crate::CacheEntry;
 
 /// An entry and the writer sequence number of the write that records it.
 type Pending = (CacheEntry, Arc<serde_json::Value>, u64);

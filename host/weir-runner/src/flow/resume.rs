@@ -89,7 +89,9 @@ impl FlowRunner {
             };
             let attempt = record.attempts + 1;
             self.tasks.ensure_owner().await?;
-            store.set_flow_run_owner(&label.id, self.tasks.owner_id()).await?;
+            store
+                .set_flow_run_owner(&label.id, self.tasks.owner_id())
+                .await?;
             let _active = self.tasks.activate(label.id.as_str(), &cancel);
             store.set_flow_run_state(
                 &label.id,
@@ -150,10 +152,12 @@ impl FlowRunner {
                 _ => {}
             }
         }
-        let children = store.flow_runs(&FlowRunFilter {
-            parent: Some(id.clone()),
-            ..Default::default()
-        }).await?;
+        let children = store
+            .flow_runs(&FlowRunFilter {
+                parent: Some(id.clone()),
+                ..Default::default()
+            })
+            .await?;
         // Newest first: the latest run of each subflow node is the one to continue.
         for child in children {
             let Some(node) = child.parent_node.clone() else {
