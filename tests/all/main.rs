@@ -17,4 +17,6 @@ mod projects;
 mod repo_info;
 mod runs;
 mod sandbox;
+mod shared_store;
+mod store;
 mod store_failures;

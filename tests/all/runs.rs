@@ -399,9 +399,9 @@ async fn large_results_live_in_the_content_addressed_directory() {
     let file = harness
         .dir
         .path()
-        .join(".weir/results")
+        .join(".weir/blobs")
         .join(&digest[..2])
-        .join(format!("{digest}.json"));
+        .join(&digest);
     assert!(file.metadata().unwrap().len() > 300_000);
     let stored = harness.store.result(&digest).await.unwrap();
     assert_eq!(stored.as_str().unwrap().len(), 300_000);

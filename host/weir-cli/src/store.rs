@@ -27,14 +27,16 @@ impl StoreLocation {
         }
     }
 
-    /// This machine's own directory for what is not shared (compiled plugins): the
-    /// store's directory, or for a shared store `WEIR_LOCAL_DIR` (default `.weir`).
+    /// This machine's own directory for what is not shared (compiled plugins):
+    /// `WEIR_LOCAL_DIR` when set, else the store's directory, or `.weir` for a shared
+    /// store.
     pub(crate) fn local_dir(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("WEIR_LOCAL_DIR").filter(|dir| !dir.is_empty()) {
+            return PathBuf::from(dir);
+        }
         match self {
             StoreLocation::Directory(dir) => dir.clone(),
-            StoreLocation::Postgres(_) => std::env::var_os("WEIR_LOCAL_DIR")
-                .filter(|dir| !dir.is_empty())
-                .map_or_else(|| PathBuf::from(".weir"), PathBuf::from),
+            StoreLocation::Postgres(_) => PathBuf::from(".weir"),
         }
     }
 

@@ -43,3 +43,16 @@ pub use limits::{Limits, declared};
 pub use size::parse_size;
 pub use state::{State, StateParseError};
 pub use task::{LogLevel, RetryDelays, RetryPolicy, RunContext, TaskInfo, TaskOverrides};
+
+/// An error and its causes on one line (`what: why: why`): what a state message or a log
+/// line shows, where `{error}` alone would drop the causes.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}

@@ -41,9 +41,10 @@ impl RunLog {
         let lines = std::mem::take(&mut *self.lock());
         if let Err(error) = self.store.append_logs(&self.label.id, &lines) {
             tracing::error!(
-                "could not record {} log lines of {}: {error}",
+                "could not record {} log lines of {}: {}",
                 lines.len(),
-                self.label.id
+                self.label.id,
+                error.describe()
             );
         }
     }

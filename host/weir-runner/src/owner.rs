@@ -246,7 +246,7 @@ impl Ownership {
             at: clock.now(),
         };
         if let Err(error) = store.retire_owner(&self.record.id, &ending).await {
-            tracing::error!("could not retire this process's runs: {error}");
+            tracing::error!("could not retire this process's runs: {}", error.describe());
         }
     }
 }
@@ -260,7 +260,10 @@ async fn heartbeat(ownership: Arc<Ownership>, store: Arc<dyn Store>, clock: Arc<
         if tick.is_multiple_of(beats_per_heartbeat)
             && let Err(error) = store.heartbeat_owner(&ownership.record.id, clock.now())
         {
-            tracing::error!("could not record this process's heartbeat: {error}");
+            tracing::error!(
+                "could not record this process's heartbeat: {}",
+                error.describe()
+            );
         }
         if ownership.lock_active().is_empty() {
             continue;

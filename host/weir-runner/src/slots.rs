@@ -30,7 +30,11 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.heartbeat.abort();
         if let Err(error) = self.store.release_slots(&self.holder) {
-            tracing::error!("could not release the slots of {}: {error}", self.holder);
+            tracing::error!(
+                "could not release the slots of {}: {}",
+                self.holder,
+                error.describe()
+            );
         }
         self.freed.notify_waiters();
     }
@@ -85,7 +89,9 @@ impl TaskRunner {
                         continue;
                     }
                 }
-                Err(error) => tracing::error!("could not ask for concurrency slots: {error}"),
+                Err(error) => {
+                    tracing::error!("could not ask for concurrency slots: {}", error.describe())
+                }
             }
             tokio::select! {
                 _ = &mut freed => {}
@@ -126,7 +132,10 @@ impl TaskRunner {
             loop {
                 tokio::time::sleep(LEASE / 3).await;
                 if let Err(error) = store.renew_slots(&renewed, clock.now().saturating_add(LEASE)) {
-                    tracing::error!("could not renew the slots of {renewed}: {error}");
+                    tracing::error!(
+                        "could not renew the slots of {renewed}: {}",
+                        error.describe()
+                    );
                 }
             }
         });

@@ -13,22 +13,44 @@ use crate::writer::WriteOp;
 use crate::{PostgresStore, backend};
 
 /// Which runs an ending ends.
-enum Selection<'a> {
+pub(crate) enum Selection {
     /// Every unfinished run of a process (and the process's record).
-    Owner(&'a str),
+    Owner(String),
     /// A flow run, its subflow runs, and the task runs of all of them.
-    FlowRunTree(&'a FlowRunId),
+    FlowRunTree(FlowRunId),
 }
 
 impl PostgresStore {
-    async fn end_runs(&self, selection: Selection<'_>, ending: &Ending) -> StoreResult<EndedRuns> {
-        let mut client = self.read().await?;
+    /// Ending runs goes through the writer thread (in order with the queued writes, and
+    /// on its own runtime): a process retires itself from `Drop`, when the caller's
+    /// runtime may be shutting down and a pooled connection would never answer.
+    async fn end_runs(&self, selection: Selection, ending: &Ending) -> StoreResult<EndedRuns> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer.send(WriteOp::EndRuns {
+            selection,
+            ending: ending.clone(),
+            reply,
+        })?;
+        answer.await.map_err(|_| {
+            StoreError::backend("ending runs", "the store's writer thread has stopped")
+        })?
+    }
+}
+
+/// Ends the unfinished runs of a selection in one transaction, and frees their slots.
+pub(crate) async fn end_runs(
+    client: &mut tokio_postgres::Client,
+    selection: &Selection,
+    ending: &Ending,
+) -> StoreResult<EndedRuns> {
+    {
         let transaction = client
             .transaction()
             .await
             .map_err(backend("starting a transaction"))?;
         let (task_ids, flow_ids): (Vec<String>, Vec<String>) = match selection {
             Selection::Owner(owner) => {
+                let owner = owner.as_str();
                 let tasks = transaction
                     .query(
                         "SELECT id FROM task_runs WHERE owner = $1 AND ended IS NULL FOR UPDATE",
@@ -124,6 +146,7 @@ impl PostgresStore {
             .map(|row| row.get(0))
             .collect();
         if let Selection::Owner(owner) = selection {
+            let owner = owner.as_str();
             // Its finished runs too: a process killed between finishing a run and
             // releasing its slot leaves the slot behind.
             transaction
@@ -388,7 +411,8 @@ impl Owners for PostgresStore {
     }
 
     async fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns> {
-        self.end_runs(Selection::Owner(owner), ending).await
+        self.end_runs(Selection::Owner(owner.to_owned()), ending)
+            .await
     }
 
     async fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()> {
@@ -407,7 +431,8 @@ impl Owners for PostgresStore {
     }
 
     async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {
-        self.end_runs(Selection::FlowRunTree(id), ending).await
+        self.end_runs(Selection::FlowRunTree(id.clone()), ending)
+            .await
     }
 
     async fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()> {

@@ -19,8 +19,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use weir_core::{FlowRunId, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, PluginRecord, StateChange, StoreError,
-    StoreResult,
+    CacheEntryDraft, EndedRuns, Ending, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
+    StateChange, StoreError, StoreResult,
 };
 
 use crate::results::PreparedResult;
@@ -82,6 +82,13 @@ pub(crate) enum WriteOp {
     },
     ReleaseSlots {
         holder: String,
+    },
+    /// Ends the unfinished runs of a selection in a transaction of its own, after what
+    /// is queued before it; answered once committed.
+    EndRuns {
+        selection: crate::leases::Selection,
+        ending: Ending,
+        reply: oneshot::Sender<StoreResult<EndedRuns>>,
     },
     /// Answered once everything before it committed; `report` takes the failure since the
     /// last reporting flush.
@@ -648,7 +655,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
             steps.push(step(&statements.release_slots, vec![text(holder)]));
             ("releasing concurrency slots", true)
         }
-        WriteOp::Flush { .. } => ("flushing", true),
+        WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => ("answering", true),
     };
     Planned {
         action,
@@ -703,28 +710,11 @@ fn write_loop(
             }
         }
         if !ops.is_empty() {
-            let outcome = runtime.block_on(async {
-                let live = match connection.take() {
-                    Some(live) if !live.client.is_closed() => live,
-                    _ => reconnect(&connect).await?,
-                };
-                let outcome = commit_batch(&mut connection, live, &ops).await;
-                Ok::<_, BatchError>(outcome)
-            });
-            let failure = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) | Err(error) => Some(error),
-            };
-            match failure {
-                None => {}
-                Some(BatchError::Operation(error)) => {
-                    tracing::error!("{}", error.describe());
-                    pending_error.get_or_insert(error);
-                }
-                Some(BatchError::Commit(error)) => {
-                    tracing::error!("{}", error.describe());
-                    pending_error.get_or_insert(error);
-                }
+            let failures = runtime.block_on(apply(&mut connection, &connect, ops));
+            for failure in failures {
+                let (BatchError::Operation(error) | BatchError::Commit(error)) = failure;
+                tracing::error!("{}", error.describe());
+                pending_error.get_or_insert(error);
             }
         }
         committed.store(last_sequence, Ordering::SeqCst);
@@ -738,6 +728,59 @@ fn write_loop(
     }
 }
 
+/// Applies a batch: its plain writes in transactions, split where a request to end runs
+/// takes its own (in order). Returns what failed.
+async fn apply(
+    connection: &mut Option<Connection>,
+    connect: &Connect,
+    ops: Vec<WriteOp>,
+) -> Vec<BatchError> {
+    let mut failures = Vec::new();
+    let mut live = match connection.take() {
+        Some(live) if !live.client.is_closed() => live,
+        _ => match reconnect(connect).await {
+            Ok(live) => live,
+            Err(BatchError::Commit(error) | BatchError::Operation(error)) => {
+                let message = error.describe();
+                for op in ops {
+                    if let WriteOp::EndRuns { reply, .. } = op {
+                        let _ =
+                            reply.send(Err(StoreError::backend("ending runs", message.clone())));
+                    }
+                }
+                failures.push(BatchError::Commit(error));
+                return failures;
+            }
+        },
+    };
+    let mut segment = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::EndRuns {
+                selection,
+                ending,
+                reply,
+            } => {
+                if !segment.is_empty()
+                    && let Err(error) = commit_batch(&mut live, &std::mem::take(&mut segment)).await
+                {
+                    failures.push(error);
+                }
+                let answer = crate::leases::end_runs(&mut live.client, &selection, &ending).await;
+                let _ = reply.send(answer);
+            }
+            op => segment.push(op),
+        }
+    }
+    if !segment.is_empty()
+        && let Err(error) = commit_batch(&mut live, &segment).await
+    {
+        failures.push(error);
+    }
+    *connection = Some(live);
+    failures
+}
+
 async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
     let lost = |error: tokio_postgres::Error| {
         BatchError::Commit(StoreError::backend("connecting to the store again", error))
@@ -747,21 +790,14 @@ async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
     Ok(Connection { client, statements })
 }
 
-/// Commits the batch (pipelined, or operation by operation when something fails) and
-/// puts the connection back.
-async fn commit_batch(
-    slot: &mut Option<Connection>,
-    mut live: Connection,
-    ops: &[WriteOp],
-) -> Result<(), BatchError> {
+/// Commits plain writes: pipelined, or operation by operation when something fails.
+async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), BatchError> {
     let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
-    let outcome = match pipelined(&mut live.client, &planned).await {
+    match pipelined(&mut live.client, &planned).await {
         Ok(true) => Ok(()),
         Ok(false) => one_by_one(&mut live.client, &planned).await,
         Err(error) => Err(BatchError::Commit(error)),
-    };
-    *slot = Some(live);
-    outcome
+    }
 }
 
 /// Sends every statement of the batch before reading an answer. Returns false (having

@@ -86,14 +86,7 @@ impl StoreError {
     /// The error and its causes on one line (`what: why: why`), for logs and for
     /// answers that carry an error as text.
     pub fn describe(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(error) = cause {
-            text.push_str(": ");
-            text.push_str(&error.to_string());
-            cause = error.source();
-        }
-        text
+        weir_core::describe_error(self)
     }
 
     /// A stored result that cannot be read, and why.

@@ -197,7 +197,7 @@ pub(super) async fn execute_graph(
                     Ok(()) => NodeOutcome::Completed(value),
                     Err(error) => NodeOutcome::Failed {
                         state: State::Crashed,
-                        cause: format!("its output could not be recorded: {error}"),
+                        cause: format!("its output could not be recorded: {}", error.describe()),
                     },
                 }
             }
@@ -267,7 +267,10 @@ fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
     {
         let request = shared.request(node_id, plugin, task, input.clone(), None);
         if let Err(error) = shared.runner.tasks.record_not_ready(&request, cause) {
-            tracing::error!("could not record node `{node_id}` as NotReady: {error}");
+            tracing::error!(
+                "could not record node `{node_id}` as NotReady: {}",
+                weir_core::describe_error(&error)
+            );
         }
     }
 }
@@ -360,7 +363,7 @@ async fn run_node(
                     outcome.message,
                     outcome.output,
                 ),
-                Err(error) => failed(error.to_string()),
+                Err(error) => failed(weir_core::describe_error(&error)),
             }
         }
     }
@@ -404,7 +407,7 @@ pub(super) async fn execute_request(
         ),
         Err(error) => NodeOutcome::Failed {
             state: State::Failed,
-            cause: error.to_string(),
+            cause: weir_core::describe_error(&error),
         },
     }
 }

@@ -390,7 +390,7 @@ impl FlowRunner {
                 at: self.tasks.clock().now(),
             };
             if let Err(error) = store.finish_task_run(&run.id, &change, None, None) {
-                tracing::error!("could not cancel task run {}: {error}", run.id);
+                tracing::error!("could not cancel task run {}: {}", run.id, error.describe());
             }
         }
     }
