@@ -166,6 +166,27 @@ async fn a_map_a_subflow_retries_and_the_cache(backend: Backend) {
         4,
         "two runs and their subflow runs"
     );
+    // Pages: the next starts after the last id of the one before.
+    let page = place.json(&["runs", "ls", "--limit", "3", "--json"]);
+    let last = page[2]["id"].as_str().unwrap();
+    let next = place.json(&["runs", "ls", "--limit", "3", "--before", last, "--json"]);
+    assert_eq!(next.as_array().unwrap().len(), 1);
+    assert_eq!(next[0]["id"], listed[3]["id"]);
+    let summary = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["id"] == second["id"])
+        .unwrap();
+    assert_eq!(summary["task_run_states"]["Completed"], 5, "{summary}");
+    assert_eq!(summary["task_run_states"]["Cached"], 1, "{summary}");
+    let wrong = place.weir(&["runs", "ls", "--before", "trun_x"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains("flow run id"),
+        "{}",
+        text(&wrong.stderr)
+    );
     let cache = place.json(&["cache", "ls", "--json"]);
     assert_eq!(cache.as_array().unwrap().len(), 1);
     let logs = place.weir(&["runs", "logs", first["id"].as_str().unwrap()]);

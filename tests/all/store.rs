@@ -79,6 +79,7 @@ on_both_backends!(
     processes_opening_a_new_store_at_once_all_succeed,
     a_store_of_a_newer_schema_is_a_clear_error,
     plugins_are_recorded_once_by_digest,
+    text_from_a_plugin_with_a_nul_is_recorded,
 );
 
 fn new_run(name: &str) -> NewTaskRun {
@@ -968,4 +969,38 @@ async fn plugins_are_recorded_once_by_digest(backend: Backend) {
             .unwrap()
             .is_none()
     );
+}
+
+/// A plugin's log line, error message or run name may hold NUL, which PostgreSQL refuses
+/// in text: it is recorded (there as U+FFFD), not a failed write.
+async fn text_from_a_plugin_with_a_nul_is_recorded(backend: Backend) {
+    let location = Location::new(backend).await;
+    let store = location.open().await;
+    let run = new_run("name\0with-nul");
+    start(store.as_ref(), &run);
+    store
+        .append_logs(
+            &run.id,
+            &[LogRecord {
+                at: Timestamp(1_002),
+                level: weir_core::LogLevel::Info,
+                message: "before\0after".into(),
+            }],
+        )
+        .unwrap();
+    let failed = StateChange {
+        message: Some("bad\0output".into()),
+        ..change(State::Crashed, 1, 1_003)
+    };
+    store.finish_task_run(&run.id, &failed, None, None).unwrap();
+    store.flush().await.unwrap();
+    let record = store.task_run(&run.id).await.unwrap().unwrap();
+    let message = record.state_message.unwrap();
+    assert!(
+        message.starts_with("bad") && message.ends_with("output"),
+        "{message:?}"
+    );
+    assert!(record.name.starts_with("name"), "{:?}", record.name);
+    let logs = store.logs(&run.id).await.unwrap();
+    assert!(logs[0].message.starts_with("before") && logs[0].message.ends_with("after"));
 }

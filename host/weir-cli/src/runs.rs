@@ -2,7 +2,9 @@
 
 use clap::{Args, Subcommand};
 use std::time::Duration;
-use weir_core::{Clock, State, SystemClock, Timestamp, format_duration, parse_duration};
+use weir_core::{
+    Clock, FlowRunId, State, SystemClock, TaskRunId, Timestamp, format_duration, parse_duration,
+};
 use weir_runner::views::{self, RunView, ViewError};
 use weir_store::{FlowRunFilter, StateChange, Store, TaskRunFilter};
 
@@ -38,6 +40,9 @@ pub(crate) struct LsArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// The next page: runs older than this one (the last id of the page before).
+    #[arg(long, value_name = "RUN_ID")]
+    before: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -118,6 +123,17 @@ async fn list(store: &dyn Store, args: &LsArgs) -> Result<u8, Failure> {
     let since = args
         .since
         .map(|window| Timestamp(SystemClock.now().0 - window.as_micros() as i64));
+    let (prefix, kind) = match args.tasks {
+        true => (TaskRunId::PREFIX, "task run"),
+        false => (FlowRunId::PREFIX, "flow run"),
+    };
+    if let Some(before) = &args.before
+        && !before.starts_with(prefix)
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--before takes a {kind} id (`{prefix}…`), the last one of the page before; got `{before}`"
+        )));
+    }
     if args.tasks {
         let runs = views::task_runs(
             store,
@@ -126,6 +142,7 @@ async fn list(store: &dyn Store, args: &LsArgs) -> Result<u8, Failure> {
                 state: args.state,
                 since,
                 limit: Some(args.limit),
+                before: args.before.clone().map(TaskRunId::from_string),
                 ..Default::default()
             },
         )
@@ -151,6 +168,7 @@ async fn list(store: &dyn Store, args: &LsArgs) -> Result<u8, Failure> {
             state: args.state,
             since,
             limit: Some(args.limit),
+            before: args.before.clone().map(FlowRunId::from_string),
             ..Default::default()
         },
     )

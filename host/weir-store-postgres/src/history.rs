@@ -13,9 +13,54 @@ use crate::rows::{self, FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS};
 use crate::writer::WriteOp;
 use crate::{PostgresStore, backend, results};
 
-/// The SQL `LIMIT` of an optional limit (NULL: none).
-fn sql_limit(limit: Option<usize>) -> Option<i64> {
-    limit.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX))
+/// A listing's query with only the conditions a filter sets: a condition such as
+/// `($1 IS NULL OR flow_run_id = $1)` would keep PostgreSQL's generic plan from using the
+/// index, and a listing of one flow run's task runs would scan them all.
+#[derive(Default)]
+struct Query {
+    conditions: Vec<String>,
+    params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
+}
+
+impl Query {
+    fn text(&mut self, condition: &str, value: Option<String>) {
+        if let Some(value) = value {
+            self.params.push(Box::new(value));
+            self.conditions
+                .push(format!("{condition}${}", self.params.len()));
+        }
+    }
+
+    fn number(&mut self, condition: &str, value: Option<i64>) {
+        if let Some(value) = value {
+            self.params.push(Box::new(value));
+            self.conditions
+                .push(format!("{condition}${}", self.params.len()));
+        }
+    }
+
+    /// Newest first (ids sort by creation time), at most `limit`.
+    fn sql(&mut self, select: &str, limit: Option<usize>) -> String {
+        let mut sql = select.to_owned();
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY id DESC");
+        if let Some(limit) = limit {
+            self.params
+                .push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" LIMIT ${}", self.params.len()));
+        }
+        sql
+    }
+
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
 }
 
 impl PostgresStore {
@@ -53,30 +98,30 @@ impl History for PostgresStore {
     }
 
     async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
+        let mut query = Query::default();
+        query.text("flow = ", filter.flow.clone());
+        query.text(
+            "state = ",
+            filter.state.map(|state| state.as_str().to_owned()),
+        );
+        query.number("created >= ", filter.since.map(|since| since.0));
+        query.text("name = ", filter.name.clone());
+        query.text(
+            "parent_flow_run_id = ",
+            filter.parent.as_ref().map(FlowRunId::to_string),
+        );
+        query.text("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        let sql = query.sql(
+            &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs"),
+            filter.limit,
+        );
         let client = self.read().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
-                 WHERE ($1::text IS NULL OR flow = $1) AND ($2::text IS NULL OR state = $2)
-                   AND ($3::bigint IS NULL OR created >= $3) AND ($5::text IS NULL OR name = $5)
-                   AND ($6::text IS NULL OR parent_flow_run_id = $6) AND ($7::text IS NULL OR id < $7)
-                 ORDER BY id DESC LIMIT $4"
-            ))
+            .prepare_cached(&sql)
             .await
             .map_err(backend("listing flow runs"))?;
         let rows = client
-            .query(
-                &statement,
-                &[
-                    &filter.flow,
-                    &filter.state.map(State::as_str),
-                    &filter.since.map(|since| since.0),
-                    &sql_limit(filter.limit),
-                    &filter.name,
-                    &filter.parent.as_ref().map(FlowRunId::as_str),
-                    &filter.before.as_ref().map(FlowRunId::as_str),
-                ],
-            )
+            .query(&statement, &query.params())
             .await
             .map_err(backend("listing flow runs"))?;
         rows.iter().map(|row| rows::flow_run(row, 0)).collect()
@@ -120,29 +165,29 @@ impl History for PostgresStore {
     }
 
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
+        let mut query = Query::default();
+        query.text("task = ", filter.task.clone());
+        query.text(
+            "state = ",
+            filter.state.map(|state| state.as_str().to_owned()),
+        );
+        query.number("created >= ", filter.since.map(|since| since.0));
+        query.text(
+            "flow_run_id = ",
+            filter.flow_run_id.as_ref().map(FlowRunId::to_string),
+        );
+        query.text("id < ", filter.before.as_ref().map(TaskRunId::to_string));
+        let sql = query.sql(
+            &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs"),
+            filter.limit,
+        );
         let client = self.read().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {TASK_RUN_COLUMNS} FROM task_runs
-                 WHERE ($1::text IS NULL OR task = $1) AND ($2::text IS NULL OR state = $2)
-                   AND ($3::bigint IS NULL OR created >= $3) AND ($5::text IS NULL OR flow_run_id = $5)
-                   AND ($6::text IS NULL OR id < $6)
-                 ORDER BY id DESC LIMIT $4"
-            ))
+            .prepare_cached(&sql)
             .await
             .map_err(backend("listing task runs"))?;
         let rows = client
-            .query(
-                &statement,
-                &[
-                    &filter.task,
-                    &filter.state.map(State::as_str),
-                    &filter.since.map(|since| since.0),
-                    &sql_limit(filter.limit),
-                    &filter.flow_run_id.as_ref().map(FlowRunId::as_str),
-                    &filter.before.as_ref().map(TaskRunId::as_str),
-                ],
-            )
+            .query(&statement, &query.params())
             .await
             .map_err(backend("listing task runs"))?;
         rows.iter().map(|row| rows::task_run(row, 0)).collect()

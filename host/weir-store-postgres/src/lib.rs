@@ -83,24 +83,31 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|error| StoreError::backend("making the store's connection pool", error))?;
+        let newer = location.clone();
         let prepare: writer::Prepare = Box::new(move |client| {
             Box::pin(async move {
-                schema::prepare(client).await.map_err(|error| {
+                let found = schema::prepare(client).await.map_err(|error| {
                     StoreError::backend("preparing the store's schema", describe(&error))
-                })
+                })?;
+                // Refused before the writer prepares statements a newer schema may break.
+                if found > schema::VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: newer,
+                        found,
+                        known: schema::VERSION,
+                    });
+                }
+                Ok(())
             })
         });
-        let (writer, found) =
-            Writer::start(runtime, Box::new(connect), prepare).map_err(|error| {
-                StoreError::backend(format!("opening the store {location}"), error.describe())
+        let writer = Writer::start(runtime, Box::new(connect), prepare)
+            .await
+            .map_err(|error| match error {
+                StoreError::NewerSchema { .. } => error,
+                error => {
+                    StoreError::backend(format!("opening the store {location}"), error.describe())
+                }
             })?;
-        if found > schema::VERSION {
-            return Err(StoreError::NewerSchema {
-                path: location.clone(),
-                found,
-                known: schema::VERSION,
-            });
-        }
         Ok(PostgresStore {
             pool,
             writer,

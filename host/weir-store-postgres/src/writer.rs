@@ -110,22 +110,22 @@ pub(crate) type Connect = Box<
     dyn Fn() -> futures::future::BoxFuture<'static, Result<Client, tokio_postgres::Error>> + Send,
 >;
 
-/// What the writer runs on its first connection before anything else.
+/// What the writer runs on its first connection before anything else (the migration).
 pub(crate) type Prepare = Box<
-    dyn for<'a> FnOnce(&'a mut Client) -> futures::future::BoxFuture<'a, StoreResult<i64>> + Send,
+    dyn for<'a> FnOnce(&'a mut Client) -> futures::future::BoxFuture<'a, StoreResult<()>> + Send,
 >;
 
 impl Writer {
     /// Starts the thread, which connects with `connect` (again whenever the connection
     /// is lost) and first runs `prepare` on its connection (the schema's migration);
-    /// returns once that is done, with what `prepare` answered.
-    pub(crate) fn start(
+    /// returns once that is done, or with its error.
+    pub(crate) async fn start(
         runtime: tokio::runtime::Runtime,
         connect: Connect,
         prepare: Prepare,
-    ) -> StoreResult<(Self, i64)> {
+    ) -> StoreResult<Self> {
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
-        let (ready, started) = sync_channel(1);
+        let (ready, started) = oneshot::channel();
         let committed = Arc::new(AtomicU64::new(0));
         let thread_committed = committed.clone();
         let thread = std::thread::Builder::new()
@@ -135,15 +135,15 @@ impl Writer {
                     let mut client = connect().await.map_err(|error| {
                         StoreError::backend("connecting", crate::describe(&error))
                     })?;
-                    let found = prepare(&mut client).await?;
+                    prepare(&mut client).await?;
                     let statements = Statements::prepare(&client)
                         .await
                         .map_err(crate::backend("preparing the store's statements"))?;
-                    Ok::<_, StoreError>((Connection { client, statements }, found))
+                    Ok::<_, StoreError>(Connection { client, statements })
                 });
                 match first {
-                    Ok((connection, found)) => {
-                        let _ = ready.send(Ok(found));
+                    Ok(connection) => {
+                        let _ = ready.send(Ok(()));
                         write_loop(runtime, connection, connect, receiver, &thread_committed);
                     }
                     Err(error) => {
@@ -152,18 +152,15 @@ impl Writer {
                 }
             })
             .map_err(|error| StoreError::backend("starting the store's writer thread", error))?;
-        let found = started.recv().map_err(|_| {
+        started.await.map_err(|_| {
             StoreError::backend("connecting to the store", "the writer thread stopped")
         })??;
-        Ok((
-            Writer {
-                sender: Mutex::new(Some(sender)),
-                thread: Mutex::new(Some(thread)),
-                enqueued: AtomicU64::new(0),
-                committed,
-            },
-            found,
-        ))
+        Ok(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            enqueued: AtomicU64::new(0),
+            committed,
+        })
     }
 
     /// Queues a write; returns its sequence number. Waits while the queue is full.
@@ -381,12 +378,22 @@ fn step(statement: &Statement, params: Vec<Param>) -> Step {
     }
 }
 
+/// Text as PostgreSQL takes it: it refuses the NUL character, which a plugin's log line
+/// or error message may hold, so NUL is stored as U+FFFD (SQLite keeps it).
+fn storable(value: &str) -> String {
+    if value.contains('\0') {
+        value.replace('\0', "\u{FFFD}")
+    } else {
+        value.to_owned()
+    }
+}
+
 fn text(value: &str) -> Param {
-    Box::new(value.to_owned())
+    Box::new(storable(value))
 }
 
 fn optional_text(value: Option<&str>) -> Param {
-    Box::new(value.map(str::to_owned))
+    Box::new(value.map(storable))
 }
 
 fn attempt(value: u32) -> Param {
@@ -416,7 +423,7 @@ fn state_step(statement: &Statement, id: &str, change: &StateChange) -> Step {
         vec![
             text(id),
             text(change.state.as_str()),
-            Box::new(change.message.clone()),
+            optional_text(change.message.as_deref()),
             attempt(change.attempt),
             Box::new(change.at.0),
         ],
@@ -467,7 +474,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     text(run.plugin_digest.as_str()),
                     optional_text(run.flow_run_id.as_ref().map(FlowRunId::as_str)),
                     text(last.map_or("Pending", |change| change.state.as_str())),
-                    Box::new(last.and_then(|change| change.message.clone())),
+                    optional_text(last.and_then(|change| change.message.as_deref())),
                     attempt(last.map_or(0, |change| change.attempt)),
                     text(input_json),
                     text(tags_json),
@@ -517,7 +524,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                 params: vec![
                     text(id.as_str()),
                     text(change.state.as_str()),
-                    Box::new(change.message.clone()),
+                    optional_text(change.message.as_deref()),
                     attempt(change.attempt),
                     Box::new(change.at.0),
                     optional_text(result.as_ref().map(|result| result.digest.as_str())),
@@ -561,7 +568,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     Box::new(
                         lines
                             .iter()
-                            .map(|line| line.message.clone())
+                            .map(|line| storable(&line.message))
                             .collect::<Vec<String>>(),
                     ),
                 ],
@@ -589,7 +596,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     optional_text(run.parent.as_ref().map(|(parent, _)| parent.as_str())),
                     optional_text(run.parent.as_ref().map(|(_, node)| node.as_str())),
                     text(last.map_or("Pending", |change| change.state.as_str())),
-                    Box::new(last.and_then(|change| change.message.clone())),
+                    optional_text(last.and_then(|change| change.message.as_deref())),
                     attempt(last.map_or(0, |change| change.attempt)),
                     Box::new(run.created.0),
                     Box::new(started),
@@ -614,7 +621,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                 params: vec![
                     text(id.as_str()),
                     text(change.state.as_str()),
-                    Box::new(change.message.clone()),
+                    optional_text(change.message.as_deref()),
                     attempt(change.attempt),
                     Box::new(change.at.0),
                     Box::new(change.state.is_final()),

@@ -39,9 +39,39 @@ impl SqliteStore {
     }
 }
 
-/// The SQL `LIMIT` of an optional limit (-1: none).
-fn sql_limit(limit: Option<usize>) -> i64 {
-    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+/// A listing's query with only the conditions a filter sets: with `(?1 IS NULL OR
+/// flow_run_id = ?1)` SQLite cannot use the index, and listing one flow run's task runs
+/// would read them all.
+#[derive(Default)]
+struct Query {
+    conditions: Vec<String>,
+    params: Vec<rusqlite::types::Value>,
+}
+
+impl Query {
+    fn condition(&mut self, condition: &str, value: Option<impl Into<rusqlite::types::Value>>) {
+        if let Some(value) = value {
+            self.params.push(value.into());
+            self.conditions
+                .push(format!("{condition}?{}", self.params.len()));
+        }
+    }
+
+    /// Newest first (ids sort by creation time), at most `limit`.
+    fn sql(&mut self, select: &str, limit: Option<usize>) -> String {
+        let mut sql = select.to_owned();
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY id DESC");
+        if let Some(limit) = limit {
+            self.params
+                .push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+            sql.push_str(&format!(" LIMIT ?{}", self.params.len()));
+        }
+        sql
+    }
 }
 
 #[async_trait]
@@ -61,29 +91,29 @@ impl History for SqliteStore {
     }
 
     async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
+        let mut query = Query::default();
+        query.condition("flow = ", filter.flow.clone());
+        query.condition(
+            "state = ",
+            filter.state.map(|state| state.as_str().to_owned()),
+        );
+        query.condition("created >= ", filter.since.map(|since| since.0));
+        query.condition("name = ", filter.name.clone());
+        query.condition(
+            "parent_flow_run_id = ",
+            filter.parent.as_ref().map(FlowRunId::to_string),
+        );
+        query.condition("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        let sql = query.sql(
+            &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs"),
+            filter.limit,
+        );
         let connection = self.read().await?;
         let mut statement = connection
-            .prepare_cached(&format!(
-                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs
-                 WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
-                   AND (?5 IS NULL OR name = ?5) AND (?6 IS NULL OR parent_flow_run_id = ?6)
-                   AND (?7 IS NULL OR id < ?7)
-                 ORDER BY id DESC LIMIT ?4"
-            ))
+            .prepare_cached(&sql)
             .map_err(backend("listing flow runs"))?;
         let rows = statement
-            .query_map(
-                params![
-                    filter.flow,
-                    filter.state.map(State::as_str),
-                    filter.since.map(|since| since.0),
-                    sql_limit(filter.limit),
-                    filter.name,
-                    filter.parent.as_ref().map(FlowRunId::as_str),
-                    filter.before.as_ref().map(FlowRunId::as_str)
-                ],
-                flow_run_from_row,
-            )
+            .query_map(rusqlite::params_from_iter(&query.params), flow_run_from_row)
             .map_err(backend("listing flow runs"))?;
         rows.collect::<Result<_, _>>()
             .map_err(backend("listing flow runs"))
@@ -128,27 +158,28 @@ impl History for SqliteStore {
     }
 
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
+        let mut query = Query::default();
+        query.condition("task = ", filter.task.clone());
+        query.condition(
+            "state = ",
+            filter.state.map(|state| state.as_str().to_owned()),
+        );
+        query.condition("created >= ", filter.since.map(|since| since.0));
+        query.condition(
+            "flow_run_id = ",
+            filter.flow_run_id.as_ref().map(FlowRunId::to_string),
+        );
+        query.condition("id < ", filter.before.as_ref().map(TaskRunId::to_string));
+        let sql = query.sql(
+            &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs"),
+            filter.limit,
+        );
         let connection = self.read().await?;
         let mut statement = connection
-            .prepare_cached(&format!(
-                "SELECT {TASK_RUN_COLUMNS} FROM task_runs
-                 WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR created >= ?3)
-                   AND (?5 IS NULL OR flow_run_id = ?5) AND (?6 IS NULL OR id < ?6)
-                 ORDER BY id DESC LIMIT ?4"
-            ))
+            .prepare_cached(&sql)
             .map_err(backend("listing task runs"))?;
         let rows = statement
-            .query_map(
-                params![
-                    filter.task,
-                    filter.state.map(State::as_str),
-                    filter.since.map(|since| since.0),
-                    sql_limit(filter.limit),
-                    filter.flow_run_id.as_ref().map(FlowRunId::as_str),
-                    filter.before.as_ref().map(TaskRunId::as_str)
-                ],
-                task_run_from_row,
-            )
+            .query_map(rusqlite::params_from_iter(&query.params), task_run_from_row)
             .map_err(backend("listing task runs"))?;
         rows.collect::<Result<_, _>>()
             .map_err(backend("listing task runs"))
