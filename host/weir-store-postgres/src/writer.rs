@@ -233,7 +233,6 @@ struct Statements {
     insert_blob: Statement,
     insert_result: Statement,
     insert_task_run: Statement,
-    insert_task_state: Statement,
     set_task_state: Statement,
     finish_task_run: Statement,
     upsert_cache_entry: Statement,
@@ -264,34 +263,49 @@ impl Statements {
                     "INSERT INTO results (digest, size, inline_json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
                 .await?,
+            // A run and its first states in one statement: the writer's cost is mostly
+            // per statement, and a task run is three (created, result, finished).
             insert_task_run: client
                 .prepare(
-                    "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                         attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    "WITH run AS (
+                         INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state,
+                             state_message, attempts, input_json, tags_json, result_digest, created, started, ended,
+                             node, map_index, owner)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                         RETURNING id)
+                     INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT run.id, state.n, state.state, state.message, state.attempt, state.at
+                     FROM run, unnest($19::text[], $20::text[], $21::integer[], $22::bigint[])
+                          WITH ORDINALITY AS state(state, message, attempt, at, n)",
                 )
                 .await?,
-            // Numbered in SQL: one process writes a run's history at a time, and the
-            // statements of a batch run in order, each seeing the ones before.
-            insert_task_state: client
-                .prepare(
-                    "INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
-                     SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5 FROM task_run_states WHERE task_run_id = $1",
-                )
-                .await?,
+            // The update and the history entry in one statement; no row inserted means
+            // no such run. Histories are numbered in SQL: one process writes a run's
+            // history at a time, and the statements of a batch run in order, each seeing
+            // the ones before.
             set_task_state: client
                 .prepare(
-                    "UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
-                         started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
-                         changed = pg_current_xact_id()
-                     WHERE id = $1",
+                    "WITH updated AS (
+                         UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
+                             started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
+                             changed = pg_current_xact_id()
+                         WHERE id = $1 RETURNING id)
+                     INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = $1),
+                            $2, $3, $4, $5
+                     FROM updated",
                 )
                 .await?,
             finish_task_run: client
                 .prepare(
-                    "UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4), ended = $5,
-                         result_digest = $6, cache_key = $7, changed = pg_current_xact_id()
-                     WHERE id = $1",
+                    "WITH finished AS (
+                         UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
+                             ended = $5, result_digest = $6, cache_key = $7, changed = pg_current_xact_id()
+                         WHERE id = $1 RETURNING id)
+                     INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = $1),
+                            $2, $3, $4, $5
+                     FROM finished",
                 )
                 .await?,
             upsert_cache_entry: client
@@ -488,26 +502,38 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                             .map(|index| i32::try_from(index).unwrap_or(i32::MAX)),
                     ),
                     Box::new(run.owner.clone()),
+                    Box::new(
+                        states
+                            .iter()
+                            .map(|change| change.state.as_str().to_owned())
+                            .collect::<Vec<String>>(),
+                    ),
+                    Box::new(
+                        states
+                            .iter()
+                            .map(|change| change.message.as_deref().map(storable))
+                            .collect::<Vec<Option<String>>>(),
+                    ),
+                    Box::new(
+                        states
+                            .iter()
+                            .map(|change| i32::try_from(change.attempt).unwrap_or(i32::MAX))
+                            .collect::<Vec<i32>>(),
+                    ),
+                    Box::new(
+                        states
+                            .iter()
+                            .map(|change| change.at.0)
+                            .collect::<Vec<i64>>(),
+                    ),
                 ],
             ));
-            for change in states {
-                steps.push(state_step(
-                    &statements.insert_task_state,
-                    run.id.as_str(),
-                    change,
-                ));
-            }
             ("creating a task run", false)
         }
         WriteOp::SetState { id, change } => {
             let mut update = state_step(&statements.set_task_state, id.as_str(), change);
             update.unless_touched = Some(StoreError::UnknownTaskRun(id.to_string()));
             steps.push(update);
-            steps.push(state_step(
-                &statements.insert_task_state,
-                id.as_str(),
-                change,
-            ));
             ("updating a task run's state", false)
         }
         WriteOp::FinishTaskRun {
@@ -532,11 +558,6 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                 ],
                 unless_touched: Some(StoreError::UnknownTaskRun(id.to_string())),
             });
-            steps.push(state_step(
-                &statements.insert_task_state,
-                id.as_str(),
-                change,
-            ));
             if let (Some(cache), Some(result)) = (cache, result) {
                 steps.push(step(
                     &statements.upsert_cache_entry,
