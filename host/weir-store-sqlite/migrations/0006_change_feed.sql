@@ -1,14 +1,11 @@
--- The feed of changed runs: every write transaction takes the next number here and
--- stamps the runs it inserts or updates with it. SQLite commits one writer at a time,
--- so the numbers are in commit order and a poll for `changed > n` misses nothing.
-CREATE TABLE change_seq (
-    only  INTEGER PRIMARY KEY CHECK (only = 0),
-    seq   INTEGER NOT NULL
+-- The feed of changed runs: every write transaction that inserts or updates runs appends
+-- one row with their ids (sorted, one per line). SQLite commits one writer at a time and
+-- rowids only grow, so the rows are in commit order and a poll for `seq > n` misses
+-- nothing. One row per batch costs the writer nothing per run, where an index of runs by
+-- their last change would be moved by every write of a run.
+CREATE TABLE run_changes (
+    seq      INTEGER PRIMARY KEY,
+    run_ids  TEXT NOT NULL
 );
-INSERT INTO change_seq (only, seq) VALUES (0, 0);
-ALTER TABLE task_runs ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE flow_runs ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX task_runs_by_change ON task_runs (changed, id);
-CREATE INDEX flow_runs_by_change ON flow_runs (changed, id);
 -- `weir plugins` and the API list plugins in the order they were first seen.
 CREATE INDEX plugins_by_first_seen ON plugins (first_seen);

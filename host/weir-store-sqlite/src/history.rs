@@ -2,7 +2,7 @@
 //! blobs. Every read first waits for this store's queued writes.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, HashMap};
 use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
@@ -11,8 +11,8 @@ use weir_store::{
 };
 
 use crate::rows::{
-    FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, flow_run_from_row, flow_run_from_row_offset, json_from_sql,
-    state_from_sql, task_run_from_row, task_run_from_row_offset,
+    FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, flow_run_from_row, json_from_sql, state_from_sql,
+    task_run_from_row,
 };
 use crate::writer::WriteOp;
 use crate::{SqliteStore, backend, results};
@@ -244,42 +244,83 @@ impl History for SqliteStore {
 
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
         let connection = self.read().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let after = since.after.as_deref().unwrap_or("");
-        // Both tables in (changed, id) order from the cursor; the merge below keeps the
-        // first `limit` of the two together.
-        let flow_runs: Vec<(i64, FlowRunRecord)> = connection
+        // The batch of the cursor again when the last page ended inside it.
+        let first = match since.after {
+            Some(_) => since.seq,
+            None => since.seq.saturating_add(1),
+        };
+        let mut ids: Vec<String> = Vec::new();
+        let mut next = since.clone();
+        {
+            let mut statement = connection
+                .prepare_cached("SELECT seq, run_ids FROM run_changes WHERE seq >= ?1 ORDER BY seq")
+                .map_err(backend("reading the change feed"))?;
+            let mut rows = statement
+                .query([first])
+                .map_err(backend("reading the change feed"))?;
+            'batches: while ids.len() < limit {
+                let Some(row) = rows.next().map_err(backend("reading the change feed"))? else {
+                    break;
+                };
+                let seq: i64 = row.get(0).map_err(backend("reading the change feed"))?;
+                let batch: String = row.get(1).map_err(backend("reading the change feed"))?;
+                let after = (seq == since.seq)
+                    .then_some(since.after.as_deref())
+                    .flatten();
+                for id in batch.split('\n') {
+                    if after.is_some_and(|after| id <= after) {
+                        continue;
+                    }
+                    if ids.len() == limit {
+                        break 'batches;
+                    }
+                    ids.push(id.to_owned());
+                    next = ChangeCursor {
+                        seq,
+                        after: Some(id.to_owned()),
+                    };
+                }
+                // The whole batch was read: the next page starts after it.
+                next = ChangeCursor { seq, after: None };
+            }
+        }
+        let mut changes = Changes {
+            next,
+            ..Changes::default()
+        };
+        // A run changed in two batches of the page is returned once, as it is now.
+        let mut seen = std::collections::HashSet::new();
+        let mut flow_run = connection
             .prepare_cached(&format!(
-                "SELECT changed, {FLOW_RUN_COLUMNS} FROM flow_runs
-                 WHERE changed > ?1 OR (changed = ?1 AND id > ?2) ORDER BY changed, id LIMIT ?3"
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1"
             ))
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![since.seq, after, limit], |row| {
-                        Ok((row.get(0)?, flow_run_from_row_offset(row, 1)?))
-                    })?
-                    .collect::<Result<_, _>>()
-            })
             .map_err(backend("reading the change feed"))?;
-        let task_runs: Vec<(i64, TaskRunRecord)> = connection
+        let mut task_run = connection
             .prepare_cached(&format!(
-                "SELECT changed, {TASK_RUN_COLUMNS} FROM task_runs
-                 WHERE changed > ?1 OR (changed = ?1 AND id > ?2) ORDER BY changed, id LIMIT ?3"
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
             ))
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![since.seq, after, limit], |row| {
-                        Ok((row.get(0)?, task_run_from_row_offset(row, 1)?))
-                    })?
-                    .collect::<Result<_, _>>()
-            })
             .map_err(backend("reading the change feed"))?;
-        Ok(weir_store::merge_changes(
-            since,
-            flow_runs,
-            task_runs,
-            limit as usize,
-        ))
+        for id in ids {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if id.starts_with(FlowRunId::PREFIX) {
+                if let Some(run) = flow_run
+                    .query_row([&id], flow_run_from_row)
+                    .optional()
+                    .map_err(backend("reading the change feed"))?
+                {
+                    changes.flow_runs.push(run);
+                }
+            } else if let Some(run) = task_run
+                .query_row([&id], task_run_from_row)
+                .optional()
+                .map_err(backend("reading the change feed"))?
+            {
+                changes.task_runs.push(run);
+            }
+        }
+        Ok(changes)
     }
 }
 

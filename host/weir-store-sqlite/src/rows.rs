@@ -18,64 +18,48 @@ pub(crate) fn json_from_sql<T: serde::de::DeserializeOwned>(text: String) -> rus
 pub(crate) const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node, map_index, owner";
 
 pub(crate) fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRunRecord> {
-    task_run_from_row_offset(row, 0)
-}
-
-/// The same, from column `offset` on.
-pub(crate) fn task_run_from_row_offset(
-    row: &rusqlite::Row<'_>,
-    offset: usize,
-) -> rusqlite::Result<TaskRunRecord> {
     Ok(TaskRunRecord {
-        id: TaskRunId::from_string(row.get::<_, String>(offset)?),
-        name: row.get(offset + 1)?,
-        task: row.get(offset + 2)?,
-        plugin_name: row.get(offset + 3)?,
-        plugin_digest: ComponentDigest::from_hex(row.get::<_, String>(offset + 4)?),
+        id: TaskRunId::from_string(row.get::<_, String>(0)?),
+        name: row.get(1)?,
+        task: row.get(2)?,
+        plugin_name: row.get(3)?,
+        plugin_digest: ComponentDigest::from_hex(row.get::<_, String>(4)?),
         flow_run_id: row.get::<_, Option<String>>(5)?.map(FlowRunId::from_string),
-        state: state_from_sql(row.get(offset + 6)?)?,
-        state_message: row.get(offset + 7)?,
-        attempts: row.get(offset + 8)?,
-        input: json_from_sql(row.get(offset + 9)?)?,
-        tags: json_from_sql(row.get(offset + 10)?)?,
+        state: state_from_sql(row.get(6)?)?,
+        state_message: row.get(7)?,
+        attempts: row.get(8)?,
+        input: json_from_sql(row.get(9)?)?,
+        tags: json_from_sql(row.get(10)?)?,
         cache_key: row.get::<_, Option<String>>(11)?.map(CacheKey::from_hex),
-        result_digest: row.get(offset + 12)?,
-        created: Timestamp(row.get(offset + 13)?),
+        result_digest: row.get(12)?,
+        created: Timestamp(row.get(13)?),
         started: row.get::<_, Option<i64>>(14)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(15)?.map(Timestamp),
-        node: row.get(offset + 16)?,
-        map_index: row.get(offset + 17)?,
-        owner: row.get(offset + 18)?,
+        node: row.get(16)?,
+        map_index: row.get(17)?,
+        owner: row.get(18)?,
     })
 }
 
 pub(crate) const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner";
 
 pub(crate) fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRunRecord> {
-    flow_run_from_row_offset(row, 0)
-}
-
-/// The same, from column `offset` on.
-pub(crate) fn flow_run_from_row_offset(
-    row: &rusqlite::Row<'_>,
-    offset: usize,
-) -> rusqlite::Result<FlowRunRecord> {
     Ok(FlowRunRecord {
-        id: FlowRunId::from_string(row.get::<_, String>(offset)?),
-        name: row.get(offset + 1)?,
-        flow: row.get(offset + 2)?,
-        source: row.get(offset + 3)?,
-        parameters: json_from_sql(row.get(offset + 4)?)?,
+        id: FlowRunId::from_string(row.get::<_, String>(0)?),
+        name: row.get(1)?,
+        flow: row.get(2)?,
+        source: row.get(3)?,
+        parameters: json_from_sql(row.get(4)?)?,
         parent_flow_run_id: row.get::<_, Option<String>>(5)?.map(FlowRunId::from_string),
-        parent_node: row.get(offset + 6)?,
-        state: state_from_sql(row.get(offset + 7)?)?,
-        state_message: row.get(offset + 8)?,
-        attempts: row.get(offset + 9)?,
-        result_digest: row.get(offset + 10)?,
-        created: Timestamp(row.get(offset + 11)?),
+        parent_node: row.get(6)?,
+        state: state_from_sql(row.get(7)?)?,
+        state_message: row.get(8)?,
+        attempts: row.get(9)?,
+        result_digest: row.get(10)?,
+        created: Timestamp(row.get(11)?),
         started: row.get::<_, Option<i64>>(12)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(13)?.map(Timestamp),
-        owner: row.get(offset + 14)?,
+        owner: row.get(14)?,
     })
 }
 
