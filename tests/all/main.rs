@@ -1,5 +1,25 @@
 //! weir's integration tests: one binary, real plugins built from `plugins/`, the real
-//! host and a real SQLite store per test.
+//! host, and a real store per test: SQLite, or a database of its own on the PostgreSQL
+//! server the test command starts.
+
+/// Runs each test (an `async fn(Backend)`) on both store backends, as `NAME::sqlite` and
+/// `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(weir_tests::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(weir_tests::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
 
 mod caching;
 mod chaos;

@@ -61,24 +61,7 @@ impl Place {
     }
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(weir_tests::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(weir_tests::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
-
-on_both_stores!(
+on_both_backends!(
     a_map_a_subflow_retries_and_the_cache,
     a_run_killed_with_sigkill_resumes,
     tag_limits_hold_across_processes,

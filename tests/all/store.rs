@@ -44,24 +44,6 @@ impl Location {
     }
 }
 
-/// Runs each test on both backends, as `NAME::sqlite` and `NAME::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(weir_tests::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(weir_tests::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
-
 on_both_backends!(
     reads_see_every_earlier_write,
     writes_survive_the_store_and_another_process_sees_them,
@@ -634,6 +616,22 @@ async fn the_change_feed_returns_every_change_once(backend: Backend) {
     assert!(flows.is_empty());
     assert_eq!(tasks.len(), 5);
     assert!(tasks.iter().all(|(_, state)| *state == State::Completed));
+
+    // Runs ended in bulk (a cancelled tree) and a flow run given to a new owner are
+    // changes too.
+    let ending = Ending {
+        state: State::Cancelled,
+        message: "cancelled".into(),
+        at: Timestamp(9_000),
+    };
+    let ended = other.end_flow_run_tree(&flow.id, &ending).await.unwrap();
+    assert_eq!(ended.flow_runs.len(), 1);
+    let (flows, tasks) = drain(store.as_ref(), &mut cursor, 100, 1).await;
+    assert_eq!(flows, std::slice::from_ref(&flow.id));
+    assert!(tasks.is_empty(), "the task runs have no flow run");
+    other.set_flow_run_owner(&flow.id, "own_new").await.unwrap();
+    let (flows, _) = drain(store.as_ref(), &mut cursor, 100, 1).await;
+    assert_eq!(flows, std::slice::from_ref(&flow.id));
 }
 
 async fn slots_hold_across_processes(backend: Backend) {

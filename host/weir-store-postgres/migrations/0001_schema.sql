@@ -23,9 +23,6 @@ CREATE TABLE results (
     inline_json  TEXT
 );
 
--- `changed` is the id of the transaction that last wrote the row: the change feed
--- returns rows of transactions older than every transaction still running
--- (pg_snapshot_xmin), so a poll never skips a row whose transaction commits late.
 CREATE TABLE flow_runs (
     id                  TEXT PRIMARY KEY,
     name                TEXT NOT NULL,
@@ -41,13 +38,11 @@ CREATE TABLE flow_runs (
     created             BIGINT NOT NULL,
     started             BIGINT,
     ended               BIGINT,
-    owner               TEXT,
-    changed             xid8 NOT NULL DEFAULT pg_current_xact_id()
+    owner               TEXT
 );
 CREATE INDEX flow_runs_by_name ON flow_runs (name);
 CREATE INDEX flow_runs_by_parent ON flow_runs (parent_flow_run_id);
 CREATE INDEX flow_runs_unfinished_by_owner ON flow_runs (owner) WHERE ended IS NULL;
-CREATE INDEX flow_runs_by_change ON flow_runs (changed, id);
 
 CREATE TABLE flow_run_states (
     flow_run_id  TEXT NOT NULL,
@@ -86,12 +81,10 @@ CREATE TABLE task_runs (
     ended          BIGINT,
     node           TEXT,
     map_index      INTEGER,
-    owner          TEXT,
-    changed        xid8 NOT NULL DEFAULT pg_current_xact_id()
+    owner          TEXT
 );
 CREATE INDEX task_runs_by_flow_run ON task_runs (flow_run_id);
 CREATE INDEX task_runs_unfinished_by_owner ON task_runs (owner) WHERE ended IS NULL;
-CREATE INDEX task_runs_by_change ON task_runs (changed, id);
 
 CREATE TABLE task_run_states (
     task_run_id  TEXT NOT NULL,
@@ -153,4 +146,14 @@ CREATE TABLE cancel_requests (
     run_id     TEXT PRIMARY KEY,
     reason     TEXT NOT NULL,
     requested  BIGINT NOT NULL
+);
+
+-- The feed of changed runs: every transaction that writes runs adds one row, keyed by its
+-- own id, listing the runs' ids (sorted, one per line). The feed reads rows of
+-- transactions older than every transaction still running (pg_snapshot_xmin), so a poll
+-- never skips a transaction that commits late; one row per transaction costs the writer
+-- nothing per run.
+CREATE TABLE run_changes (
+    xid      xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
+    run_ids  TEXT NOT NULL
 );

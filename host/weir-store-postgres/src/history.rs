@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
     Blobs, ChangeCursor, Changes, FlowRunFilter, FlowRunRecord, History, LogRecord, PluginRecord,
-    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord, change_log,
 };
 
 use crate::rows::{self, FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS};
@@ -254,53 +254,68 @@ impl History for PostgresStore {
 
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
         let client = self.read().await?;
-        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
-        let after = since.after.clone().unwrap_or_default();
         // Only transactions older than every one still running: a later poll then never
-        // finds an older row that committed after this one looked.
-        let horizon: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
+        // finds an older transaction that committed after this one looked.
+        let rows = client
+            .query(
+                "SELECT xid::text::bigint, run_ids FROM run_changes
+                 WHERE xid >= $1::text::xid8 AND xid < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY xid LIMIT $2",
+                &[
+                    &change_log::first_position(since).to_string(),
+                    &i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+                ],
             )
             .await
-            .map_err(backend("reading the change feed"))?
-            .get(0);
-        let select = |table: &str, columns: &str| {
-            format!(
-                "SELECT changed::text::bigint, {columns} FROM {table}
-                 WHERE changed < $4::text::xid8
-                   AND (changed > $1::text::xid8 OR (changed = $1::text::xid8 AND id > $2))
-                 ORDER BY changed, id LIMIT $3"
-            )
+            .map_err(backend("reading the change feed"))?;
+        let entries = rows
+            .iter()
+            .map(|row| Ok((row.get::<_, i64>(0), row.get::<_, String>(1))));
+        let (ids, next) = change_log::read(since, limit, entries)?;
+        let mut changes = Changes {
+            next,
+            ..Changes::default()
         };
-        let seq = since.seq.to_string();
-        let horizon_text = horizon.to_string();
+        let (flow_ids, task_ids): (Vec<&str>, Vec<&str>) = ids
+            .iter()
+            .map(String::as_str)
+            .partition(|id| id.starts_with(FlowRunId::PREFIX));
         let flow_rows = client
             .query(
-                &select("flow_runs", FLOW_RUN_COLUMNS),
-                &[&seq, &after, &limit_sql, &horizon_text],
+                &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ANY($1)"),
+                &[&flow_ids],
             )
             .await
             .map_err(backend("reading the change feed"))?;
         let task_rows = client
             .query(
-                &select("task_runs", TASK_RUN_COLUMNS),
-                &[&seq, &after, &limit_sql, &horizon_text],
+                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"),
+                &[&task_ids],
             )
             .await
             .map_err(backend("reading the change feed"))?;
-        let flow_runs = flow_rows
+        // In the order of the log, each run once, as it is now.
+        let order: HashMap<&str, usize> = ids
             .iter()
-            .map(|row| Ok((row.get::<_, i64>(0), rows::flow_run(row, 1)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let task_runs = task_rows
+            .enumerate()
+            .rev()
+            .map(|(index, id)| (id.as_str(), index))
+            .collect();
+        changes.flow_runs = flow_rows
             .iter()
-            .map(|row| Ok((row.get::<_, i64>(0), rows::task_run(row, 1)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(weir_store::merge_changes(
-            since, flow_runs, task_runs, limit,
-        ))
+            .map(|row| rows::flow_run(row, 0))
+            .collect::<StoreResult<_>>()?;
+        changes
+            .flow_runs
+            .sort_by_key(|run| order.get(run.id.as_str()).copied());
+        changes.task_runs = task_rows
+            .iter()
+            .map(|row| rows::task_run(row, 0))
+            .collect::<StoreResult<_>>()?;
+        changes
+            .task_runs
+            .sort_by_key(|run| order.get(run.id.as_str()).copied());
+        Ok(changes)
     }
 }
 

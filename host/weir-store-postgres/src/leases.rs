@@ -109,7 +109,7 @@ pub(crate) async fn end_runs(
             .query(
                 "WITH ended AS (
                      UPDATE task_runs SET state = $2, state_message = $3, ended = $4, result_digest = NULL,
-                         cache_key = NULL, changed = pg_current_xact_id()
+                         cache_key = NULL
                      WHERE id = ANY($1) AND ended IS NULL RETURNING id, attempts)
                  INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                  SELECT e.id, coalesce((SELECT max(s.seq) FROM task_run_states s WHERE s.task_run_id = e.id), 0) + 1,
@@ -132,7 +132,7 @@ pub(crate) async fn end_runs(
         let ended_flows: Vec<String> = transaction
             .query(
                 "WITH ended AS (
-                     UPDATE flow_runs SET state = $2, state_message = $3, ended = $4, changed = pg_current_xact_id()
+                     UPDATE flow_runs SET state = $2, state_message = $3, ended = $4
                      WHERE id = ANY($1) AND ended IS NULL RETURNING id, attempts)
                  INSERT INTO flow_run_states (flow_run_id, seq, state, message, attempt, at)
                  SELECT e.id, coalesce((SELECT max(s.seq) FROM flow_run_states s WHERE s.flow_run_id = e.id), 0) + 1,
@@ -145,6 +145,20 @@ pub(crate) async fn end_runs(
             .iter()
             .map(|row| row.get(0))
             .collect();
+        let changed: std::collections::BTreeSet<&str> = ended_tasks
+            .iter()
+            .chain(&ended_flows)
+            .map(String::as_str)
+            .collect();
+        if !changed.is_empty() {
+            transaction
+                .execute(
+                    "INSERT INTO run_changes (run_ids) VALUES ($1)",
+                    &[&weir_store::change_log::entry(changed)],
+                )
+                .await
+                .map_err(backend("logging the ended runs"))?;
+        }
         if let Selection::Owner(owner) = selection {
             let owner = owner.as_str();
             // Its finished runs too: a process killed between finishing a run and
@@ -419,7 +433,8 @@ impl Owners for PostgresStore {
         let client = self.read().await?;
         let updated = client
             .execute(
-                "UPDATE flow_runs SET owner = $2, changed = pg_current_xact_id() WHERE id = $1",
+                "WITH updated AS (UPDATE flow_runs SET owner = $2 WHERE id = $1 RETURNING id)
+                 INSERT INTO run_changes (run_ids) SELECT id FROM updated",
                 &[&id.as_str(), &owner],
             )
             .await

@@ -48,15 +48,7 @@ impl Recorder for PostgresStore {
         let prepared = result.map(results::prepare);
         let entry = match (cache, &prepared, result) {
             (Some(cache), Some(prepared), Some(result)) => Some((
-                CacheEntry {
-                    key: cache.key.clone(),
-                    task: cache.task.clone(),
-                    plugin_digest: cache.plugin_digest.clone(),
-                    result_digest: prepared.digest.clone(),
-                    task_run_id: id.clone(),
-                    created: change.at,
-                    expires: cache.expires,
-                },
+                cache.entry(id, &prepared.digest, change.at),
                 Arc::new(result.clone()),
             )),
             _ => None,

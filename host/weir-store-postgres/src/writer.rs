@@ -244,6 +244,7 @@ struct Statements {
     heartbeat: Statement,
     renew_slots: Statement,
     release_slots: Statement,
+    log_changes: Statement,
 }
 
 impl Statements {
@@ -287,8 +288,7 @@ impl Statements {
                 .prepare(
                     "WITH updated AS (
                          UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
-                             started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
-                             changed = pg_current_xact_id()
+                             started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END
                          WHERE id = $1 RETURNING id)
                      INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                      SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = $1),
@@ -300,7 +300,7 @@ impl Statements {
                 .prepare(
                     "WITH finished AS (
                          UPDATE task_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
-                             ended = $5, result_digest = $6, cache_key = $7, changed = pg_current_xact_id()
+                             ended = $5, result_digest = $6, cache_key = $7
                          WHERE id = $1 RETURNING id)
                      INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                      SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM task_run_states WHERE task_run_id = $1),
@@ -343,7 +343,7 @@ impl Statements {
                     "UPDATE flow_runs SET state = $2, state_message = $3, attempts = greatest(attempts, $4),
                          started = CASE WHEN $2 = 'Running' THEN coalesce(started, $5) ELSE started END,
                          ended = CASE WHEN $6 THEN $5 ELSE NULL END,
-                         result_digest = coalesce($7, result_digest), changed = pg_current_xact_id()
+                         result_digest = coalesce($7, result_digest)
                      WHERE id = $1",
                 )
                 .await?,
@@ -362,6 +362,9 @@ impl Statements {
             release_slots: client
                 .prepare("DELETE FROM concurrency_slots WHERE holder = $1")
                 .await?,
+            log_changes: client
+                .prepare("INSERT INTO run_changes (run_ids) VALUES ($1)")
+                .await?,
         })
     }
 }
@@ -374,6 +377,22 @@ struct Step {
     params: Vec<Param>,
     /// The error when the statement touched no row (an update of an unknown run).
     unless_touched: Option<StoreError>,
+    /// Where it goes in a pipelined batch.
+    place: Place,
+}
+
+/// Rows other processes write too (the same result, the same cache key) are written in
+/// one order by every process: first the results and blobs by digest, last the cache
+/// entries by key. Two transactions inserting the same keys in different orders wait for
+/// each other, and PostgreSQL ends one of them ("deadlock detected").
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    /// A result or blob row, by its key (written once per batch).
+    First(String),
+    /// In the order of its operation.
+    InOrder,
+    /// A cache entry, by its key.
+    Last(String),
 }
 
 /// An operation, planned as statements.
@@ -382,6 +401,8 @@ struct Planned {
     steps: Vec<Step>,
     /// A heartbeat or lease renewal: its failure is logged, not reported.
     logged_only: bool,
+    /// The run it writes, for the change log.
+    changed: Option<String>,
 }
 
 fn step(statement: &Statement, params: Vec<Param>) -> Step {
@@ -389,6 +410,7 @@ fn step(statement: &Statement, params: Vec<Param>) -> Step {
         statement: statement.clone(),
         params,
         unless_touched: None,
+        place: Place::InOrder,
     }
 }
 
@@ -416,19 +438,23 @@ fn attempt(value: u32) -> Param {
 
 fn result_steps(statements: &Statements, result: &PreparedResult, steps: &mut Vec<Step>) {
     if let Some(blob) = &result.blob {
-        steps.push(step(
+        let mut blob = step(
             &statements.insert_blob,
             vec![text(&result.digest), Box::new(blob.clone())],
-        ));
+        );
+        blob.place = Place::First(format!("blob {}", result.digest));
+        steps.push(blob);
     }
-    steps.push(step(
+    let mut row = step(
         &statements.insert_result,
         vec![
             text(&result.digest),
             Box::new(result.size as i64),
             Box::new(result.inline.clone()),
         ],
-    ));
+    );
+    row.place = Place::First(format!("result {}", result.digest));
+    steps.push(row);
 }
 
 fn state_step(statement: &Statement, id: &str, change: &StateChange) -> Step {
@@ -557,9 +583,10 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     optional_text(cache.as_ref().map(|cache| cache.key.as_str())),
                 ],
                 unless_touched: Some(StoreError::UnknownTaskRun(id.to_string())),
+                place: Place::InOrder,
             });
             if let (Some(cache), Some(result)) = (cache, result) {
-                steps.push(step(
+                let mut entry = step(
                     &statements.upsert_cache_entry,
                     vec![
                         text(cache.key.as_str()),
@@ -570,7 +597,9 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                         Box::new(change.at.0),
                         Box::new(cache.expires.map(|expires| expires.0)),
                     ],
-                ));
+                );
+                entry.place = Place::Last(cache.key.as_str().to_owned());
+                steps.push(entry);
             }
             ("finishing a task run", false)
         }
@@ -649,6 +678,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     optional_text(result.as_ref().map(|result| result.digest.as_str())),
                 ],
                 unless_touched: Some(StoreError::UnknownFlowRun(id.to_string())),
+                place: Place::InOrder,
             });
             steps.push(state_step(
                 &statements.insert_flow_state,
@@ -685,11 +715,33 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
         }
         WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => ("answering", true),
     };
+    let changed = match op {
+        WriteOp::CreateTaskRun { run, .. } => Some(run.id.to_string()),
+        WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
+        WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
+        WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
+        _ => None,
+    };
     Planned {
         action,
         steps,
         logged_only,
+        changed,
     }
+}
+
+/// The change log's row for a transaction applying `planned`, if it writes runs.
+fn log_step(statements: &Statements, planned: &[Planned]) -> Option<Step> {
+    let ids: std::collections::BTreeSet<&str> = planned
+        .iter()
+        .filter_map(|op| op.changed.as_deref())
+        .collect();
+    (!ids.is_empty()).then(|| {
+        step(
+            &statements.log_changes,
+            vec![Box::new(weir_store::change_log::entry(ids))],
+        )
+    })
 }
 
 fn params(step: &Step) -> Vec<&(dyn ToSql + Sync)> {
@@ -821,21 +873,59 @@ async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
 /// Commits plain writes: pipelined, or operation by operation when something fails.
 async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), BatchError> {
     let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
-    match pipelined(&mut live.client, &planned).await {
-        Ok(true) => Ok(()),
-        Ok(false) => one_by_one(&mut live.client, &planned).await,
-        Err(error) => Err(BatchError::Commit(error)),
+    let log = log_step(&live.statements, &planned);
+    // A deadlock or serialization failure with another process's transaction is not the
+    // batch's fault: it is sent again, a few times, before being taken apart.
+    for retry in 0..TRANSIENT_RETRIES {
+        match pipelined(&mut live.client, &planned, log.as_ref()).await {
+            Ok(Pipelined::Committed) => return Ok(()),
+            Ok(Pipelined::Failed) => break,
+            Ok(Pipelined::Transient) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5 << retry)).await;
+            }
+            Err(error) => return Err(BatchError::Commit(error)),
+        }
     }
+    one_by_one(&mut live.client, &planned, log.as_ref()).await
 }
 
-/// Sends every statement of the batch before reading an answer. Returns false (having
-/// rolled back) when a statement failed or an update found no row.
-async fn pipelined(client: &mut Client, planned: &[Planned]) -> StoreResult<bool> {
+/// How many times a batch that lost a deadlock is sent again.
+const TRANSIENT_RETRIES: u32 = 5;
+
+/// How a pipelined batch went.
+enum Pipelined {
+    Committed,
+    /// A statement failed or an update found no row (rolled back).
+    Failed,
+    /// It collided with another transaction (rolled back); sending it again may succeed.
+    Transient,
+}
+
+fn transient(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+/// Sends every statement of the batch before reading an answer.
+async fn pipelined(
+    client: &mut Client,
+    planned: &[Planned],
+    log: Option<&Step>,
+) -> StoreResult<Pipelined> {
     let transaction = client
         .transaction()
         .await
         .map_err(|error| StoreError::backend("starting a transaction", error))?;
-    let steps: Vec<&Step> = planned.iter().flat_map(|op| &op.steps).collect();
+    let mut steps: Vec<&Step> = planned.iter().flat_map(|op| &op.steps).collect();
+    // Stable: the steps of one place keep their operations' order.
+    steps.sort_by(|a, b| a.place.cmp(&b.place));
+    steps.dedup_by(|later, earlier| {
+        matches!(&later.place, Place::First(_)) && later.place == earlier.place
+    });
+    steps.extend(log);
     let all_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| params(step)).collect();
     let answers = futures::future::join_all(
         steps
@@ -852,21 +942,31 @@ async fn pipelined(client: &mut Client, planned: &[Planned]) -> StoreResult<bool
             Err(_) => false,
         });
     if !whole {
+        let collided = answers
+            .iter()
+            .any(|answer| answer.as_ref().is_err_and(transient));
         transaction
             .rollback()
             .await
             .map_err(|error| StoreError::backend("rolling back a batch", error))?;
-        return Ok(false);
+        return Ok(match collided {
+            true => Pipelined::Transient,
+            false => Pipelined::Failed,
+        });
     }
-    transaction
-        .commit()
-        .await
-        .map_err(|error| StoreError::backend("committing writes", error))?;
-    Ok(true)
+    match transaction.commit().await {
+        Ok(()) => Ok(Pipelined::Committed),
+        Err(error) if transient(&error) => Ok(Pipelined::Transient),
+        Err(error) => Err(StoreError::backend("committing writes", error)),
+    }
 }
 
 /// Applies the batch one operation at a time, each in a savepoint of its own.
-async fn one_by_one(client: &mut Client, planned: &[Planned]) -> Result<(), BatchError> {
+async fn one_by_one(
+    client: &mut Client,
+    planned: &[Planned],
+    log: Option<&Step>,
+) -> Result<(), BatchError> {
     let mut transaction = client.transaction().await.map_err(|error| {
         BatchError::Commit(StoreError::backend("starting a transaction", error))
     })?;
@@ -903,6 +1003,15 @@ async fn one_by_one(client: &mut Client, planned: &[Planned]) -> Result<(), Batc
         closed.map_err(|error| {
             BatchError::Commit(StoreError::backend("keeping an operation whole", error))
         })?;
+    }
+    // Without its log row the transaction would be missing from the feed: all or nothing.
+    if let Some(log) = log {
+        transaction
+            .execute(&log.statement, &params(log))
+            .await
+            .map_err(|error| {
+                BatchError::Commit(StoreError::backend("logging the batch's changes", error))
+            })?;
     }
     transaction
         .commit()

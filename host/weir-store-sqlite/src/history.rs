@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use weir_core::{ComponentDigest, FlowRunId, LogLevel, State, TaskRunId, Timestamp};
 use weir_store::{
     Blobs, ChangeCursor, Changes, FlowRunFilter, FlowRunRecord, History, LogRecord, PluginRecord,
-    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord,
+    Plugins, StateChange, StoreError, StoreResult, TaskRunFilter, TaskRunRecord, change_log,
 };
 
 use crate::rows::{
@@ -244,46 +244,24 @@ impl History for SqliteStore {
 
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
         let connection = self.read().await?;
-        // The batch of the cursor again when the last page ended inside it.
-        let first = match since.after {
-            Some(_) => since.seq,
-            None => since.seq.saturating_add(1),
-        };
-        let mut ids: Vec<String> = Vec::new();
-        let mut next = since.clone();
-        {
+        let (ids, next) = {
             let mut statement = connection
-                .prepare_cached("SELECT seq, run_ids FROM run_changes WHERE seq >= ?1 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT seq, run_ids FROM run_changes WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+                )
                 .map_err(backend("reading the change feed"))?;
-            let mut rows = statement
-                .query([first])
-                .map_err(backend("reading the change feed"))?;
-            'batches: while ids.len() < limit {
-                let Some(row) = rows.next().map_err(backend("reading the change feed"))? else {
-                    break;
-                };
-                let seq: i64 = row.get(0).map_err(backend("reading the change feed"))?;
-                let batch: String = row.get(1).map_err(backend("reading the change feed"))?;
-                let after = (seq == since.seq)
-                    .then_some(since.after.as_deref())
-                    .flatten();
-                for id in batch.split('\n') {
-                    if after.is_some_and(|after| id <= after) {
-                        continue;
-                    }
-                    if ids.len() == limit {
-                        break 'batches;
-                    }
-                    ids.push(id.to_owned());
-                    next = ChangeCursor {
-                        seq,
-                        after: Some(id.to_owned()),
-                    };
-                }
-                // The whole batch was read: the next page starts after it.
-                next = ChangeCursor { seq, after: None };
-            }
-        }
+            let entries = statement
+                .query_map(
+                    rusqlite::params![
+                        change_log::first_position(since),
+                        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(backend("reading the change feed"))?
+                .map(|entry| entry.map_err(backend("reading the change feed")));
+            change_log::read(since, limit, entries)?
+        };
         let mut changes = Changes {
             next,
             ..Changes::default()

@@ -261,6 +261,13 @@ impl Owners for SqliteStore {
                 if updated == 0 {
                     return Err(StoreError::UnknownFlowRun(id.to_string()));
                 }
+                // A change for the feed (`runs inspect` shows who runs it).
+                connection
+                    .execute(
+                        "INSERT INTO run_changes (run_ids) VALUES (?1)",
+                        [id.as_str()],
+                    )
+                    .map_err(backend("logging a change"))?;
                 Ok(())
             })
             .await

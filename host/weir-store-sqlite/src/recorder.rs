@@ -61,15 +61,7 @@ impl Recorder for SqliteStore {
         let prepared = self.prepare_result(result)?;
         let entry = match (cache, &prepared, result) {
             (Some(cache), Some(prepared), Some(result)) => Some((
-                CacheEntry {
-                    key: cache.key.clone(),
-                    task: cache.task.clone(),
-                    plugin_digest: cache.plugin_digest.clone(),
-                    result_digest: prepared.digest.clone(),
-                    task_run_id: id.clone(),
-                    created: change.at,
-                    expires: cache.expires,
-                },
+                cache.entry(id, &prepared.digest, change.at),
                 Arc::new(result.clone()),
             )),
             _ => None,

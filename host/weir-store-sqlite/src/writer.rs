@@ -543,10 +543,10 @@ fn log_changes(transaction: &Connection, sequences: &Sequences) -> StoreResult<(
     if sequences.changed.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = sequences.changed.iter().map(String::as_str).collect();
+    let entry = weir_store::change_log::entry(sequences.changed.iter().map(String::as_str));
     transaction
         .prepare_cached("INSERT INTO run_changes (run_ids) VALUES (?1)")
-        .and_then(|mut statement| statement.execute([ids.join("\n")]))
+        .and_then(|mut statement| statement.execute([entry]))
         .map_err(backend("logging the batch's changes"))?;
     Ok(())
 }

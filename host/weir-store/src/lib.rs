@@ -273,45 +273,68 @@ pub trait Store: Recorder + History + Leases + Owners + Cache + Plugins + Blobs 
     fn location(&self) -> String;
 }
 
-/// The first `limit` of two lists of changed runs, each in (commit order, id) order,
-/// merged in that order, with the cursor after the last one kept. What a backend's
-/// [`History::changes`] returns from its two tables.
-pub fn merge_changes(
-    since: &ChangeCursor,
-    flow_runs: Vec<(i64, FlowRunRecord)>,
-    task_runs: Vec<(i64, TaskRunRecord)>,
-    limit: usize,
-) -> Changes {
-    let mut changes = Changes {
-        next: since.clone(),
-        ..Changes::default()
-    };
-    let mut flow_runs = flow_runs.into_iter().peekable();
-    let mut task_runs = task_runs.into_iter().peekable();
-    for _ in 0..limit {
-        let flow_first = match (flow_runs.peek(), task_runs.peek()) {
-            (Some((flow_seq, flow)), Some((task_seq, task))) => {
-                (flow_seq, flow.id.as_str()) <= (task_seq, task.id.as_str())
-            }
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        if flow_first && let Some((seq, run)) = flow_runs.next() {
-            changes.next = ChangeCursor {
-                seq,
-                after: Some(run.id.to_string()),
-            };
-            changes.flow_runs.push(run);
-        } else if let Some((seq, run)) = task_runs.next() {
-            changes.next = ChangeCursor {
-                seq,
-                after: Some(run.id.to_string()),
-            };
-            changes.task_runs.push(run);
+/// A change log as both backends keep one: one entry per committed transaction that
+/// wrote runs, at a position that grows in commit order, listing the ids of the runs it
+/// wrote (sorted, one per line: [`entry`]).
+pub mod change_log {
+    use crate::{ChangeCursor, StoreResult};
+
+    /// The entry for a transaction's runs.
+    pub fn entry<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+        ids.into_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The first position to read from `since`: its own entry again when the last page
+    /// ended inside it.
+    pub fn first_position(since: &ChangeCursor) -> i64 {
+        match since.after {
+            Some(_) => since.seq,
+            None => since.seq.saturating_add(1),
         }
     }
-    changes
+
+    /// Reads up to `limit` run ids from `entries` (position and entry, in position order,
+    /// from [`first_position`] on), after the cursor; returns them in order and the cursor
+    /// to continue from. An id may come twice (a run changed in two transactions).
+    pub fn read(
+        since: &ChangeCursor,
+        limit: usize,
+        entries: impl IntoIterator<Item = StoreResult<(i64, String)>>,
+    ) -> StoreResult<(Vec<String>, ChangeCursor)> {
+        let mut ids = Vec::new();
+        let mut next = since.clone();
+        for entry in entries {
+            if ids.len() >= limit {
+                break;
+            }
+            let (position, entry) = entry?;
+            let after = (position == since.seq)
+                .then_some(since.after.as_deref())
+                .flatten();
+            let mut whole = true;
+            for id in entry.split('\n') {
+                if after.is_some_and(|after| id <= after) {
+                    continue;
+                }
+                if ids.len() == limit {
+                    whole = false;
+                    break;
+                }
+                ids.push(id.to_owned());
+                next = ChangeCursor {
+                    seq: position,
+                    after: Some(id.to_owned()),
+                };
+            }
+            if whole {
+                next = ChangeCursor {
+                    seq: position,
+                    after: None,
+                };
+            }
+        }
+        Ok((ids, next))
+    }
 }
 
 /// The hex blake3 digest of `bytes`: the address of a blob.

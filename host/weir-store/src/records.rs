@@ -246,6 +246,26 @@ pub struct CacheEntryDraft {
     pub expires: Option<Timestamp>,
 }
 
+impl CacheEntryDraft {
+    /// The entry once run `task_run_id` produced the result `result_digest` at `created`.
+    pub fn entry(
+        &self,
+        task_run_id: &TaskRunId,
+        result_digest: &str,
+        created: Timestamp,
+    ) -> CacheEntry {
+        CacheEntry {
+            key: self.key.clone(),
+            task: self.task.clone(),
+            plugin_digest: self.plugin_digest.clone(),
+            result_digest: result_digest.to_owned(),
+            task_run_id: task_run_id.clone(),
+            created,
+            expires: self.expires,
+        }
+    }
+}
+
 /// A position in the store's feed of changed runs ([`History::changes`](crate::History::changes)):
 /// start at the default, then pass each answer's `next`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
