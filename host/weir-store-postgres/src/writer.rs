@@ -233,6 +233,7 @@ struct Statements {
     insert_blob: Statement,
     insert_result: Statement,
     insert_task_run: Statement,
+    insert_task_runs: Statement,
     set_task_state: Statement,
     finish_task_run: Statement,
     upsert_cache_entry: Statement,
@@ -284,6 +285,23 @@ impl Statements {
             // no such run. Histories are numbered in SQL: one process writes a run's
             // history at a time, and the statements of a batch run in order, each seeing
             // the ones before.
+            // Every new task run of a batch (and their first states) in one statement:
+            // a map's creations cost one statement per batch.
+            insert_task_runs: client
+                .prepare(
+                    "WITH runs AS (
+                         INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state,
+                             state_message, attempts, input_json, tags_json, created, started, ended, node,
+                             map_index, owner)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[],
+                             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::integer[], $17::text[])
+                         RETURNING id)
+                     INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT * FROM unnest($18::text[], $19::integer[], $20::text[], $21::text[], $22::integer[],
+                         $23::bigint[])",
+                )
+                .await?,
             set_task_state: client
                 .prepare(
                     "WITH updated AS (
@@ -389,6 +407,8 @@ struct Step {
 enum Place {
     /// A result or blob row, by its key (written once per batch).
     First(String),
+    /// The batch's new task runs, in one statement.
+    Created,
     /// In the order of its operation.
     InOrder,
     /// A cache entry, by its key.
@@ -874,10 +894,18 @@ async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
 async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), BatchError> {
     let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
     let log = log_step(&live.statements, &planned);
+    let (bulk, bulked) = bulk_creations(&live.statements, ops);
     // A deadlock or serialization failure with another process's transaction is not the
     // batch's fault: it is sent again, a few times, before being taken apart.
     for retry in 0..TRANSIENT_RETRIES {
-        match pipelined(&mut live.client, &planned, log.as_ref()).await {
+        let sent = pipelined(
+            &mut live.client,
+            &planned,
+            log.as_ref(),
+            bulk.as_ref(),
+            &bulked,
+        );
+        match sent.await {
             Ok(Pipelined::Committed) => return Ok(()),
             Ok(Pipelined::Failed) => break,
             Ok(Pipelined::Transient) => {
@@ -910,16 +938,167 @@ fn transient(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Sends every statement of the batch before reading an answer.
+/// The batch's new task runs without a result, as one statement (and which operations it
+/// stands for). Taking them to the front of the batch is safe: nothing before them in the
+/// batch refers to a run that did not exist yet.
+fn bulk_creations(statements: &Statements, ops: &[WriteOp]) -> (Option<Step>, Vec<bool>) {
+    let mut bulked = vec![false; ops.len()];
+    let mut columns = BulkRuns::default();
+    for (index, op) in ops.iter().enumerate() {
+        if let WriteOp::CreateTaskRun {
+            run,
+            input_json,
+            tags_json,
+            states,
+            result: None,
+        } = op
+        {
+            bulked[index] = true;
+            columns.push(run, input_json, tags_json, states);
+        }
+    }
+    if columns.ids.len() < 2 {
+        return (None, vec![false; ops.len()]);
+    }
+    let mut bulk = step(&statements.insert_task_runs, columns.into_params());
+    bulk.place = Place::Created;
+    (Some(bulk), bulked)
+}
+
+/// The columns of new task runs and of their first states, for `insert_task_runs`.
+#[derive(Default)]
+struct BulkRuns {
+    ids: Vec<String>,
+    names: Vec<String>,
+    tasks: Vec<String>,
+    plugin_names: Vec<String>,
+    plugin_digests: Vec<String>,
+    flow_runs: Vec<Option<String>>,
+    states: Vec<String>,
+    messages: Vec<Option<String>>,
+    attempts: Vec<i32>,
+    inputs: Vec<String>,
+    tags: Vec<String>,
+    created: Vec<i64>,
+    started: Vec<Option<i64>>,
+    ended: Vec<Option<i64>>,
+    nodes: Vec<Option<String>>,
+    map_indexes: Vec<Option<i32>>,
+    owners: Vec<Option<String>>,
+    history_runs: Vec<String>,
+    history_seqs: Vec<i32>,
+    history_states: Vec<String>,
+    history_messages: Vec<Option<String>>,
+    history_attempts: Vec<i32>,
+    history_at: Vec<i64>,
+}
+
+impl BulkRuns {
+    fn push(
+        &mut self,
+        run: &NewTaskRun,
+        input_json: &str,
+        tags_json: &str,
+        states: &[StateChange],
+    ) {
+        let last = states.last();
+        self.ids.push(storable(run.id.as_str()));
+        self.names.push(storable(&run.name));
+        self.tasks.push(storable(&run.task));
+        self.plugin_names.push(storable(&run.plugin_name));
+        self.plugin_digests
+            .push(run.plugin_digest.as_str().to_owned());
+        self.flow_runs
+            .push(run.flow_run_id.as_ref().map(FlowRunId::to_string));
+        self.states.push(
+            last.map_or("Pending", |change| change.state.as_str())
+                .to_owned(),
+        );
+        self.messages.push(
+            last.and_then(|change| change.message.as_deref())
+                .map(storable),
+        );
+        self.attempts.push(last.map_or(0, |change| {
+            i32::try_from(change.attempt).unwrap_or(i32::MAX)
+        }));
+        self.inputs.push(input_json.to_owned());
+        self.tags.push(tags_json.to_owned());
+        self.created.push(run.created.0);
+        self.started.push(
+            states
+                .iter()
+                .find(|change| change.state == weir_core::State::Running)
+                .map(|change| change.at.0),
+        );
+        self.ended.push(
+            last.filter(|change| change.state.is_final())
+                .map(|change| change.at.0),
+        );
+        self.nodes.push(run.node.as_deref().map(storable));
+        self.map_indexes.push(
+            run.map_index
+                .map(|index| i32::try_from(index).unwrap_or(i32::MAX)),
+        );
+        self.owners.push(run.owner.clone());
+        for (seq, change) in (1..).zip(states) {
+            self.history_runs.push(run.id.to_string());
+            self.history_seqs.push(seq);
+            self.history_states.push(change.state.as_str().to_owned());
+            self.history_messages
+                .push(change.message.as_deref().map(storable));
+            self.history_attempts
+                .push(i32::try_from(change.attempt).unwrap_or(i32::MAX));
+            self.history_at.push(change.at.0);
+        }
+    }
+
+    fn into_params(self) -> Vec<Param> {
+        vec![
+            Box::new(self.ids),
+            Box::new(self.names),
+            Box::new(self.tasks),
+            Box::new(self.plugin_names),
+            Box::new(self.plugin_digests),
+            Box::new(self.flow_runs),
+            Box::new(self.states),
+            Box::new(self.messages),
+            Box::new(self.attempts),
+            Box::new(self.inputs),
+            Box::new(self.tags),
+            Box::new(self.created),
+            Box::new(self.started),
+            Box::new(self.ended),
+            Box::new(self.nodes),
+            Box::new(self.map_indexes),
+            Box::new(self.owners),
+            Box::new(self.history_runs),
+            Box::new(self.history_seqs),
+            Box::new(self.history_states),
+            Box::new(self.history_messages),
+            Box::new(self.history_attempts),
+            Box::new(self.history_at),
+        ]
+    }
+}
+
 async fn pipelined(
     client: &mut Client,
     planned: &[Planned],
     log: Option<&Step>,
+    bulk: Option<&Step>,
+    bulked: &[bool],
 ) -> StoreResult<Pipelined> {
     let transaction = client
         .transaction()
         .await
         .map_err(|error| StoreError::backend("starting a transaction", error))?;
-    let mut steps: Vec<&Step> = planned.iter().flat_map(|op| &op.steps).collect();
+    let mut steps: Vec<&Step> = planned
+        .iter()
+        .zip(bulked)
+        .filter(|(_, bulked)| !**bulked)
+        .flat_map(|(op, _)| &op.steps)
+        .chain(bulk)
+        .collect();
     // Stable: the steps of one place keep their operations' order.
     steps.sort_by(|a, b| a.place.cmp(&b.place));
     steps.dedup_by(|later, earlier| {
