@@ -1002,3 +1002,22 @@ async fn text_from_a_plugin_with_a_nul_is_recorded(backend: Backend) {
     let logs = store.logs(&run.id).await.unwrap();
     assert!(logs[0].message.starts_with("before") && logs[0].message.ends_with("after"));
 }
+
+/// A PostgreSQL store that cannot be reached says why, and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_postgres_database_is_a_clear_error() {
+    let url = postgres::database_url("weir_no_such_database");
+    let error = weir_store_postgres::PostgresStore::connect(&url)
+        .await
+        .err()
+        .unwrap()
+        .describe();
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(error.contains("create it first"), "{error}");
+    let error = weir_store_postgres::PostgresStore::connect("postgres://weir@127.0.0.1:1/weir")
+        .await
+        .err()
+        .unwrap()
+        .describe();
+    assert!(error.contains("connecting to the store"), "{error}");
+}

@@ -100,14 +100,8 @@ impl PostgresStore {
                 Ok(())
             })
         });
-        let writer = Writer::start(runtime, Box::new(connect), prepare)
-            .await
-            .map_err(|error| match error {
-                StoreError::NewerSchema { .. } => error,
-                error => {
-                    StoreError::backend(format!("opening the store {location}"), error.describe())
-                }
-            })?;
+        // The caller says which store (the CLI: "opening the store URL").
+        let writer = Writer::start(runtime, Box::new(connect), prepare).await?;
         Ok(PostgresStore {
             pool,
             writer,
@@ -145,7 +139,12 @@ impl Drop for PostgresStore {
 
 /// A database error with the server's own message and hint, not only its code.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    use tokio_postgres::error::SqlState;
     match error.as_db_error() {
+        Some(db) if db.code() == &SqlState::INVALID_CATALOG_NAME => format!(
+            "{}: create it first (`createdb --owner USER DATABASE`, see the README's \"The store\")",
+            db.message()
+        ),
         Some(db) => match db.hint() {
             Some(hint) => format!("{} ({})", db.message(), hint),
             None => db.message().to_owned(),

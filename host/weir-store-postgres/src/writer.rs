@@ -133,7 +133,7 @@ impl Writer {
             .spawn(move || {
                 let first = runtime.block_on(async {
                     let mut client = connect().await.map_err(|error| {
-                        StoreError::backend("connecting", crate::describe(&error))
+                        StoreError::backend("connecting to the store", crate::describe(&error))
                     })?;
                     prepare(&mut client).await?;
                     let statements = Statements::prepare(&client)
