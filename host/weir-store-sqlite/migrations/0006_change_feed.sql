@@ -7,5 +7,5 @@ CREATE TABLE run_changes (
     seq      INTEGER PRIMARY KEY,
     run_ids  TEXT NOT NULL
 );
--- `weir plugins` and the API list plugins in the order they were first seen.
+-- Plugins are listed in the order they were first seen (`Plugins::plugins`).
 CREATE INDEX plugins_by_first_seen ON plugins (first_seen);
