@@ -94,7 +94,7 @@ impl History for PostgresStore {
             )
             .await
             .map_err(backend("reading a flow run"))?;
-        row.map(|row| rows::flow_run(&row, 0)).transpose()
+        row.map(|row| rows::flow_run(&row)).transpose()
     }
 
     async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
@@ -124,7 +124,7 @@ impl History for PostgresStore {
             .query(&statement, &query.params())
             .await
             .map_err(backend("listing flow runs"))?;
-        rows.iter().map(|row| rows::flow_run(row, 0)).collect()
+        rows.iter().map(rows::flow_run).collect()
     }
 
     async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
@@ -161,7 +161,7 @@ impl History for PostgresStore {
             )
             .await
             .map_err(backend("reading a task run"))?;
-        row.map(|row| rows::task_run(&row, 0)).transpose()
+        row.map(|row| rows::task_run(&row)).transpose()
     }
 
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
@@ -190,7 +190,7 @@ impl History for PostgresStore {
             .query(&statement, &query.params())
             .await
             .map_err(backend("listing task runs"))?;
-        rows.iter().map(|row| rows::task_run(row, 0)).collect()
+        rows.iter().map(rows::task_run).collect()
     }
 
     async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
@@ -303,14 +303,14 @@ impl History for PostgresStore {
             .collect();
         changes.flow_runs = flow_rows
             .iter()
-            .map(|row| rows::flow_run(row, 0))
+            .map(rows::flow_run)
             .collect::<StoreResult<_>>()?;
         changes
             .flow_runs
             .sort_by_key(|run| order.get(run.id.as_str()).copied());
         changes.task_runs = task_rows
             .iter()
-            .map(|row| rows::task_run(row, 0))
+            .map(rows::task_run)
             .collect::<StoreResult<_>>()?;
         changes
             .task_runs

@@ -28,57 +28,51 @@ fn count(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
-/// A task run from its columns, starting at `offset`.
-pub(crate) fn task_run(row: &Row, offset: usize) -> StoreResult<TaskRunRecord> {
-    let get_text = |index: usize| -> String { row.get(offset + index) };
+/// A task run from its columns ([`TASK_RUN_COLUMNS`]).
+pub(crate) fn task_run(row: &Row) -> StoreResult<TaskRunRecord> {
+    let get_text = |index: usize| -> String { row.get(index) };
     Ok(TaskRunRecord {
         id: TaskRunId::from_string(get_text(0)),
         name: get_text(1),
         task: get_text(2),
         plugin_name: get_text(3),
         plugin_digest: ComponentDigest::from_hex(get_text(4)),
-        flow_run_id: row
-            .get::<_, Option<String>>(offset + 5)
-            .map(FlowRunId::from_string),
+        flow_run_id: row.get::<_, Option<String>>(5).map(FlowRunId::from_string),
         state: state(&get_text(6))?,
-        state_message: row.get(offset + 7),
-        attempts: count(row.get(offset + 8)),
+        state_message: row.get(7),
+        attempts: count(row.get(8)),
         input: json(&get_text(9))?,
         tags: json(&get_text(10))?,
-        cache_key: row
-            .get::<_, Option<String>>(offset + 11)
-            .map(CacheKey::from_hex),
-        result_digest: row.get(offset + 12),
-        created: Timestamp(row.get(offset + 13)),
-        started: row.get::<_, Option<i64>>(offset + 14).map(Timestamp),
-        ended: row.get::<_, Option<i64>>(offset + 15).map(Timestamp),
-        node: row.get(offset + 16),
-        map_index: row.get::<_, Option<i32>>(offset + 17).map(count),
-        owner: row.get(offset + 18),
+        cache_key: row.get::<_, Option<String>>(11).map(CacheKey::from_hex),
+        result_digest: row.get(12),
+        created: Timestamp(row.get(13)),
+        started: row.get::<_, Option<i64>>(14).map(Timestamp),
+        ended: row.get::<_, Option<i64>>(15).map(Timestamp),
+        node: row.get(16),
+        map_index: row.get::<_, Option<i32>>(17).map(count),
+        owner: row.get(18),
     })
 }
 
-/// A flow run from its columns, starting at `offset`.
-pub(crate) fn flow_run(row: &Row, offset: usize) -> StoreResult<FlowRunRecord> {
-    let get_text = |index: usize| -> String { row.get(offset + index) };
+/// A flow run from its columns ([`FLOW_RUN_COLUMNS`]).
+pub(crate) fn flow_run(row: &Row) -> StoreResult<FlowRunRecord> {
+    let get_text = |index: usize| -> String { row.get(index) };
     Ok(FlowRunRecord {
         id: FlowRunId::from_string(get_text(0)),
         name: get_text(1),
         flow: get_text(2),
-        source: row.get(offset + 3),
+        source: row.get(3),
         parameters: json(&get_text(4))?,
-        parent_flow_run_id: row
-            .get::<_, Option<String>>(offset + 5)
-            .map(FlowRunId::from_string),
-        parent_node: row.get(offset + 6),
+        parent_flow_run_id: row.get::<_, Option<String>>(5).map(FlowRunId::from_string),
+        parent_node: row.get(6),
         state: state(&get_text(7))?,
-        state_message: row.get(offset + 8),
-        attempts: count(row.get(offset + 9)),
-        result_digest: row.get(offset + 10),
-        created: Timestamp(row.get(offset + 11)),
-        started: row.get::<_, Option<i64>>(offset + 12).map(Timestamp),
-        ended: row.get::<_, Option<i64>>(offset + 13).map(Timestamp),
-        owner: row.get(offset + 14),
+        state_message: row.get(8),
+        attempts: count(row.get(9)),
+        result_digest: row.get(10),
+        created: Timestamp(row.get(11)),
+        started: row.get::<_, Option<i64>>(12).map(Timestamp),
+        ended: row.get::<_, Option<i64>>(13).map(Timestamp),
+        owner: row.get(14),
     })
 }
 

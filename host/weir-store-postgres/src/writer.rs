@@ -735,18 +735,32 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
         }
         WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => ("answering", true),
     };
-    let changed = match op {
+    Planned {
+        action,
+        steps,
+        logged_only,
+        changed: changed_run(op),
+    }
+}
+
+/// An operation planned with no statements: what a run the bulk statement creates needs.
+fn plan_without_steps(op: &WriteOp) -> Planned {
+    Planned {
+        action: "creating a task run",
+        steps: Vec::new(),
+        logged_only: false,
+        changed: changed_run(op),
+    }
+}
+
+/// The run an operation writes, for the change log.
+fn changed_run(op: &WriteOp) -> Option<String> {
+    match op {
         WriteOp::CreateTaskRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
         _ => None,
-    };
-    Planned {
-        action,
-        steps,
-        logged_only,
-        changed,
     }
 }
 
@@ -892,19 +906,25 @@ async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
 
 /// Commits plain writes: pipelined, or operation by operation when something fails.
 async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), BatchError> {
-    let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
-    let log = log_step(&live.statements, &planned);
     let (bulk, bulked) = bulk_creations(&live.statements, ops);
+    // The runs the bulk statement creates need no statements of their own, unless the
+    // batch is taken apart (below).
+    let planned: Vec<Planned> = ops
+        .iter()
+        .zip(&bulked)
+        .map(|(op, bulked)| match bulked {
+            true => Planned {
+                steps: Vec::new(),
+                ..plan_without_steps(op)
+            },
+            false => plan(&live.statements, op),
+        })
+        .collect();
+    let log = log_step(&live.statements, &planned);
     // A deadlock or serialization failure with another process's transaction is not the
     // batch's fault: it is sent again, a few times, before being taken apart.
     for retry in 0..TRANSIENT_RETRIES {
-        let sent = pipelined(
-            &mut live.client,
-            &planned,
-            log.as_ref(),
-            bulk.as_ref(),
-            &bulked,
-        );
+        let sent = pipelined(&mut live.client, &planned, log.as_ref(), bulk.as_ref());
         match sent.await {
             Ok(Pipelined::Committed) => return Ok(()),
             Ok(Pipelined::Failed) => break,
@@ -914,6 +934,7 @@ async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), Batc
             Err(error) => return Err(BatchError::Commit(error)),
         }
     }
+    let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
     one_by_one(&mut live.client, &planned, log.as_ref()).await
 }
 
@@ -1086,7 +1107,6 @@ async fn pipelined(
     planned: &[Planned],
     log: Option<&Step>,
     bulk: Option<&Step>,
-    bulked: &[bool],
 ) -> StoreResult<Pipelined> {
     let transaction = client
         .transaction()
@@ -1094,9 +1114,7 @@ async fn pipelined(
         .map_err(|error| StoreError::backend("starting a transaction", error))?;
     let mut steps: Vec<&Step> = planned
         .iter()
-        .zip(bulked)
-        .filter(|(_, bulked)| !**bulked)
-        .flat_map(|(op, _)| &op.steps)
+        .flat_map(|op| &op.steps)
         .chain(bulk)
         .collect();
     // Stable: the steps of one place keep their operations' order.
