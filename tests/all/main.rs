@@ -34,6 +34,7 @@ mod limits;
 mod loading;
 mod polyglot;
 mod projects;
+mod queue;
 mod repo_info;
 mod runs;
 mod sandbox;

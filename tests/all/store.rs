@@ -16,13 +16,13 @@ use weir_store::{
 use weir_tests::{Backend, postgres};
 
 /// Where a test's store lives, so that it can be opened again.
-enum Location {
+pub(crate) enum Location {
     Sqlite(tempfile::TempDir),
     Postgres(String),
 }
 
 impl Location {
-    async fn new(backend: Backend) -> Self {
+    pub(crate) async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => Location::Sqlite(tempfile::tempdir().unwrap()),
             Backend::Postgres => Location::Postgres(postgres::fresh_database().await),
@@ -30,7 +30,7 @@ impl Location {
     }
 
     /// Opens the store (again): a new process's view of it.
-    async fn open(&self) -> Arc<dyn Store> {
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
         match self {
             Location::Sqlite(dir) => {
                 Arc::new(weir_store_sqlite::SqliteStore::open(dir.path()).unwrap())

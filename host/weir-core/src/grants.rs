@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 /// What a task may touch beyond its own memory. Nothing by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
     /// Names of environment variables the task may read; values come from the secrets
@@ -44,7 +44,7 @@ impl Grants {
 }
 
 /// A host directory mapped into the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirGrant {
     pub host: PathBuf,
     /// Where the guest sees it, e.g. `/data`.
@@ -200,7 +200,8 @@ impl Grants {
 /// A host a task may reach over HTTP: `host`, `host:port`, `scheme://host[:port]`, or
 /// `*.domain` for its subdomains. Without a port only the scheme's default port (80 for
 /// http, 443 for https) is allowed; without a scheme, both.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HttpGrant {
     pub scheme: Option<String>,
     /// Lowercase; `*.example.com` matches subdomains of example.com, not example.com.
@@ -266,6 +267,19 @@ impl HttpGrant {
             _ => 0,
         };
         host_matches && port == self.port.unwrap_or(default_port)
+    }
+}
+
+impl TryFrom<String> for HttpGrant {
+    type Error = String;
+    fn try_from(text: String) -> Result<HttpGrant, String> {
+        HttpGrant::parse(&text)
+    }
+}
+
+impl From<HttpGrant> for String {
+    fn from(grant: HttpGrant) -> String {
+        grant.to_string()
     }
 }
 

@@ -268,15 +268,19 @@ impl TaskInfo {
 }
 
 /// What a caller (a flow node, the command line) changes of a task's defaults for one run.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Serializable, so that a run queued for a worker on another machine carries them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskOverrides {
     pub retries: Option<u32>,
     pub retry_delays: Option<RetryDelays>,
     pub retry_jitter_factor: Option<f64>,
+    #[serde(with = "optional_millis")]
     pub timeout: Option<Duration>,
     pub memory_bytes: Option<u64>,
     pub fuel: Option<u64>,
     pub cache_policy: Option<CachePolicy>,
+    #[serde(with = "optional_millis")]
     pub cache_expiration: Option<Duration>,
     /// Run even on a cache hit, and replace the cached result.
     pub refresh_cache: bool,

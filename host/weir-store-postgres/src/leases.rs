@@ -51,16 +51,29 @@ pub(crate) async fn end_runs(
         let (task_ids, flow_ids): (Vec<String>, Vec<String>) = match selection {
             Selection::Owner(owner) => {
                 let owner = owner.as_str();
+                // Runs it held from the queue are not ended: their leases run out at
+                // once, and the next worker to claim one records the lost attempt.
+                transaction
+                    .execute(
+                        "UPDATE work_queue SET lease_expires = 0 WHERE worker = $1 AND NOT done",
+                        &[&owner],
+                    )
+                    .await
+                    .map_err(backend("giving a stopped worker's runs back to the queue"))?;
                 let tasks = transaction
                     .query(
-                        "SELECT id FROM task_runs WHERE owner = $1 AND ended IS NULL FOR UPDATE",
+                        "SELECT id FROM task_runs WHERE owner = $1 AND ended IS NULL
+                           AND NOT EXISTS (SELECT 1 FROM work_queue q WHERE q.run_id = task_runs.id)
+                         FOR UPDATE",
                         &[&owner],
                     )
                     .await
                     .map_err(backend("finding the runs to end"))?;
                 let flows = transaction
                     .query(
-                        "SELECT id FROM flow_runs WHERE owner = $1 AND ended IS NULL FOR UPDATE",
+                        "SELECT id FROM flow_runs WHERE owner = $1 AND ended IS NULL
+                           AND NOT EXISTS (SELECT 1 FROM work_queue q WHERE q.run_id = flow_runs.id)
+                         FOR UPDATE",
                         &[&owner],
                     )
                     .await
@@ -104,6 +117,16 @@ pub(crate) async fn end_runs(
                 )
             }
         };
+        if let Selection::FlowRunTree(_) = selection {
+            // Ended runs are no longer waiting for a worker.
+            transaction
+                .execute(
+                    "DELETE FROM work_queue WHERE run_id = ANY($1) OR run_id = ANY($2)",
+                    &[&task_ids, &flow_ids],
+                )
+                .await
+                .map_err(backend("taking ended runs off the queue"))?;
+        }
         let state = ending.state.as_str();
         let ended_tasks: Vec<String> = transaction
             .query(
@@ -290,59 +313,11 @@ impl Leases for PostgresStore {
             .transaction()
             .await
             .map_err(backend("starting a transaction"))?;
-        // The limit rows are locked (in tag order, so two holders cannot deadlock): two
-        // processes asking for the last slot of a tag count it one after the other.
-        let limits = transaction
-            .query(
-                "SELECT tag, slot_limit FROM concurrency_limits WHERE tag = ANY($1) ORDER BY tag FOR UPDATE",
-                &[&tags],
-            )
+        let answer = take_slots(&transaction, tags, holder, now, expires)
             .await
             .map_err(backend("acquiring concurrency slots"))?;
-        let limit_of = |tag: &str| {
-            limits
-                .iter()
-                .find(|row| row.get::<_, &str>(0) == tag)
-                .map(|row| u32::try_from(row.get::<_, i32>(1)).unwrap_or(0))
-        };
-        let mut limited = Vec::new();
-        for tag in tags {
-            let Some(limit) = limit_of(tag) else { continue };
-            if limit == 0 {
-                return Ok(SlotRequest::Zero { tag: tag.clone() });
-            }
-            transaction
-                .execute(
-                    "DELETE FROM concurrency_slots WHERE tag = $1 AND expires <= $2",
-                    &[&tag, &now.0],
-                )
-                .await
-                .map_err(backend("acquiring concurrency slots"))?;
-            let held: i64 = transaction
-                .query_one(
-                    "SELECT count(*) FROM concurrency_slots WHERE tag = $1 AND holder != $2",
-                    &[&tag, &holder],
-                )
-                .await
-                .map_err(backend("acquiring concurrency slots"))?
-                .get(0);
-            if held >= i64::from(limit) {
-                return Ok(SlotRequest::Full {
-                    tag: tag.clone(),
-                    limit,
-                });
-            }
-            limited.push(tag);
-        }
-        for tag in limited {
-            transaction
-                .execute(
-                    "INSERT INTO concurrency_slots (tag, holder, acquired, expires) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (tag, holder) DO UPDATE SET acquired = excluded.acquired, expires = excluded.expires",
-                    &[&tag, &holder, &now.0, &expires.0],
-                )
-                .await
-                .map_err(backend("acquiring concurrency slots"))?;
+        if answer != SlotRequest::Granted {
+            return Ok(answer);
         }
         transaction
             .commit()
@@ -485,4 +460,68 @@ impl Owners for PostgresStore {
             })
             .collect())
     }
+}
+
+/// Takes one slot of each limited tag among `tags` for `holder` until `expires`, or
+/// nothing, inside a transaction (a request, or a claim) that the caller commits.
+pub(crate) async fn take_slots(
+    transaction: &tokio_postgres::Transaction<'_>,
+    tags: &[String],
+    holder: &str,
+    now: Timestamp,
+    expires: Timestamp,
+) -> Result<SlotRequest, tokio_postgres::Error> {
+    // The limit rows are locked (in tag order, so two holders cannot deadlock): two
+    // processes asking for the last slot of a tag count it one after the other.
+    let limits = transaction
+            .query(
+                "SELECT tag, slot_limit FROM concurrency_limits WHERE tag = ANY($1) ORDER BY tag FOR UPDATE",
+                &[&tags],
+            )
+            .await
+            ?;
+    let limit_of = |tag: &str| {
+        limits
+            .iter()
+            .find(|row| row.get::<_, &str>(0) == tag)
+            .map(|row| u32::try_from(row.get::<_, i32>(1)).unwrap_or(0))
+    };
+    let mut limited = Vec::new();
+    for tag in tags {
+        let Some(limit) = limit_of(tag) else { continue };
+        if limit == 0 {
+            return Ok(SlotRequest::Zero { tag: tag.clone() });
+        }
+        transaction
+            .execute(
+                "DELETE FROM concurrency_slots WHERE tag = $1 AND expires <= $2",
+                &[&tag, &now.0],
+            )
+            .await?;
+        let held: i64 = transaction
+            .query_one(
+                "SELECT count(*) FROM concurrency_slots WHERE tag = $1 AND holder != $2",
+                &[&tag, &holder],
+            )
+            .await?
+            .get(0);
+        if held >= i64::from(limit) {
+            return Ok(SlotRequest::Full {
+                tag: tag.clone(),
+                limit,
+            });
+        }
+        limited.push(tag);
+    }
+    for tag in limited {
+        transaction
+                .execute(
+                    "INSERT INTO concurrency_slots (tag, holder, acquired, expires) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tag, holder) DO UPDATE SET acquired = excluded.acquired, expires = excluded.expires",
+                    &[&tag, &holder, &now.0, &expires.0],
+                )
+                .await
+                ?;
+    }
+    Ok(SlotRequest::Granted)
 }

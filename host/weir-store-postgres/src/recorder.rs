@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use weir_core::{CacheKey, FlowRunId, TaskRunId, Timestamp};
 use weir_store::{
-    Cache, CacheEntry, CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, Recorder, StateChange,
+    Cache, CacheEntry, CacheEntryDraft, Fence, LogRecord, NewFlowRun, NewTaskRun, StateChange,
     StoreResult,
 };
 
@@ -12,15 +12,46 @@ use crate::rows::{CACHE_ENTRY_COLUMNS, cache_entry};
 use crate::writer::WriteOp;
 use crate::{PostgresStore, backend, results};
 
-#[async_trait]
-impl Recorder for PostgresStore {
-    fn create_task_run(
+weir_store::delegate_recorder!(PostgresStore, self => self.writes(None));
+weir_store::delegate_recorder!(FencedRecorder, self => self.store.writes(Some(&self.fence)));
+
+/// A recorder whose writes carry a fence ([`weir_store::Queue::fenced`]).
+pub(crate) struct FencedRecorder {
+    pub(crate) store: Arc<PostgresStore>,
+    pub(crate) fence: Fence,
+}
+
+/// The recorder's writes, fenced or not.
+pub(crate) struct Writes<'a> {
+    store: &'a PostgresStore,
+    fence: Option<&'a Fence>,
+}
+
+impl PostgresStore {
+    pub(crate) fn writes<'a>(&'a self, fence: Option<&'a Fence>) -> Writes<'a> {
+        Writes { store: self, fence }
+    }
+}
+
+impl Writes<'_> {
+    /// Queues a write, wrapped in its fence when there is one.
+    fn send(&self, op: WriteOp) -> StoreResult<u64> {
+        match self.fence {
+            None => self.store.writer.send(op),
+            Some(fence) => self.store.writer.send(WriteOp::Fenced {
+                fence: fence.clone(),
+                op: Box::new(op),
+            }),
+        }
+    }
+
+    pub(crate) fn create_task_run(
         &self,
         run: &NewTaskRun,
         states: &[StateChange],
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
-        self.writer.send(WriteOp::CreateTaskRun {
+        self.send(WriteOp::CreateTaskRun {
             run: run.clone(),
             input_json: run.input.to_string(),
             tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -30,15 +61,19 @@ impl Recorder for PostgresStore {
         Ok(())
     }
 
-    fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
-        self.writer.send(WriteOp::SetState {
+    pub(crate) fn set_task_run_state(
+        &self,
+        id: &TaskRunId,
+        change: &StateChange,
+    ) -> StoreResult<()> {
+        self.send(WriteOp::SetState {
             id: id.clone(),
             change: change.clone(),
         })?;
         Ok(())
     }
 
-    fn finish_task_run(
+    pub(crate) fn finish_task_run(
         &self,
         id: &TaskRunId,
         change: &StateChange,
@@ -53,32 +88,37 @@ impl Recorder for PostgresStore {
             )),
             _ => None,
         };
-        let sequence = self.writer.send(WriteOp::FinishTaskRun {
+        let sequence = self.send(WriteOp::FinishTaskRun {
             id: id.clone(),
             change: change.clone(),
             result: prepared,
             cache: cache.cloned(),
         })?;
         if let Some((entry, result)) = entry {
-            self.pending_cache
-                .insert(entry, result, sequence, self.writer.committed());
+            self.store
+                .pending_cache
+                .insert(entry, result, sequence, self.store.writer.committed());
         }
         Ok(())
     }
 
-    fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
+    pub(crate) fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        self.writer.send(WriteOp::AppendLogs {
+        self.send(WriteOp::AppendLogs {
             id: id.clone(),
             lines: lines.to_vec(),
         })?;
         Ok(())
     }
 
-    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()> {
-        self.writer.send(WriteOp::CreateFlowRun {
+    pub(crate) fn create_flow_run(
+        &self,
+        run: &NewFlowRun,
+        states: &[StateChange],
+    ) -> StoreResult<()> {
+        self.send(WriteOp::CreateFlowRun {
             run: run.clone(),
             parameters_json: run.parameters.to_string(),
             states: states.to_vec(),
@@ -86,13 +126,13 @@ impl Recorder for PostgresStore {
         Ok(())
     }
 
-    fn set_flow_run_state(
+    pub(crate) fn set_flow_run_state(
         &self,
         id: &FlowRunId,
         change: &StateChange,
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
-        self.writer.send(WriteOp::SetFlowRunState {
+        self.send(WriteOp::SetFlowRunState {
             id: id.clone(),
             change: change.clone(),
             result: result.map(results::prepare),
@@ -100,13 +140,13 @@ impl Recorder for PostgresStore {
         Ok(())
     }
 
-    fn record_node_output(
+    pub(crate) fn record_node_output(
         &self,
         id: &FlowRunId,
         node: &str,
         output: &serde_json::Value,
     ) -> StoreResult<()> {
-        self.writer.send(WriteOp::RecordNodeOutput {
+        self.send(WriteOp::RecordNodeOutput {
             id: id.clone(),
             node: node.to_owned(),
             result: results::prepare(output),
@@ -114,8 +154,8 @@ impl Recorder for PostgresStore {
         Ok(())
     }
 
-    async fn flush(&self) -> StoreResult<()> {
-        self.writer.flush().await
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        self.store.writer.flush().await
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use weir_core::{FlowRunId, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntryDraft, EndedRuns, Ending, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
+    CacheEntryDraft, EndedRuns, Ending, Fence, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
     StateChange, StoreError, StoreResult,
 };
 
@@ -70,6 +70,23 @@ pub(crate) enum WriteOp {
         id: FlowRunId,
         node: String,
         result: PreparedResult,
+    },
+    /// A write about a queued run, applied only while its fence holds; the write that
+    /// ends the fenced run also releases its row of the queue.
+    Fenced {
+        fence: Fence,
+        op: Box<WriteOp>,
+    },
+    /// Records a run (`create`, a `CreateTaskRun` or `CreateFlowRun`) and queues it.
+    Enqueue {
+        create: Box<WriteOp>,
+        row: crate::queue::QueueRow,
+        fence: Option<Fence>,
+    },
+    /// Gives a claimed row back to the queue, ready at a time.
+    Requeue {
+        fence: Fence,
+        ready_at: Timestamp,
     },
     /// Writes whose failure is only logged.
     Heartbeat {
@@ -246,6 +263,12 @@ struct Statements {
     renew_slots: Statement,
     release_slots: Statement,
     log_changes: Statement,
+    /// Locks a queue row at a generation (none when the lease was lost).
+    check_fence: Statement,
+    release_unawaited: Statement,
+    release_awaited: Statement,
+    insert_work: Statement,
+    requeue: Statement,
 }
 
 impl Statements {
@@ -383,11 +406,38 @@ impl Statements {
             log_changes: client
                 .prepare("INSERT INTO run_changes (run_ids) VALUES ($1)")
                 .await?,
+            // FOR UPDATE: a claim (SKIP LOCKED) passes the row by until this commits.
+            check_fence: client
+                .prepare(
+                    "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR UPDATE",
+                )
+                .await?,
+            release_unawaited: client
+                .prepare("DELETE FROM work_queue WHERE run_id = $1 AND parent_flow_run_id IS NULL")
+                .await?,
+            release_awaited: client
+                .prepare(
+                    "UPDATE work_queue SET done = true, worker = NULL, worker_name = NULL, lease_expires = NULL
+                     WHERE run_id = $1",
+                )
+                .await?,
+            insert_work: client
+                .prepare(
+                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .await?,
+            requeue: client
+                .prepare(
+                    "UPDATE work_queue SET worker = NULL, worker_name = NULL, lease_expires = NULL, ready_at = $2
+                     WHERE run_id = $1",
+                )
+                .await?,
         })
     }
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 
 /// One statement of an operation, and what it must have done.
 struct Step {
@@ -444,7 +494,7 @@ fn storable(value: &str) -> String {
     }
 }
 
-fn text(value: &str) -> Param {
+pub(crate) fn text(value: &str) -> Param {
     Box::new(storable(value))
 }
 
@@ -490,7 +540,82 @@ fn state_step(statement: &Statement, id: &str, change: &StateChange) -> Step {
     )
 }
 
+/// The step that holds an operation to its fence.
+fn fence_step(statements: &Statements, fence: &Fence) -> Step {
+    let mut check = step(
+        &statements.check_fence,
+        vec![text(&fence.run_id), Box::new(fence.generation)],
+    );
+    check.unless_touched = Some(StoreError::LeaseLost {
+        run_id: fence.run_id.clone(),
+        generation: fence.generation,
+    });
+    check
+}
+
+/// Whether `op` ends the run `fence` is about.
+fn ends_fenced_run(op: &WriteOp, fence: &Fence) -> bool {
+    match op {
+        WriteOp::FinishTaskRun { id, .. } => id.as_str() == fence.run_id,
+        WriteOp::SetFlowRunState { id, change, .. } => {
+            id.as_str() == fence.run_id && change.state.is_final()
+        }
+        _ => false,
+    }
+}
+
+/// Plans the queue's operations, which wrap others; None for the rest.
+fn plan_queued(statements: &Statements, op: &WriteOp) -> Option<Planned> {
+    let planned = match op {
+        WriteOp::Fenced { fence, op: inner } => {
+            let mut planned = plan(statements, inner);
+            planned.steps.insert(0, fence_step(statements, fence));
+            if ends_fenced_run(inner, fence) {
+                for statement in [
+                    &statements.release_unawaited,
+                    &statements.release_awaited,
+                    &statements.release_slots,
+                ] {
+                    planned
+                        .steps
+                        .push(step(statement, vec![text(&fence.run_id)]));
+                }
+            }
+            planned
+        }
+        WriteOp::Enqueue { create, row, fence } => {
+            let mut planned = plan(statements, create);
+            if let Some(fence) = fence {
+                planned.steps.insert(0, fence_step(statements, fence));
+            }
+            planned
+                .steps
+                .push(step(&statements.insert_work, row.params()));
+            planned.action = "queueing a run";
+            planned
+        }
+        WriteOp::Requeue { fence, ready_at } => Planned {
+            action: "giving a run back to the queue",
+            steps: vec![
+                fence_step(statements, fence),
+                step(
+                    &statements.requeue,
+                    vec![text(&fence.run_id), Box::new(ready_at.0)],
+                ),
+                step(&statements.release_slots, vec![text(&fence.run_id)]),
+            ],
+            logged_only: false,
+            changed: None,
+        },
+        _ => return None,
+    };
+    Some(planned)
+}
+
 fn plan(statements: &Statements, op: &WriteOp) -> Planned {
+    if let Some(planned) = plan_queued(statements, op) {
+        return planned;
+    }
     let mut steps = Vec::new();
     let (action, logged_only) = match op {
         WriteOp::RecordPlugin { plugin, tasks_json } => {
@@ -734,6 +859,9 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
             ("releasing concurrency slots", true)
         }
         WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => ("answering", true),
+        WriteOp::Fenced { .. } | WriteOp::Enqueue { .. } | WriteOp::Requeue { .. } => {
+            unreachable!("planned by plan_queued")
+        }
     };
     Planned {
         action,
@@ -760,6 +888,7 @@ fn changed_run(op: &WriteOp) -> Option<String> {
         WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
+        WriteOp::Fenced { op, .. } | WriteOp::Enqueue { create: op, .. } => changed_run(op),
         _ => None,
     }
 }
@@ -1222,6 +1351,10 @@ fn copy_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::UnknownTaskRun(id) => StoreError::UnknownTaskRun(id.clone()),
         StoreError::UnknownFlowRun(id) => StoreError::UnknownFlowRun(id.clone()),
+        StoreError::LeaseLost { run_id, generation } => StoreError::LeaseLost {
+            run_id: run_id.clone(),
+            generation: *generation,
+        },
         other => StoreError::backend("writing", other.describe()),
     }
 }

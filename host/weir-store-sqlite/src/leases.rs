@@ -112,46 +112,12 @@ impl Leases for SqliteStore {
     ) -> StoreResult<SlotRequest> {
         let tags = tags.to_vec();
         let holder = holder.to_owned();
-        self.writer.call(move |connection| {
-            let acquire = || -> rusqlite::Result<SlotRequest> {
-                let mut limited = Vec::new();
-                for tag in &tags {
-                    let limit: Option<u32> = connection
-                        .prepare_cached("SELECT slot_limit FROM concurrency_limits WHERE tag = ?1")?
-                        .query_row([tag], |row| row.get(0))
-                        .optional()?;
-                    let Some(limit) = limit else { continue };
-                    if limit == 0 {
-                        return Ok(SlotRequest::Zero { tag: tag.clone() });
-                    }
-                    connection
-                        .prepare_cached("DELETE FROM concurrency_slots WHERE tag = ?1 AND expires <= ?2")?
-                        .execute(params![tag, now.0])?;
-                    let held: u32 = connection
-                        .prepare_cached(
-                            "SELECT count(*) FROM concurrency_slots WHERE tag = ?1 AND holder != ?2",
-                        )?
-                        .query_row(params![tag, holder], |row| row.get(0))?;
-                    if held >= limit {
-                        return Ok(SlotRequest::Full {
-                            tag: tag.clone(),
-                            limit,
-                        });
-                    }
-                    limited.push(tag);
-                }
-                for tag in limited {
-                    connection
-                        .prepare_cached(
-                            "INSERT OR REPLACE INTO concurrency_slots (tag, holder, acquired, expires) VALUES (?1, ?2, ?3, ?4)",
-                        )?
-                        .execute(params![tag, holder, now.0, expires.0])?;
-                }
-                Ok(SlotRequest::Granted)
-            };
-            acquire().map_err(backend("acquiring concurrency slots"))
-        })
-        .await
+        self.writer
+            .call(move |connection| {
+                take_slots(connection, &tags, &holder, now, expires)
+                    .map_err(backend("acquiring concurrency slots"))
+            })
+            .await
     }
 
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {
@@ -316,4 +282,49 @@ impl Owners for SqliteStore {
         rows.collect::<Result<_, _>>()
             .map_err(backend("reading cancellation requests"))
     }
+}
+
+/// Takes one slot of each limited tag among `tags` for `holder` until `expires`, or
+/// nothing, on a connection inside a write transaction (a request, or a claim).
+pub(crate) fn take_slots(
+    connection: &rusqlite::Connection,
+    tags: &[String],
+    holder: &str,
+    now: Timestamp,
+    expires: Timestamp,
+) -> rusqlite::Result<SlotRequest> {
+    let mut limited = Vec::new();
+    for tag in tags {
+        let limit: Option<u32> = connection
+            .prepare_cached("SELECT slot_limit FROM concurrency_limits WHERE tag = ?1")?
+            .query_row([tag], |row| row.get(0))
+            .optional()?;
+        let Some(limit) = limit else { continue };
+        if limit == 0 {
+            return Ok(SlotRequest::Zero { tag: tag.clone() });
+        }
+        connection
+            .prepare_cached("DELETE FROM concurrency_slots WHERE tag = ?1 AND expires <= ?2")?
+            .execute(params![tag, now.0])?;
+        let held: u32 = connection
+            .prepare_cached(
+                "SELECT count(*) FROM concurrency_slots WHERE tag = ?1 AND holder != ?2",
+            )?
+            .query_row(params![tag, holder], |row| row.get(0))?;
+        if held >= limit {
+            return Ok(SlotRequest::Full {
+                tag: tag.clone(),
+                limit,
+            });
+        }
+        limited.push(tag);
+    }
+    for tag in limited {
+        connection
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO concurrency_slots (tag, holder, acquired, expires) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![tag, holder, now.0, expires.0])?;
+    }
+    Ok(SlotRequest::Granted)
 }

@@ -24,6 +24,7 @@
 
 mod history;
 mod leases;
+mod queue;
 mod recorder;
 mod results;
 mod rows;

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use std::sync::Arc;
 use weir_core::{CacheKey, FlowRunId, TaskRunId, Timestamp};
 use weir_store::{
-    Cache, CacheEntry, CacheEntryDraft, LogRecord, NewFlowRun, NewTaskRun, Recorder, StateChange,
+    Cache, CacheEntry, CacheEntryDraft, Fence, LogRecord, NewFlowRun, NewTaskRun, StateChange,
     StoreResult,
 };
 
@@ -24,16 +24,47 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Recorder for SqliteStore {
-    fn create_task_run(
+weir_store::delegate_recorder!(SqliteStore, self => self.writes(None));
+weir_store::delegate_recorder!(FencedRecorder, self => self.store.writes(Some(&self.fence)));
+
+/// A recorder whose writes carry a fence ([`weir_store::Queue::fenced`]).
+pub(crate) struct FencedRecorder {
+    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) fence: Fence,
+}
+
+/// The recorder's writes, fenced or not.
+pub(crate) struct Writes<'a> {
+    store: &'a SqliteStore,
+    fence: Option<&'a Fence>,
+}
+
+impl SqliteStore {
+    pub(crate) fn writes<'a>(&'a self, fence: Option<&'a Fence>) -> Writes<'a> {
+        Writes { store: self, fence }
+    }
+}
+
+impl Writes<'_> {
+    /// Queues a write, wrapped in its fence when there is one.
+    fn send(&self, op: WriteOp) -> StoreResult<u64> {
+        match self.fence {
+            None => self.store.writer.send(op),
+            Some(fence) => self.store.writer.send(WriteOp::Fenced {
+                fence: fence.clone(),
+                op: Box::new(op),
+            }),
+        }
+    }
+
+    pub(crate) fn create_task_run(
         &self,
         run: &NewTaskRun,
         states: &[StateChange],
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
-        let result = self.prepare_result(result)?;
-        self.writer.send(WriteOp::CreateTaskRun {
+        let result = self.store.prepare_result(result)?;
+        self.send(WriteOp::CreateTaskRun {
             run: run.clone(),
             input_json: run.input.to_string(),
             tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -43,22 +74,26 @@ impl Recorder for SqliteStore {
         Ok(())
     }
 
-    fn set_task_run_state(&self, id: &TaskRunId, change: &StateChange) -> StoreResult<()> {
-        self.writer.send(WriteOp::SetState {
+    pub(crate) fn set_task_run_state(
+        &self,
+        id: &TaskRunId,
+        change: &StateChange,
+    ) -> StoreResult<()> {
+        self.send(WriteOp::SetState {
             id: id.clone(),
             change: change.clone(),
         })?;
         Ok(())
     }
 
-    fn finish_task_run(
+    pub(crate) fn finish_task_run(
         &self,
         id: &TaskRunId,
         change: &StateChange,
         result: Option<&serde_json::Value>,
         cache: Option<&CacheEntryDraft>,
     ) -> StoreResult<()> {
-        let prepared = self.prepare_result(result)?;
+        let prepared = self.store.prepare_result(result)?;
         let entry = match (cache, &prepared, result) {
             (Some(cache), Some(prepared), Some(result)) => Some((
                 cache.entry(id, &prepared.digest, change.at),
@@ -66,32 +101,37 @@ impl Recorder for SqliteStore {
             )),
             _ => None,
         };
-        let sequence = self.writer.send(WriteOp::FinishTaskRun {
+        let sequence = self.send(WriteOp::FinishTaskRun {
             id: id.clone(),
             change: change.clone(),
             result: prepared,
             cache: cache.cloned(),
         })?;
         if let Some((entry, result)) = entry {
-            self.pending_cache
-                .insert(entry, result, sequence, self.writer.committed());
+            self.store
+                .pending_cache
+                .insert(entry, result, sequence, self.store.writer.committed());
         }
         Ok(())
     }
 
-    fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
+    pub(crate) fn append_logs(&self, id: &TaskRunId, lines: &[LogRecord]) -> StoreResult<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        self.writer.send(WriteOp::AppendLogs {
+        self.send(WriteOp::AppendLogs {
             id: id.clone(),
             lines: lines.to_vec(),
         })?;
         Ok(())
     }
 
-    fn create_flow_run(&self, run: &NewFlowRun, states: &[StateChange]) -> StoreResult<()> {
-        self.writer.send(WriteOp::CreateFlowRun {
+    pub(crate) fn create_flow_run(
+        &self,
+        run: &NewFlowRun,
+        states: &[StateChange],
+    ) -> StoreResult<()> {
+        self.send(WriteOp::CreateFlowRun {
             run: run.clone(),
             parameters_json: run.parameters.to_string(),
             states: states.to_vec(),
@@ -99,14 +139,14 @@ impl Recorder for SqliteStore {
         Ok(())
     }
 
-    fn set_flow_run_state(
+    pub(crate) fn set_flow_run_state(
         &self,
         id: &FlowRunId,
         change: &StateChange,
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
-        let result = self.prepare_result(result)?;
-        self.writer.send(WriteOp::SetFlowRunState {
+        let result = self.store.prepare_result(result)?;
+        self.send(WriteOp::SetFlowRunState {
             id: id.clone(),
             change: change.clone(),
             result,
@@ -114,14 +154,14 @@ impl Recorder for SqliteStore {
         Ok(())
     }
 
-    fn record_node_output(
+    pub(crate) fn record_node_output(
         &self,
         id: &FlowRunId,
         node: &str,
         output: &serde_json::Value,
     ) -> StoreResult<()> {
-        let result = results::prepare(&self.blobs, output)?;
-        self.writer.send(WriteOp::RecordNodeOutput {
+        let result = results::prepare(&self.store.blobs, output)?;
+        self.send(WriteOp::RecordNodeOutput {
             id: id.clone(),
             node: node.to_owned(),
             result,
@@ -129,8 +169,8 @@ impl Recorder for SqliteStore {
         Ok(())
     }
 
-    async fn flush(&self) -> StoreResult<()> {
-        self.writer.flush().await
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        self.store.writer.flush().await
     }
 }
 

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_map_and_node_outputs.sql"),
     include_str!("../migrations/0005_owners_and_cancellation.sql"),
     include_str!("../migrations/0006_change_feed.sql"),
+    include_str!("../migrations/0007_work_queue.sql"),
 ];
 
 /// The schema version this build writes.

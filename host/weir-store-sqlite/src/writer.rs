@@ -13,9 +13,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use weir_core::{FlowRunId, State, TaskRunId};
+use weir_core::{FlowRunId, State, TaskRunId, Timestamp};
 use weir_store::{
-    CacheEntryDraft, EndedRuns, Ending, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
+    CacheEntryDraft, EndedRuns, Ending, Fence, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
     StateChange, StoreError, StoreResult,
 };
 
@@ -67,6 +67,23 @@ pub(crate) enum WriteOp {
         id: FlowRunId,
         node: String,
         result: PreparedResult,
+    },
+    /// A write about a queued run, applied only while its fence holds; the write that
+    /// ends the fenced run also releases its row of the queue.
+    Fenced {
+        fence: Fence,
+        op: Box<WriteOp>,
+    },
+    /// Records a run (`create`, a `CreateTaskRun` or `CreateFlowRun`) and queues it.
+    Enqueue {
+        create: Box<WriteOp>,
+        row: crate::queue::QueueRow,
+        fence: Option<Fence>,
+    },
+    /// Gives a claimed row back to the queue, ready at a time.
+    Requeue {
+        fence: Fence,
+        ready_at: Timestamp,
     },
     /// Ends every unfinished run of a selection; answered once the batch committed.
     EndRuns {
@@ -269,7 +286,7 @@ fn writer_gone() -> StoreError {
 /// Next sequence numbers of the state history and log lines of runs this writer has
 /// seen, so a write does not have to look them up. Forgotten when a run finishes.
 #[derive(Default)]
-struct Sequences {
+pub(crate) struct Sequences {
     states: HashMap<TaskRunId, i64>,
     logs: HashMap<TaskRunId, i64>,
     /// The runs this batch inserted or updated, logged in one row when it commits (see
@@ -327,7 +344,7 @@ impl Sequences {
         )
     }
 
-    fn forget(&mut self, id: &TaskRunId) {
+    pub(crate) fn forget(&mut self, id: &TaskRunId) {
         self.states.remove(id);
         self.logs.remove(id);
     }
@@ -570,16 +587,28 @@ fn end_runs(
             .map_err(backend("finding the runs to end"))
     };
     let (flow_runs, task_runs) = match selection {
-        RunSelection::Owner(owner) => (
-            ids(
-                "SELECT id, attempts FROM flow_runs WHERE owner = ?1 AND ended IS NULL",
-                owner,
-            )?,
-            ids(
-                "SELECT id, attempts FROM task_runs WHERE owner = ?1 AND ended IS NULL",
-                owner,
-            )?,
-        ),
+        RunSelection::Owner(owner) => {
+            // Runs it held from the queue are not ended: their leases run out at once,
+            // and the next worker to claim one records the lost attempt and retries it.
+            transaction
+                .prepare_cached(
+                    "UPDATE work_queue SET lease_expires = 0 WHERE worker = ?1 AND done = 0",
+                )
+                .and_then(|mut statement| statement.execute([owner]))
+                .map_err(backend("giving a stopped worker's runs back to the queue"))?;
+            (
+                ids(
+                    "SELECT id, attempts FROM flow_runs WHERE owner = ?1 AND ended IS NULL
+                       AND id NOT IN (SELECT run_id FROM work_queue)",
+                    owner,
+                )?,
+                ids(
+                    "SELECT id, attempts FROM task_runs WHERE owner = ?1 AND ended IS NULL
+                       AND id NOT IN (SELECT run_id FROM work_queue)",
+                    owner,
+                )?,
+            )
+        }
         RunSelection::FlowRunTree(root) => {
             // The tree's flow runs, breadth first (subflows record their parent).
             let mut tree = vec![root.to_string()];
@@ -607,6 +636,15 @@ fn end_runs(
             (flow_runs, task_runs)
         }
     };
+    if let RunSelection::FlowRunTree(_) = selection {
+        // Ended runs are no longer waiting for a worker.
+        for (id, _) in flow_runs.iter().chain(&task_runs) {
+            transaction
+                .prepare_cached("DELETE FROM work_queue WHERE run_id = ?1")
+                .and_then(|mut statement| statement.execute([id]))
+                .map_err(backend("taking ended runs off the queue"))?;
+        }
+    }
     let mut ended = EndedRuns::default();
     for (id, attempt) in task_runs {
         let id = TaskRunId::from_string(id);
@@ -657,7 +695,11 @@ fn backend(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(action, error)
 }
 
-fn apply(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> StoreResult<()> {
+pub(crate) fn apply(
+    transaction: &Connection,
+    sequences: &mut Sequences,
+    op: WriteOp,
+) -> StoreResult<()> {
     let changed = match &op {
         WriteOp::CreateTaskRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
@@ -827,6 +869,15 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
                 .and_then(|mut statement| statement.execute(params![id.as_str(), node, result.digest]))
                 .map_err(backend("recording a node's output"))?;
             Ok(())
+        }
+        WriteOp::Fenced { fence, op } => {
+            crate::queue::apply_fenced(transaction, sequences, &fence, *op)
+        }
+        WriteOp::Enqueue { create, row, fence } => {
+            crate::queue::apply_enqueue(transaction, sequences, *create, &row, fence.as_ref())
+        }
+        WriteOp::Requeue { fence, ready_at } => {
+            crate::queue::apply_requeue(transaction, &fence, ready_at)
         }
         WriteOp::Call(_) | WriteOp::Ask(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
             unreachable!("handled by commit_batch")

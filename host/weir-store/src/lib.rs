@@ -13,7 +13,9 @@
 //! - [`Cache`]: reusable results by cache key;
 //! - [`Plugins`]: plugin metadata by digest;
 //! - [`Blobs`]: content-addressed bytes (large results, and plugins), readable by digest
-//!   from any machine that shares the store.
+//!   from any machine that shares the store;
+//! - [`Queue`]: runs waiting for workers, the leases workers hold on them, and the
+//!   fences that keep a worker whose lease ran out from overwriting its successor.
 //!
 //! The contract of every backend:
 //! - A recorder's writes are plain `fn`s: they enqueue and return (waiting only when the
@@ -33,9 +35,11 @@
 //! cheapest store call.
 
 mod pending;
+mod queue;
 mod records;
 
 pub use pending::PendingEntries;
+pub use queue::*;
 
 pub use records::*;
 
@@ -66,6 +70,12 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A write about a queued run whose lease this worker no longer holds: another
+    /// worker claimed the run since (or it was finished), and its writes stand.
+    #[error(
+        "the lease on run `{run_id}` (generation {generation}) was lost: another worker took the run over"
+    )]
+    LeaseLost { run_id: String, generation: i64 },
     #[error("the stored result {digest} is missing or unreadable")]
     BrokenResult {
         digest: String,
@@ -267,8 +277,48 @@ pub trait Blobs: Send + Sync {
     async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 
+/// The work queue (see the [`queue`](crate::queue) module's documentation).
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Records the run (its first states) and queues it, in one operation; in order with
+    /// the writes. With a fence (a flow run's driver queueing its task runs), refused
+    /// unless the fence holds.
+    fn enqueue(&self, work: &NewWork, fence: Option<&Fence>) -> StoreResult<()>;
+    /// Claims up to `limit` rows that are ready and not held by a live lease (or whose
+    /// lease ran out), oldest first, skipping rows another worker is claiming, rows the
+    /// offer does not serve, and task runs whose tags' concurrency limits are full (their
+    /// slots are taken by the claim). Each claimed row moves to a new generation, held
+    /// by `offer.worker` until `times.lease_until`, and the run's owner becomes the worker.
+    async fn claim(
+        &self,
+        offer: &WorkerOffer,
+        times: ClaimTimes,
+        limit: usize,
+    ) -> StoreResult<Vec<Claim>>;
+    /// Extends the leases `worker` holds (and the slots of their task runs) to `until`;
+    /// returns the fences it still holds, so that the worker can drop what it lost.
+    async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>>;
+    /// Gives a claimed row back to the queue: claimable again from `ready_at` (a retry's
+    /// delay, or at once when a worker shuts down), its slots freed; in order with the
+    /// writes, refused unless the fence holds.
+    fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()>;
+    /// The finished rows waiting for `parent`, with how their runs ended, removed from
+    /// the queue in the same operation. With a fence (the parent's driver's), refused
+    /// unless it holds.
+    async fn collect(
+        &self,
+        parent: &FlowRunId,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Vec<Finished>>;
+    /// Every row of the queue (done rows too), oldest first, at most `limit`.
+    async fn work(&self, limit: usize) -> StoreResult<Vec<WorkRecord>>;
+    /// A recorder whose writes are fenced: each is applied only while `fence` holds, and
+    /// the one that ends the fenced run (its final state) also releases its row.
+    fn fenced(self: std::sync::Arc<Self>, fence: Fence) -> std::sync::Arc<dyn Recorder>;
+}
+
 /// Every role: what a backend implements, and what the runner and the CLI hold.
-pub trait Store: Recorder + History + Leases + Owners + Cache + Plugins + Blobs {
+pub trait Store: Recorder + History + Leases + Owners + Cache + Plugins + Blobs + Queue {
     /// Where the store is, for messages (a directory, or a URL without its password).
     fn location(&self) -> String;
 }
@@ -352,4 +402,73 @@ pub fn check_blob(digest: &str, bytes: Vec<u8>) -> StoreResult<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Implements [`Recorder`] for `$type` by handing each call to `$target` (an expression
+/// of `$self`), which has inherent methods of the same names and signatures: how a
+/// backend shares one body between its store and its [fenced](Queue::fenced) recorders.
+#[macro_export]
+macro_rules! delegate_recorder {
+    ($type:ty, $self:ident => $target:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Recorder for $type {
+            fn create_task_run(
+                &$self,
+                run: &$crate::NewTaskRun,
+                states: &[$crate::StateChange],
+                result: Option<&serde_json::Value>,
+            ) -> $crate::StoreResult<()> {
+                $target.create_task_run(run, states, result)
+            }
+            fn set_task_run_state(
+                &$self,
+                id: &weir_core::TaskRunId,
+                change: &$crate::StateChange,
+            ) -> $crate::StoreResult<()> {
+                $target.set_task_run_state(id, change)
+            }
+            fn finish_task_run(
+                &$self,
+                id: &weir_core::TaskRunId,
+                change: &$crate::StateChange,
+                result: Option<&serde_json::Value>,
+                cache: Option<&$crate::CacheEntryDraft>,
+            ) -> $crate::StoreResult<()> {
+                $target.finish_task_run(id, change, result, cache)
+            }
+            fn append_logs(
+                &$self,
+                id: &weir_core::TaskRunId,
+                lines: &[$crate::LogRecord],
+            ) -> $crate::StoreResult<()> {
+                $target.append_logs(id, lines)
+            }
+            fn create_flow_run(
+                &$self,
+                run: &$crate::NewFlowRun,
+                states: &[$crate::StateChange],
+            ) -> $crate::StoreResult<()> {
+                $target.create_flow_run(run, states)
+            }
+            fn set_flow_run_state(
+                &$self,
+                id: &weir_core::FlowRunId,
+                change: &$crate::StateChange,
+                result: Option<&serde_json::Value>,
+            ) -> $crate::StoreResult<()> {
+                $target.set_flow_run_state(id, change, result)
+            }
+            fn record_node_output(
+                &$self,
+                id: &weir_core::FlowRunId,
+                node: &str,
+                output: &serde_json::Value,
+            ) -> $crate::StoreResult<()> {
+                $target.record_node_output(id, node, output)
+            }
+            async fn flush(&$self) -> $crate::StoreResult<()> {
+                $target.flush().await
+            }
+        }
+    };
 }

@@ -1,0 +1,24 @@
+-- The work queue: runs waiting for a worker (task runs, flow runs to drive), the lease a
+-- worker holds on each (renewed by heartbeat) and its generation, which every claim moves
+-- on: a write carrying an older generation is refused (fencing). A finished row stays,
+-- `done`, until the flow run that waits for it collects it. Workers claim rows with
+-- FOR UPDATE SKIP LOCKED.
+CREATE TABLE work_queue (
+    run_id              TEXT PRIMARY KEY,
+    kind                TEXT NOT NULL,
+    parent_flow_run_id  TEXT,
+    spec                TEXT NOT NULL,
+    -- Newline-separated, with a newline before and after each: `LIKE '%\ntag\n%'`.
+    tags                TEXT NOT NULL,
+    requirements        TEXT NOT NULL,
+    ready_at            BIGINT NOT NULL,
+    created             BIGINT NOT NULL,
+    generation          BIGINT NOT NULL DEFAULT 0,
+    worker              TEXT,
+    worker_name         TEXT,
+    lease_expires       BIGINT,
+    done                BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX work_queue_claimable ON work_queue (ready_at, created) WHERE NOT done;
+CREATE INDEX work_queue_done_by_parent ON work_queue (parent_flow_run_id) WHERE done;
+CREATE INDEX work_queue_by_worker ON work_queue (worker) WHERE worker IS NOT NULL;

@@ -1,0 +1,370 @@
+//! The work queue on PostgreSQL: workers claim rows with `FOR UPDATE SKIP LOCKED`, so
+//! any number of them claim at once without waiting for each other or taking a row
+//! twice; a fenced write locks its row (`FOR UPDATE`), so a claim passes it by until the
+//! write commits.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio_postgres::types::ToSql;
+use weir_core::{FlowRunId, State, Timestamp};
+use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
+use weir_store::{
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements,
+    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer,
+};
+
+use crate::recorder::FencedRecorder;
+use crate::writer::{Param, WriteOp, text};
+use crate::{PostgresStore, backend};
+
+/// A queue row as the writer inserts it.
+pub(crate) struct QueueRow {
+    run_id: String,
+    kind: WorkKind,
+    parent: Option<String>,
+    spec: String,
+    tags: String,
+    requirements: String,
+    ready_at: Timestamp,
+    created: Timestamp,
+}
+
+impl QueueRow {
+    /// The parameters of the writer's `insert_work`.
+    pub(crate) fn params(&self) -> Vec<Param> {
+        vec![
+            text(&self.run_id),
+            text(self.kind.as_str()),
+            Box::new(self.parent.clone()),
+            text(&self.spec),
+            text(&self.tags),
+            text(&self.requirements),
+            Box::new(self.ready_at.0),
+            Box::new(self.created.0),
+        ]
+    }
+}
+
+const WORK_COLUMNS: &str =
+    "run_id, kind, parent_flow_run_id, tags, requirements, ready_at, created, generation,
+     worker, worker_name, lease_expires, done";
+
+fn work_record(row: &tokio_postgres::Row) -> WorkRecord {
+    WorkRecord {
+        run_id: row.get(0),
+        kind: WorkKind::parse(row.get(1)).unwrap_or(WorkKind::Task),
+        parent: row.get::<_, Option<String>>(2).map(FlowRunId::from_string),
+        tags: tags_from_column(row.get(3)),
+        requirements: Requirements::from_key(row.get(4)),
+        ready_at: Timestamp(row.get(5)),
+        created: Timestamp(row.get(6)),
+        generation: row.get(7),
+        worker: row.get(8),
+        worker_name: row.get(9),
+        lease_expires: row.get::<_, Option<i64>>(10).map(Timestamp),
+        done: row.get(11),
+    }
+}
+
+/// Locks the fence's row at its generation, or says the lease was lost.
+async fn check_fence(
+    transaction: &tokio_postgres::Transaction<'_>,
+    fence: &Fence,
+) -> StoreResult<()> {
+    let held = transaction
+        .query_opt(
+            "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR UPDATE",
+            &[&fence.run_id, &fence.generation],
+        )
+        .await
+        .map_err(backend("checking a lease"))?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost {
+            run_id: fence.run_id.clone(),
+            generation: fence.generation,
+        }),
+    }
+}
+
+#[async_trait]
+impl Queue for PostgresStore {
+    fn enqueue(&self, work: &NewWork, fence: Option<&Fence>) -> StoreResult<()> {
+        let (create, created) = match &work.run {
+            NewWorkRun::Task { run, states } => (
+                WriteOp::CreateTaskRun {
+                    run: run.clone(),
+                    input_json: run.input.to_string(),
+                    tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
+                    states: states.clone(),
+                    result: None,
+                },
+                run.created,
+            ),
+            NewWorkRun::Flow { run, states } => (
+                WriteOp::CreateFlowRun {
+                    run: run.clone(),
+                    parameters_json: run.parameters.to_string(),
+                    states: states.clone(),
+                },
+                run.created,
+            ),
+        };
+        let row = QueueRow {
+            run_id: work.run_id().to_owned(),
+            kind: work.kind(),
+            parent: work.parent().map(|parent| parent.to_string()),
+            spec: work.spec.clone(),
+            tags: tags_column(&work.tags),
+            requirements: work.requirements.key(),
+            ready_at: work.ready_at,
+            created,
+        };
+        self.writer.send(WriteOp::Enqueue {
+            create: Box::new(create),
+            row,
+            fence: fence.cloned(),
+        })?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        offer: &WorkerOffer,
+        times: ClaimTimes,
+        limit: usize,
+    ) -> StoreResult<Vec<Claim>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.connection().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let mut sql = String::from(
+            "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
+             FROM work_queue
+             WHERE NOT done AND ready_at <= $1 AND (worker IS NULL OR lease_expires <= $1)",
+        );
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(times.now.0)];
+        if !offer.tags.is_empty() {
+            let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
+            params.push(Box::new(patterns));
+            sql.push_str(&format!(" AND tags LIKE ANY(${})", params.len()));
+        }
+        if offer.kinds.len() == 1 {
+            params.push(Box::new(offer.kinds[0].as_str().to_owned()));
+            sql.push_str(&format!(" AND kind = ${}", params.len()));
+        }
+        if !offer.unservable.is_empty() {
+            params.push(Box::new(offer.unservable.clone()));
+            sql.push_str(&format!(" AND requirements <> ALL(${})", params.len()));
+        }
+        if !offer.holding.is_empty() {
+            params.push(Box::new(offer.holding.clone()));
+            sql.push_str(&format!(" AND run_id <> ALL(${})", params.len()));
+        }
+        // Some rows may be skipped for full tag limits: look a little further.
+        sql.push_str(&format!(
+            " ORDER BY ready_at, created LIMIT {} FOR UPDATE SKIP LOCKED",
+            limit.saturating_mul(4).max(16)
+        ));
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = transaction
+            .query(&sql, &refs)
+            .await
+            .map_err(backend("claiming queued runs"))?;
+        let mut claimed = Vec::new();
+        for row in rows {
+            if claimed.len() >= limit {
+                break;
+            }
+            let run_id: String = row.get(0);
+            let kind = WorkKind::parse(row.get(1)).unwrap_or(WorkKind::Task);
+            let tags = tags_from_column(row.get(4));
+            if kind == WorkKind::Task && !tags.is_empty() {
+                let slots = crate::leases::take_slots(
+                    &transaction,
+                    &tags,
+                    &run_id,
+                    times.now,
+                    times.lease_until,
+                )
+                .await
+                .map_err(backend("taking the concurrency slots of a claimed run"))?;
+                if slots != SlotRequest::Granted {
+                    continue;
+                }
+            }
+            let worker: Option<String> = row.get(7);
+            let worker_name: Option<String> = row.get(8);
+            claimed.push(Claim {
+                fence: Fence {
+                    run_id: run_id.clone(),
+                    generation: row.get::<_, i64>(6) + 1,
+                },
+                run_id,
+                kind,
+                parent: row.get::<_, Option<String>>(2).map(FlowRunId::from_string),
+                spec: row.get(3),
+                tags,
+                requirements: Requirements::from_key(row.get(5)),
+                lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
+                created: Timestamp(row.get(9)),
+            });
+        }
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        let ids = |kind: WorkKind| -> Vec<&str> {
+            claimed
+                .iter()
+                .filter(|claim| claim.kind == kind)
+                .map(|claim| claim.run_id.as_str())
+                .collect()
+        };
+        let all: Vec<&str> = claimed.iter().map(|claim| claim.run_id.as_str()).collect();
+        transaction
+            .execute(
+                "UPDATE work_queue SET generation = generation + 1, worker = $2, worker_name = $3, lease_expires = $4
+                 WHERE run_id = ANY($1)",
+                &[&all, &offer.worker, &offer.name, &times.lease_until.0],
+            )
+            .await
+            .map_err(backend("claiming queued runs"))?;
+        transaction
+            .execute(
+                "UPDATE task_runs SET owner = $2 WHERE id = ANY($1)",
+                &[&ids(WorkKind::Task), &offer.worker],
+            )
+            .await
+            .map_err(backend("claiming queued runs"))?;
+        transaction
+            .execute(
+                "UPDATE flow_runs SET owner = $2 WHERE id = ANY($1)",
+                &[&ids(WorkKind::Flow), &offer.worker],
+            )
+            .await
+            .map_err(backend("claiming queued runs"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing a claim"))?;
+        Ok(claimed)
+    }
+
+    async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>> {
+        let mut client = self.connection().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        let held = transaction
+            .query(
+                "UPDATE work_queue SET lease_expires = $2 WHERE worker = $1 AND NOT done
+                 RETURNING run_id, generation",
+                &[&worker, &until.0],
+            )
+            .await
+            .map_err(backend("renewing leases"))?;
+        let fences: Vec<Fence> = held
+            .iter()
+            .map(|row| Fence {
+                run_id: row.get(0),
+                generation: row.get(1),
+            })
+            .collect();
+        let ids: Vec<&str> = fences.iter().map(|fence| fence.run_id.as_str()).collect();
+        transaction
+            .execute(
+                "UPDATE concurrency_slots SET expires = $2 WHERE holder = ANY($1)",
+                &[&ids, &until.0],
+            )
+            .await
+            .map_err(backend("renewing leases"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing renewed leases"))?;
+        Ok(fences)
+    }
+
+    fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()> {
+        self.writer.send(WriteOp::Requeue {
+            fence: fence.clone(),
+            ready_at,
+        })?;
+        Ok(())
+    }
+
+    async fn collect(
+        &self,
+        parent: &FlowRunId,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Vec<Finished>> {
+        let mut client = self.read().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        if let Some(fence) = fence {
+            check_fence(&transaction, fence).await?;
+        }
+        let rows = transaction
+            .query(
+                "WITH done AS (
+                     DELETE FROM work_queue WHERE parent_flow_run_id = $1 AND done RETURNING run_id, kind)
+                 SELECT d.run_id, d.kind, coalesce(t.name, f.name), coalesce(t.state, f.state),
+                        coalesce(t.state_message, f.state_message), coalesce(t.result_digest, f.result_digest),
+                        coalesce(t.attempts, f.attempts)
+                 FROM done d
+                 LEFT JOIN task_runs t ON d.kind = 'task' AND t.id = d.run_id
+                 LEFT JOIN flow_runs f ON d.kind = 'flow' AND f.id = d.run_id",
+                &[&parent.as_str()],
+            )
+            .await
+            .map_err(backend("collecting finished runs"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing collected runs"))?;
+        Ok(rows
+            .iter()
+            .map(|row| Finished {
+                run_id: row.get(0),
+                kind: WorkKind::parse(row.get(1)).unwrap_or(WorkKind::Task),
+                name: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                // A run whose record is missing cannot have ended well.
+                state: row
+                    .get::<_, Option<String>>(3)
+                    .and_then(|state| state.parse().ok())
+                    .unwrap_or(State::Crashed),
+                message: row.get(4),
+                result_digest: row.get(5),
+                attempts: row
+                    .get::<_, Option<i32>>(6)
+                    .map_or(0, |attempts| u32::try_from(attempts).unwrap_or(0)),
+            })
+            .collect())
+    }
+
+    async fn work(&self, limit: usize) -> StoreResult<Vec<WorkRecord>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {WORK_COLUMNS} FROM work_queue ORDER BY created, run_id LIMIT $1"),
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(backend("listing the queue"))?;
+        Ok(rows.iter().map(work_record).collect())
+    }
+
+    fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {
+        Arc::new(FencedRecorder { store: self, fence })
+    }
+}
