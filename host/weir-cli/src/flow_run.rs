@@ -35,6 +35,14 @@ pub(crate) struct RunArgs {
     /// Print a JSON object with the flow run's id, name, state, message and output.
     #[arg(long)]
     json: bool,
+    /// Queue the run for workers (`weir worker`) instead of running it here, and print
+    /// its id.
+    #[arg(long, conflicts_with = "resume")]
+    submit: bool,
+    /// With --submit: follow the run to its end (its lines, output and exit code, as if
+    /// it ran here).
+    #[arg(long, requires = "submit")]
+    wait: bool,
 }
 
 fn parameters(flow: &Flow, args: &RunArgs) -> Result<Map<String, Value>, Failure> {
@@ -90,6 +98,12 @@ pub(crate) async fn run(store: &StoreLocation, args: RunArgs) -> Result<u8, Fail
         .concurrency
         .unwrap_or_else(FlowRunner::default_concurrency);
     let runner = Arc::new(FlowRunner::new(tasks.clone(), concurrency));
+    if args.submit {
+        let path = args.flow.as_ref().expect("clap requires a flow file");
+        let flow = Flow::load(path).map_err(Failure::usage)?;
+        let given = parameters(&flow, &args)?;
+        return submit(&runner, &flow, &given, &args).await;
+    }
     let interrupts = crate::interrupt::Interrupts::watch(tasks.clone());
     let started = match (&args.resume, &args.flow) {
         (Some(run), _) => {
@@ -126,6 +140,61 @@ pub(crate) async fn run(store: &StoreLocation, args: RunArgs) -> Result<u8, Fail
         outcome.output.as_ref(),
     );
     Ok(interrupts.exit_code().unwrap_or(code))
+}
+
+/// `weir run --submit [--wait]`: queues the run; with --wait, follows it to its end.
+async fn submit(
+    runner: &Arc<FlowRunner>,
+    flow: &Flow,
+    given: &Map<String, Value>,
+    args: &RunArgs,
+) -> Result<u8, Failure> {
+    let store = runner.tasks().store().clone();
+    // Taken before the run exists: following from here misses nothing of it.
+    let cursor = store.changes_now().await.map_err(Failure::internal)?;
+    let submitted = runner
+        .submit_flow(flow, given)
+        .await
+        .map_err(|error| match error {
+            FlowRunError::Store(_) => Failure::internal(error),
+            _ => Failure::usage(error),
+        })?;
+    let observer = crate::terminal::TerminalObserver::stderr();
+    observer.note(
+        &format!("Flow run '{}'", submitted.name),
+        &format!(
+            "Submitted to the queue of {store_location} ({})",
+            submitted.id,
+            store_location = store.location()
+        ),
+    );
+    if !args.wait {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"id": submitted.id, "name": submitted.name, "state": "Pending"})
+            );
+        } else {
+            println!("{}", submitted.id);
+        }
+        return Ok(0);
+    }
+    let ended = crate::follow::follow_flow_run(store.as_ref(), &submitted.id, cursor, &observer)
+        .await
+        .map_err(Failure::internal)?;
+    let output = match &ended.result_digest {
+        Some(digest) => Some(store.result(digest).await.map_err(Failure::internal)?),
+        None => None,
+    };
+    Ok(crate::report_run(
+        args.json,
+        ended.id.as_str(),
+        &ended.name,
+        ended.state,
+        ended.state_message.as_deref(),
+        ended.attempts,
+        output.as_ref(),
+    ))
 }
 
 #[cfg(test)]
@@ -168,6 +237,8 @@ type = "any"
             concurrency: None,
             secrets_file: None,
             json: false,
+            submit: false,
+            wait: false,
         }
     }
 

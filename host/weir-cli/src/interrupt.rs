@@ -21,6 +21,17 @@ struct Received {
 impl Interrupts {
     /// Starts watching; a signal cancels `runner`'s runs.
     pub(crate) fn watch(runner: Arc<TaskRunner>) -> Self {
+        Self::watch_with("cancelling the run", move |reason| {
+            runner.cancel_all(reason)
+        })
+    }
+
+    /// Starts watching; the first signal calls `on_signal` with a reason (`interrupted
+    /// (SIGTERM)`), saying it is `doing` that.
+    pub(crate) fn watch_with(
+        doing: &'static str,
+        on_signal: impl Fn(&str) + Send + 'static,
+    ) -> Self {
         let received = Arc::new(OnceLock::new());
         let seen = received.clone();
         // Installed before returning, so a signal from now on is caught, not fatal.
@@ -45,10 +56,10 @@ impl Interrupts {
                 }
                 let _ = seen.set(signal);
                 eprintln!(
-                    "{}: cancelling the run (press Ctrl-C again to exit at once)",
+                    "{}: {doing} (press Ctrl-C again to exit at once)",
                     signal.name
                 );
-                runner.cancel_all(&format!("interrupted ({})", signal.name));
+                on_signal(&format!("interrupted ({})", signal.name));
             }
         });
         Interrupts { received, watcher }

@@ -11,6 +11,7 @@
 
 mod cancel;
 mod flow_run;
+mod follow;
 mod inspect;
 mod interrupt;
 mod limits;
@@ -19,6 +20,7 @@ mod runs;
 mod store;
 mod task_run;
 mod terminal;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +45,9 @@ enum Command {
     /// Run tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Claim queued runs from a shared store and run them (`weir run --submit` queues
+    /// them), until SIGTERM or Ctrl-C.
+    Worker(worker::WorkerArgs),
     /// Show a plugin's tasks, their metadata and the plugin's digest.
     Inspect(inspect::InspectArgs),
     /// The run history: list runs, inspect one, print its logs.
@@ -185,6 +190,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => flow_run::run(&store, args).await,
             Command::Task(TaskCommand::Run(args)) => task_run::run(&store, args).await,
+            Command::Worker(args) => worker::run(&store, args).await,
             Command::Inspect(args) => inspect::run(&store, args).await,
             Command::Runs(command) => runs::runs(&store, command).await,
             Command::Cache(command) => runs::cache(&store, command).await,

@@ -48,6 +48,11 @@ impl TerminalObserver {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A line of its own, as the runs' lines are printed.
+    pub(crate) fn note(&self, label: &str, message: &str) {
+        self.print(LogLevel::Info, label, message);
+    }
+
     fn print(&self, level: LogLevel, label: &str, message: &str) {
         let now = SystemClock.now().time_of_day();
         let mut screen = self.screen();
@@ -112,6 +117,10 @@ impl RunObserver for TerminalObserver {
                 ),
             ),
         }
+    }
+
+    fn worker(&self, worker: &str, message: &str) {
+        self.print(LogLevel::Info, &format!("Worker '{worker}'"), message);
     }
 
     fn map_progress(&self, run: &FlowRunLabel, node: &str, finished: usize, total: usize) {

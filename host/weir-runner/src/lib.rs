@@ -36,10 +36,16 @@ mod runner;
 mod secrets;
 mod slots;
 pub mod views;
+mod work;
+mod worker;
 
 pub use cancel::CancelToken;
-pub use flow::{FlowRunError, FlowRunOutcome, FlowRunner};
+pub use flow::{ClaimedFlow, FlowRunError, FlowRunOutcome, FlowRunner, SubmittedRun};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
 pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, live_owner, owner_gone, reap_orphans};
-pub use runner::{FlowRunRef, RunnerError, TaskRequest, TaskRunOutcome, TaskRunner};
+pub use runner::{
+    ClaimedEnd, ClaimedTask, FlowRunRef, HAND_BACK, LEASE_LOST, RunnerError, TaskRequest,
+    TaskRunOutcome, TaskRunner,
+};
 pub use secrets::load_secrets;
+pub use worker::{Worker, WorkerConfig, WorkerSummary, default_name, grants_cover};

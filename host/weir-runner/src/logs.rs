@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use weir_core::{Clock, LogLevel};
 use weir_runtime::LogSink;
-use weir_store::{LogRecord, Store};
+use weir_store::{LogRecord, Recorder};
 
 use crate::observer::{RunLabel, RunObserver};
 
@@ -13,7 +13,7 @@ const FLUSH_EVERY_LINES: usize = 256;
 
 pub(crate) struct RunLog {
     label: RunLabel,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Recorder>,
     clock: Arc<dyn Clock>,
     observer: Arc<dyn RunObserver>,
     pending: Mutex<Vec<LogRecord>>,
@@ -22,7 +22,7 @@ pub(crate) struct RunLog {
 impl RunLog {
     pub(crate) fn new(
         label: RunLabel,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Recorder>,
         clock: Arc<dyn Clock>,
         observer: Arc<dyn RunObserver>,
     ) -> Self {

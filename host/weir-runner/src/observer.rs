@@ -29,6 +29,8 @@ pub trait RunObserver: Send + Sync {
     fn flow_run_state(&self, _run: &FlowRunLabel, _state: State, _message: Option<&str>) {}
     /// A node mapping over `total` elements has `finished` of them done (0 when it starts).
     fn map_progress(&self, _run: &FlowRunLabel, _node: &str, _finished: usize, _total: usize) {}
+    /// What a worker (by name) does: claims it cannot serve, leases lost, stopping.
+    fn worker(&self, _worker: &str, _message: &str) {}
 }
 
 /// Shows nothing; for embedding and benchmarks.

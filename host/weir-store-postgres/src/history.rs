@@ -252,6 +252,23 @@ impl History for PostgresStore {
         results::read(&client, digest).await
     }
 
+    async fn changes_now(&self) -> StoreResult<ChangeCursor> {
+        let client = self.read().await?;
+        // Every transaction from the oldest still running on is yet to be read.
+        let xmin: i64 = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await
+            .map_err(backend("reading the change feed's end"))?
+            .get(0);
+        Ok(ChangeCursor {
+            seq: xmin.saturating_sub(1),
+            after: None,
+        })
+    }
+
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
         let client = self.read().await?;
         // Only transactions older than every one still running: a later poll then never

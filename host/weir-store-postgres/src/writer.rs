@@ -885,7 +885,9 @@ fn plan_without_steps(op: &WriteOp) -> Planned {
 fn changed_run(op: &WriteOp) -> Option<String> {
     match op {
         WriteOp::CreateTaskRun { run, .. } => Some(run.id.to_string()),
-        WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
+        WriteOp::SetState { id, .. }
+        | WriteOp::FinishTaskRun { id, .. }
+        | WriteOp::AppendLogs { id, .. } => Some(id.to_string()),
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
         WriteOp::Fenced { op, .. } | WriteOp::Enqueue { create: op, .. } => changed_run(op),

@@ -242,6 +242,15 @@ impl History for SqliteStore {
         results::read(&connection, &self.blobs, digest)
     }
 
+    async fn changes_now(&self) -> StoreResult<ChangeCursor> {
+        let connection = self.read().await?;
+        let seq: i64 = connection
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM run_changes")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(backend("reading the change feed's end"))?;
+        Ok(ChangeCursor { seq, after: None })
+    }
+
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes> {
         let connection = self.read().await?;
         let (ids, next) = {

@@ -702,7 +702,9 @@ pub(crate) fn apply(
 ) -> StoreResult<()> {
     let changed = match &op {
         WriteOp::CreateTaskRun { run, .. } => Some(run.id.to_string()),
-        WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.to_string()),
+        WriteOp::SetState { id, .. }
+        | WriteOp::FinishTaskRun { id, .. }
+        | WriteOp::AppendLogs { id, .. } => Some(id.to_string()),
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
         _ => None,

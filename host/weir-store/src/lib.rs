@@ -180,6 +180,9 @@ pub trait History: Send + Sync {
     /// of them. A change committed by any process sharing the store shows up exactly
     /// once in the polls that follow it (as the run is then), never before it commits.
     async fn changes(&self, since: &ChangeCursor, limit: usize) -> StoreResult<Changes>;
+    /// A cursor at the feed's end now: polls from it return only later changes (a
+    /// follower starts here rather than reading the whole history).
+    async fn changes_now(&self) -> StoreResult<ChangeCursor>;
 }
 
 /// Tag concurrency limits, and the slots task runs hold under them: leases that hold

@@ -7,11 +7,14 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use weir_core::{HttpGrant, State};
 use weir_flow::NodeKind;
 use weir_flow::reference::{self, Reference, ResolveError, Target};
+use weir_store::Recorder;
 
+use super::queued::Driving;
 use super::{FlowRunner, NodeOutcome, PreparedFlow};
 use crate::cancel::CancelToken;
 use crate::naming::RunNumbers;
@@ -35,6 +38,14 @@ pub(super) struct FlowRunShared {
     pub(super) http_grants: HashMap<String, Vec<HttpGrant>>,
     /// Cancels the flow run; its task runs and subflow runs hold children of it.
     pub(super) cancel: CancelToken,
+    /// Where the flow run's own writes go: the store, or the driver's fence.
+    pub(super) recorder: Arc<dyn Recorder>,
+    /// Driven from the queue: its task runs and subflow runs are queued for workers.
+    pub(super) queue: Option<Arc<Driving>>,
+    /// Bounds the task runs in progress (or, queued, waiting for workers) at once, and
+    /// the share of them one map may hold.
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) map_share: usize,
 }
 
 impl FlowRunShared {
@@ -190,10 +201,12 @@ pub(super) async fn execute_graph(
         };
         // An output that cannot be recorded (a full disk) fails the node: going on would
         // lose it for a resume.
-        let store = shared.runner.tasks.store();
         let outcome = match outcome {
             NodeOutcome::Completed(value) => {
-                match store.record_node_output(&shared.flow_run.id, &node_id, &value) {
+                match shared
+                    .recorder
+                    .record_node_output(&shared.flow_run.id, &node_id, &value)
+                {
                     Ok(()) => NodeOutcome::Completed(value),
                     Err(error) => NodeOutcome::Failed {
                         state: State::Crashed,
@@ -266,7 +279,12 @@ fn record_not_ready(shared: &FlowRunShared, node_id: &str, cause: &str) {
     } = &node.kind
     {
         let request = shared.request(node_id, plugin, task, input.clone(), None);
-        if let Err(error) = shared.runner.tasks.record_not_ready(&request, cause) {
+        let recorded =
+            shared
+                .runner
+                .tasks
+                .record_not_ready_in(shared.recorder.as_ref(), &request, cause);
+        if let Err(error) = recorded {
             tracing::error!(
                 "could not record node `{node_id}` as NotReady: {}",
                 weir_core::describe_error(&error)
@@ -335,6 +353,11 @@ async fn run_node(
                 Ok(parameters) => parameters,
                 Err(error) => return failed(error.to_string()),
             };
+            if let Some(queue) = &shared.queue {
+                return queue
+                    .run_subflow(shared, node_id, &prepared, parameters)
+                    .await;
+            }
             let parent = Some((shared.flow_run.id.clone(), node_id.to_owned()));
             let unfinished = shared
                 .resumed_subflows
@@ -383,7 +406,6 @@ async fn run_task(
 async fn run_request(shared: &Arc<FlowRunShared>, request: TaskRequest) -> NodeOutcome {
     // The semaphore is never closed, so acquiring only waits.
     let _permit = shared
-        .runner
         .permits
         .clone()
         .acquire_owned()
@@ -397,6 +419,9 @@ pub(super) async fn execute_request(
     shared: &Arc<FlowRunShared>,
     request: TaskRequest,
 ) -> NodeOutcome {
+    if let Some(queue) = &shared.queue {
+        return queue.run_task(request).await;
+    }
     match shared.runner.tasks.run_task(request).await {
         Ok(outcome) => NodeOutcome::of_run(
             "task run",

@@ -49,7 +49,7 @@ pub(super) async fn run_map(
         }
     };
     let mut elements = JoinSet::new();
-    let share = Arc::new(Semaphore::new(shared.runner.map_share));
+    let share = Arc::new(Semaphore::new(shared.map_share));
     for (index, element) in inputs.into_iter().enumerate() {
         // An element completed before a resume is not run again.
         let reused = shared
@@ -66,7 +66,7 @@ pub(super) async fn run_map(
         // permits. A cancelled run spawns no more elements.
         let shares = async {
             let share = share.clone().acquire_owned().await;
-            let permit = shared.runner.permits.clone().acquire_owned().await;
+            let permit = shared.permits.clone().acquire_owned().await;
             (share, permit)
         };
         let permits = tokio::select! {

@@ -12,13 +12,16 @@ use tokio::sync::Semaphore;
 use weir_core::{FlowRunId, State, format_duration};
 use weir_flow::{Flow, FlowError, FlowOutput, Node, flow_run_name};
 use weir_runtime::Plugin;
-use weir_store::{NewFlowRun, StateChange, StoreError, TaskRunFilter};
+use weir_store::{NewFlowRun, Recorder, StateChange, StoreError, TaskRunFilter};
 
 mod grants;
 mod graph;
 mod map;
 mod prepare;
+mod queued;
 mod resume;
+
+pub use queued::{ClaimedFlow, SubmittedRun};
 
 use grants::resolve_http_grants;
 use graph::{FlowRunShared, execute_graph};
@@ -79,6 +82,9 @@ struct Resumed {
     elements: HashMap<(String, u32), Value>,
     /// Subflow runs that did not complete, by node: continued rather than run anew.
     subflows: HashMap<String, weir_store::FlowRunRecord>,
+    /// Driven from the queue: runs still queued or running on workers, by node and
+    /// element, waited for instead of queued again.
+    in_flight: HashMap<(String, Option<u32>), String>,
 }
 
 /// How one node ended.
@@ -123,6 +129,8 @@ pub struct FlowRunner {
     /// spinning tasks, say) never starves the other nodes of its flow.
     map_share: usize,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
+    /// Plugins fetched from the store by digest (a worker's), compiled once.
+    fetched: Mutex<HashMap<String, Plugin>>,
 }
 
 /// Three quarters of the permits for one map's elements; all of them below 4, where a
@@ -146,6 +154,7 @@ impl FlowRunner {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             map_share: map_share(concurrency),
             plugins: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -167,7 +176,9 @@ impl FlowRunner {
         flow: &Flow,
         parameters: &Map<String, Value>,
     ) -> Result<FlowRunOutcome, FlowRunError> {
-        let prepared = self.prepare(flow.clone(), Vec::new()).await?;
+        let prepared = self
+            .prepare(flow.clone(), Vec::new(), &prepare::Source::Files)
+            .await?;
         let parameters = prepared.flow.bind_parameters(parameters)?;
         let cancel = self.tasks.cancel_token();
         self.run_prepared(prepared, parameters, None, cancel).await
@@ -233,12 +244,15 @@ impl FlowRunner {
                 Resumed::default(),
                 1,
                 cancel,
+                None,
             )
             .await
         })
     }
 
-    /// Runs the graph (and the flow's retries) of a recorded flow run to its final state.
+    /// Runs the graph (and the flow's retries) of a recorded flow run to its final state;
+    /// with `queue`, as a driver whose task runs and subflow runs go to workers.
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         self: &Arc<Self>,
         prepared: Arc<PreparedFlow>,
@@ -247,9 +261,14 @@ impl FlowRunner {
         resumed: Resumed,
         first_attempt: u32,
         cancel: CancelToken,
+        queue: Option<Arc<queued::Driving>>,
     ) -> Result<FlowRunOutcome, FlowRunError> {
         let flow = &prepared.flow;
-        let store = self.tasks.store().clone();
+        let recorder: Arc<dyn Recorder> = match &queue {
+            Some(queue) => queue.recorder.clone(),
+            None => self.tasks.store().clone(),
+        };
+        let store = recorder.clone();
         let clock = self.tasks.clock().clone();
         let observer = self.tasks.observer().clone();
         let change = |state, message: Option<String>, attempt| StateChange {
@@ -261,8 +280,25 @@ impl FlowRunner {
         let http_grants = match resolve_http_grants(flow, &parameters) {
             Ok(grants) => grants,
             Err(message) => {
-                return self.finish(label, State::Failed, Some(message), None, first_attempt);
+                return self.finish(
+                    recorder.as_ref(),
+                    label,
+                    State::Failed,
+                    Some(message),
+                    None,
+                    first_attempt,
+                );
             }
+        };
+        let (permits, map_share) = match &queue {
+            Some(queue) => {
+                queue.expect(resumed.in_flight);
+                (
+                    Arc::new(Semaphore::new(queued::IN_FLIGHT)),
+                    map_share(queued::IN_FLIGHT),
+                )
+            }
+            None => (self.permits.clone(), self.map_share),
         };
         let shared = Arc::new(FlowRunShared {
             http_grants,
@@ -279,6 +315,10 @@ impl FlowRunner {
             resumed_subflows: Mutex::new(resumed.subflows),
             label: label.clone(),
             cancel: cancel.clone(),
+            recorder: recorder.clone(),
+            queue: queue.clone(),
+            permits,
+            map_share,
         });
         // Nodes that completed keep their values across flow retries (and resumes).
         let mut completed: HashMap<String, Value> = resumed.nodes;
@@ -307,15 +347,34 @@ impl FlowRunner {
             };
             // A cancelled run ends Cancelled whatever its nodes did, and does not retry.
             if let Some(reason) = cancel.reason() {
+                if let Some(queue) = &queue
+                    && let Some(outcome) = self.claim_cancelled(queue, &label, &reason, attempt)
+                {
+                    return outcome;
+                }
                 let message = format!("cancelled: {reason}");
-                return self.finish(label, State::Cancelled, Some(message), None, attempt);
+                return self.finish(
+                    recorder.as_ref(),
+                    label,
+                    State::Cancelled,
+                    Some(message),
+                    None,
+                    attempt,
+                );
             }
             let Some((state, cause)) = failure else {
                 let output = flow_output(flow, &completed);
-                return self.finish(label, State::Completed, None, output, attempt);
+                return self.finish(
+                    recorder.as_ref(),
+                    label,
+                    State::Completed,
+                    None,
+                    output,
+                    attempt,
+                );
             };
             if attempt - first_attempt >= flow.retries {
-                return self.finish(label, state, Some(cause), None, attempt);
+                return self.finish(recorder.as_ref(), label, state, Some(cause), None, attempt);
             }
             let note = format!(
                 "attempt {attempt} ended {state}: {cause}; retry {attempt}/{} in {}",
@@ -344,6 +403,7 @@ impl FlowRunner {
     /// the outcome.
     fn finish(
         &self,
+        recorder: &dyn Recorder,
         label: FlowRunLabel,
         state: State,
         message: Option<String>,
@@ -356,9 +416,7 @@ impl FlowRunner {
             attempt: attempts,
             at: self.tasks.clock().now(),
         };
-        self.tasks
-            .store()
-            .set_flow_run_state(&label.id, &change, output.as_ref())?;
+        recorder.set_flow_run_state(&label.id, &change, output.as_ref())?;
         self.tasks
             .observer()
             .flow_run_state(&label, state, message.as_deref());

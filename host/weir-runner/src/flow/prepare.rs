@@ -9,25 +9,54 @@ use weir_core::Need;
 use weir_flow::{Flow, NodeKind};
 
 use super::{BoxFuture, FlowRunError, FlowRunner, PreparedFlow};
+use crate::work::FlowBundle;
+
+/// Where a flow's files and plugins come from.
+pub(super) enum Source<'a> {
+    /// Paths on this machine.
+    Files,
+    /// A submitted flow's bundle: flow files by path, plugins by digest from the store.
+    Bundle(&'a FlowBundle),
+}
+
+impl Source<'_> {
+    fn subflow(&self, path: &std::path::Path) -> Result<Flow, weir_flow::FlowError> {
+        match self {
+            Source::Files => Flow::load(path),
+            Source::Bundle(bundle) => {
+                let key = path.display().to_string();
+                let text = bundle.flows.get(&key).ok_or_else(|| weir_flow::FlowError {
+                    origin: key.clone(),
+                    node: None,
+                    field: None,
+                    message: "the submitted run's bundle has no such flow file".into(),
+                })?;
+                Flow::from_toml(text, path)
+            }
+        }
+    }
+}
 
 impl FlowRunner {
-    pub(super) fn prepare(
-        self: &Arc<Self>,
+    pub(super) fn prepare<'a>(
+        self: &'a Arc<Self>,
         flow: Flow,
         mut stack: Vec<PathBuf>,
-    ) -> BoxFuture<'_, Result<Arc<PreparedFlow>, FlowRunError>> {
+        source: &'a Source<'a>,
+    ) -> BoxFuture<'a, Result<Arc<PreparedFlow>, FlowRunError>> {
         Box::pin(async move {
             let order = flow.validate()?;
             let mut plugins = HashMap::new();
             for (alias, path) in &flow.plugins {
-                let plugin =
-                    self.load_plugin(path)
-                        .await
-                        .map_err(|source| FlowRunError::Plugin {
-                            origin: flow.origin(),
-                            alias: alias.clone(),
-                            source,
-                        })?;
+                let loaded = match source {
+                    Source::Files => self.load_plugin(path).await,
+                    Source::Bundle(bundle) => self.fetch_plugin(bundle, path).await,
+                };
+                let plugin = loaded.map_err(|source| FlowRunError::Plugin {
+                    origin: flow.origin(),
+                    alias: alias.clone(),
+                    source,
+                })?;
                 plugins.insert(alias.clone(), plugin);
             }
             if let Some(source) = &flow.source {
@@ -102,10 +131,10 @@ impl FlowRunner {
                                 )
                                 .into());
                         }
-                        let subflow = Flow::load(path).map_err(|error| {
+                        let subflow = source.subflow(path).map_err(|error| {
                             flow.error(Some(&node.id), Some("flow"), error.to_string())
                         })?;
-                        let prepared = self.prepare(subflow, stack.clone()).await?;
+                        let prepared = self.prepare(subflow, stack.clone(), source).await?;
                         subflows.insert(node.id.clone(), prepared);
                     }
                 }

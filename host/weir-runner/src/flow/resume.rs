@@ -8,6 +8,7 @@ use weir_core::{FlowRunId, State};
 use weir_flow::{Flow, FlowError};
 use weir_store::{FlowRunFilter, StateChange, TaskRunFilter};
 
+use super::prepare::Source;
 use super::{BoxFuture, FlowRunError, FlowRunOutcome, FlowRunner, PreparedFlow, Resumed};
 use crate::cancel::CancelToken;
 use crate::observer::FlowRunLabel;
@@ -55,7 +56,7 @@ impl FlowRunner {
             refuse("it was not started from a flow file, so it cannot be resumed".into())
         })?;
         let flow = Flow::load(std::path::Path::new(&source))?;
-        let prepared = self.prepare(flow, Vec::new()).await?;
+        let prepared = self.prepare(flow, Vec::new(), &Source::Files).await?;
         let cancel = self.tasks.cancel_token();
         self.resume_prepared(record, prepared, cancel).await
     }
@@ -81,7 +82,7 @@ impl FlowRunner {
                 .into());
             };
             let parameters = prepared.flow.bind_parameters(&given)?;
-            let resumed = self.what_was_done(id).await?;
+            let resumed = self.what_was_done(id, false).await?;
             let label = FlowRunLabel {
                 id: record.id.clone(),
                 name: record.name.clone(),
@@ -103,7 +104,7 @@ impl FlowRunner {
                 },
                 None,
             )?;
-            self.drive(prepared, parameters, label, resumed, attempt, cancel)
+            self.drive(prepared, parameters, label, resumed, attempt, cancel, None)
                 .await
         })
     }
@@ -111,7 +112,13 @@ impl FlowRunner {
     /// What a flow run finished before it stopped: node outputs, completed map elements
     /// and task runs, and its subflow runs. Its unfinished task runs are recorded Crashed
     /// (they will run again).
-    async fn what_was_done(&self, id: &FlowRunId) -> Result<Resumed, FlowRunError> {
+    /// Driven from the queue (`queued`), its unfinished runs are still queued or running
+    /// on workers: they are waited for, not crashed and run again.
+    pub(super) async fn what_was_done(
+        &self,
+        id: &FlowRunId,
+        queued: bool,
+    ) -> Result<Resumed, FlowRunError> {
         let store = self.tasks.store();
         let mut resumed = Resumed::default();
         for (node, output) in store.node_outputs(id).await? {
@@ -138,6 +145,11 @@ impl FlowRunner {
                 (Some(node), None, true, Some(digest)) if !resumed.nodes.contains_key(node) => {
                     let output = store.result(digest).await?;
                     resumed.nodes.insert(node.clone(), output);
+                }
+                (Some(node), index, false, _) if queued && !run.state.is_final() => {
+                    resumed
+                        .in_flight
+                        .insert((node.clone(), index), run.id.to_string());
                 }
                 _ if !run.state.is_final() => {
                     // Its process died while it ran; it will run again.
@@ -173,6 +185,8 @@ impl FlowRunner {
                     None => Value::Null,
                 };
                 resumed.nodes.insert(node, output);
+            } else if queued && !child.state.is_final() {
+                resumed.in_flight.insert((node, None), child.id.to_string());
             } else {
                 resumed.subflows.insert(node, child);
             }

@@ -8,7 +8,13 @@ use weir_core::{
     TaskOverrides, TaskRunId, format_duration,
 };
 use weir_runtime::{AttemptOutcome, AttemptSpec, LoadError, Plugin, Runtime};
-use weir_store::{CacheEntryDraft, NewTaskRun, PluginRecord, StateChange, Store, StoreError};
+use weir_store::{
+    CacheEntryDraft, Fence, NewTaskRun, PluginRecord, Recorder, StateChange, Store, StoreError,
+};
+
+mod queued;
+
+pub use queued::{ClaimedEnd, ClaimedTask, HAND_BACK, LEASE_LOST};
 
 use crate::cancel::CancelToken;
 use crate::logs::RunLog;
@@ -287,6 +293,16 @@ impl TaskRunner {
         request: &TaskRequest,
         reason: &str,
     ) -> Result<TaskRunOutcome, RunnerError> {
+        self.record_not_ready_in(self.store.as_ref(), request, reason)
+    }
+
+    /// [`record_not_ready`](Self::record_not_ready) through `recorder` (a driver's fence).
+    pub(crate) fn record_not_ready_in(
+        &self,
+        recorder: &dyn Recorder,
+        request: &TaskRequest,
+        reason: &str,
+    ) -> Result<TaskRunOutcome, RunnerError> {
         let info = self.task_info(request)?;
         let name = self.run_name(request, &info);
         let id = TaskRunId::generate();
@@ -305,7 +321,7 @@ impl TaskRunner {
             attempt: 0,
             at: now,
         };
-        self.store.create_task_run(
+        recorder.create_task_run(
             &NewTaskRun {
                 id: id.clone(),
                 name: name.clone(),
@@ -460,9 +476,10 @@ impl TaskRunner {
             .unwrap_or_else(|| self.cancel_token());
         let _active = self.activate(label.id.as_str(), &cancel);
         self.observer.task_run_created(&label);
+        let recorder: Arc<dyn Recorder> = self.store.clone();
         let log = Arc::new(RunLog::new(
             label.clone(),
-            self.store.clone(),
+            recorder.clone(),
             self.clock.clone(),
             self.observer.clone(),
         ));
@@ -478,6 +495,8 @@ impl TaskRunner {
             new_run,
             created: AtomicBool::new(false),
             attempt: AtomicU32::new(0),
+            recorder,
+            claim: None,
         };
         tokio::select! {
             biased;
@@ -498,6 +517,15 @@ fn describe_json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// How one attempt ended, for the run.
+enum AttemptEnd {
+    Completed(serde_json::Value),
+    /// Failed and not to be retried, with why.
+    Fatal(String),
+    /// Failed, TimedOut or Crashed: retried while retries are left.
+    Retriable(State, String),
+}
+
 /// One task run in progress.
 struct Execution<'a> {
     runner: &'a TaskRunner,
@@ -515,6 +543,11 @@ struct Execution<'a> {
     /// cancellation needs to record the run's end.
     created: AtomicBool,
     attempt: AtomicU32,
+    /// Where its writes go: the store, or a fenced recorder for a run claimed from the
+    /// queue (refused once another worker took the run over).
+    recorder: Arc<dyn Recorder>,
+    /// Claimed from the queue: its fence, for a requeue.
+    claim: Option<Fence>,
 }
 
 impl Execution<'_> {
@@ -570,9 +603,7 @@ impl Execution<'_> {
 
     fn set_state(&self, change: StateChange) -> Result<(), RunnerError> {
         self.log.flush();
-        self.runner
-            .store
-            .set_task_run_state(&self.label.id, &change)?;
+        self.recorder.set_task_run_state(&self.label.id, &change)?;
         self.runner
             .observer
             .task_run_state(&self.label, change.state, change.message.as_deref());
@@ -586,8 +617,7 @@ impl Execution<'_> {
         output: Option<&serde_json::Value>,
     ) -> Result<(), RunnerError> {
         self.log.flush();
-        self.runner
-            .store
+        self.recorder
             .create_task_run(&self.new_run, states, output)?;
         self.created.store(true, Ordering::SeqCst);
         Ok(())
@@ -619,8 +649,7 @@ impl Execution<'_> {
         cache: Option<&CacheEntryDraft>,
     ) -> Result<TaskRunOutcome, RunnerError> {
         self.log.flush();
-        self.runner
-            .store
+        self.recorder
             .finish_task_run(&self.label.id, &change, output.as_ref(), cache)?;
         self.runner
             .observer
@@ -681,6 +710,35 @@ impl Execution<'_> {
                         None
                     }
                 }
+            }
+        }
+    }
+
+    /// How an attempt's outcome ends it, with the message its state records.
+    fn attempt_end(&self, outcome: AttemptOutcome) -> AttemptEnd {
+        match outcome {
+            AttemptOutcome::Completed { output } => AttemptEnd::Completed(output),
+            AttemptOutcome::Failed {
+                retriable: false,
+                message,
+            } => AttemptEnd::Fatal(format!("fatal error, not retried: {message}")),
+            AttemptOutcome::Failed {
+                retriable: true,
+                message,
+            } => AttemptEnd::Retriable(State::Failed, message),
+            AttemptOutcome::TimedOut { after } => AttemptEnd::Retriable(
+                State::TimedOut,
+                format!(
+                    "timed out: the attempt exceeded its timeout of {} (stopped after {})",
+                    self.settings
+                        .timeout
+                        .map(format_duration)
+                        .unwrap_or_default(),
+                    format_duration(Duration::from_millis(after.as_millis() as u64))
+                ),
+            ),
+            AttemptOutcome::Crashed { message, .. } => {
+                AttemptEnd::Retriable(State::Crashed, message)
             }
         }
     }
@@ -766,41 +824,22 @@ impl Execution<'_> {
                 .runtime
                 .run_attempt(&self.request.plugin, self.attempt_spec(attempt))
                 .await;
-            let (final_state, message) = match outcome {
-                AttemptOutcome::Completed { output } => {
+            let (final_state, message) = match self.attempt_end(outcome) {
+                AttemptEnd::Completed(output) => {
                     return self.finish(
                         self.change(State::Completed, None, attempt),
                         Some(output),
                         cache_draft.as_ref(),
                     );
                 }
-                AttemptOutcome::Failed {
-                    retriable: false,
-                    message,
-                } => {
-                    let message = format!("fatal error, not retried: {message}");
+                AttemptEnd::Fatal(message) => {
                     return self.finish(
                         self.change(State::Failed, Some(message), attempt),
                         None,
                         None,
                     );
                 }
-                AttemptOutcome::Failed {
-                    retriable: true,
-                    message,
-                } => (State::Failed, message),
-                AttemptOutcome::TimedOut { after } => (
-                    State::TimedOut,
-                    format!(
-                        "timed out: the attempt exceeded its timeout of {} (stopped after {})",
-                        self.settings
-                            .timeout
-                            .map(format_duration)
-                            .unwrap_or_default(),
-                        format_duration(Duration::from_millis(after.as_millis() as u64))
-                    ),
-                ),
-                AttemptOutcome::Crashed { message, .. } => (State::Crashed, message),
+                AttemptEnd::Retriable(state, message) => (state, message),
             };
             if attempt > retries {
                 let message = if retries > 0 {

@@ -1,0 +1,135 @@
+//! Following runs from the store, wherever they run: the lines a run in this process
+//! would print (task runs created, their states, their logs), read from the change feed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use weir_core::{FlowRunId, State, TaskRunId};
+use weir_runner::{FlowRunLabel, RunLabel, RunObserver};
+use weir_store::{ChangeCursor, FlowRunRecord, Store, StoreResult, TaskRunRecord};
+
+/// How often the feed is read when nothing changed.
+const POLL: Duration = Duration::from_millis(100);
+/// Changes read per poll.
+const PAGE: usize = 1000;
+
+/// What has been shown of a run so far.
+struct Shown {
+    state: State,
+    logs: usize,
+}
+
+/// Follows a flow run and its subflow runs until the flow run ends, printing what
+/// happens to `observer`; returns the flow run as it ended. `cursor` is where the feed
+/// is read from (taken before anything of the run was shown, so nothing is missed).
+pub(crate) async fn follow_flow_run(
+    store: &dyn Store,
+    id: &FlowRunId,
+    mut cursor: ChangeCursor,
+    observer: &dyn RunObserver,
+) -> StoreResult<FlowRunRecord> {
+    let mut tree: HashSet<FlowRunId> = HashSet::from([id.clone()]);
+    let mut flows: HashMap<FlowRunId, State> = HashMap::new();
+    let mut tasks: HashMap<TaskRunId, Shown> = HashMap::new();
+    loop {
+        // The run's end is read before the feed: every change made before it ended is
+        // then in the page read after.
+        let ended = store
+            .flow_run(id)
+            .await?
+            .filter(|record| record.state.is_final());
+        loop {
+            let changes = store.changes(&cursor, PAGE).await?;
+            cursor = changes.next.clone();
+            let full = changes.flow_runs.len() + changes.task_runs.len() >= PAGE;
+            // Flow runs first (their task runs are shown under them), their ends last.
+            let mut ends = Vec::new();
+            for flow in changes.flow_runs {
+                let in_tree = tree.contains(&flow.id)
+                    || flow
+                        .parent_flow_run_id
+                        .as_ref()
+                        .is_some_and(|parent| tree.contains(parent));
+                if !in_tree {
+                    continue;
+                }
+                tree.insert(flow.id.clone());
+                if flow.state.is_final() {
+                    ends.push(flow);
+                } else {
+                    show_flow_run(observer, &mut flows, &flow);
+                }
+            }
+            for task in changes.task_runs {
+                if task
+                    .flow_run_id
+                    .as_ref()
+                    .is_some_and(|flow| tree.contains(flow))
+                {
+                    show_task_run(store, observer, &mut tasks, &task).await?;
+                }
+            }
+            for flow in ends {
+                show_flow_run(observer, &mut flows, &flow);
+            }
+            if !full {
+                break;
+            }
+        }
+        if let Some(record) = ended {
+            return Ok(record);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn show_flow_run(
+    observer: &dyn RunObserver,
+    flows: &mut HashMap<FlowRunId, State>,
+    flow: &FlowRunRecord,
+) {
+    let label = FlowRunLabel {
+        id: flow.id.clone(),
+        name: flow.name.clone(),
+        flow: flow.flow.clone(),
+    };
+    let previous = flows.insert(flow.id.clone(), flow.state);
+    if previous.is_none() {
+        observer.flow_run_created(&label);
+    }
+    if previous != Some(flow.state) {
+        observer.flow_run_state(&label, flow.state, flow.state_message.as_deref());
+    }
+}
+
+async fn show_task_run(
+    store: &dyn Store,
+    observer: &dyn RunObserver,
+    tasks: &mut HashMap<TaskRunId, Shown>,
+    task: &TaskRunRecord,
+) -> StoreResult<()> {
+    let label = RunLabel {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        task: task.task.clone(),
+        flow_run_id: task.flow_run_id.clone(),
+        node: task.node.clone(),
+        map_index: task.map_index,
+    };
+    let shown = tasks.entry(task.id.clone()).or_insert_with(|| {
+        observer.task_run_created(&label);
+        Shown {
+            state: State::Pending,
+            logs: 0,
+        }
+    });
+    let logs = store.logs(&task.id).await?;
+    for line in logs.iter().skip(shown.logs) {
+        observer.task_run_log(&label, line.level, &line.message);
+    }
+    shown.logs = shown.logs.max(logs.len());
+    if shown.state != task.state {
+        shown.state = task.state;
+        observer.task_run_state(&label, task.state, task.state_message.as_deref());
+    }
+    Ok(())
+}

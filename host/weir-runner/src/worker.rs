@@ -1,0 +1,493 @@
+//! A worker: claims queued runs from the store and runs them, on any machine that shares
+//! it. Task runs get one attempt per claim; flow runs are driven (their task runs queued
+//! for every worker). Its leases are renewed while it lives; a run whose lease it lost is
+//! dropped (another worker has it). It stops claiming when asked to stop, lets what it
+//! holds finish for a grace period, and gives the rest back to the queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use weir_core::{Grants, Timestamp};
+use weir_store::{Claim, ClaimTimes, Fence, Requirements, WorkKind, WorkerOffer};
+
+use crate::cancel::CancelToken;
+use crate::flow::{ClaimedFlow, FlowRunner};
+use crate::runner::{ClaimedEnd, ClaimedTask, FlowRunRef, HAND_BACK, LEASE_LOST, TaskRunner};
+use crate::work::TaskSpec;
+
+/// How a worker works.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How it is named in messages and in the runs it holds (`w-host-1234`).
+    pub name: String,
+    /// Task runs it runs at once.
+    pub concurrency: usize,
+    /// When not empty, it claims only runs with one of these tags.
+    pub tags: Vec<String>,
+    /// The most it grants: runs needing a directory, variable or HTTP host beyond these
+    /// are left to other workers.
+    pub ceilings: Grants,
+    /// How long a claim holds without a renewal: a dead worker's runs are taken over
+    /// after this.
+    pub lease: Duration,
+    /// Whether it drives flow runs (else it only runs task runs).
+    pub drives_flows: bool,
+}
+
+impl WorkerConfig {
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+    /// A worker named after this machine and process.
+    pub fn named_after_this_process(concurrency: usize) -> Self {
+        WorkerConfig {
+            name: default_name(),
+            concurrency: concurrency.max(1),
+            tags: Vec::new(),
+            ceilings: Grants::default(),
+            lease: Self::DEFAULT_LEASE,
+            drives_flows: true,
+        }
+    }
+}
+
+/// `w-HOST-PID`.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("w-{host}-{}", std::process::id())
+}
+
+/// The most flow runs one worker drives at once: a driver holds little (its graph and a
+/// future per queued run), so this is well above the task concurrency.
+const MAX_DRIVEN: usize = 256;
+/// How often an idle worker looks for work.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// The longest wait between claims while the store cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Requirement sets remembered as not servable here (then skipped by the claim query).
+const MAX_UNSERVABLE: usize = 256;
+
+/// What a worker did, when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub task_claims: u64,
+    pub flow_claims: u64,
+    pub handed_back: u64,
+    pub leases_lost: u64,
+}
+
+/// A run this worker holds.
+struct Held {
+    fence: Fence,
+    kind: WorkKind,
+    cancel: CancelToken,
+}
+
+#[derive(Default)]
+struct State {
+    held: HashMap<String, Held>,
+    unservable: Vec<String>,
+    summary: WorkerSummary,
+}
+
+/// A worker over a flow runner (and its task runner and store).
+pub struct Worker {
+    flows: Arc<FlowRunner>,
+    config: WorkerConfig,
+    state: Mutex<State>,
+    /// A held run ended: there is room to claim.
+    freed: Notify,
+}
+
+impl Worker {
+    pub fn new(flows: Arc<FlowRunner>, config: WorkerConfig) -> Arc<Self> {
+        Arc::new(Worker {
+            flows,
+            config,
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+        })
+    }
+
+    fn tasks(&self) -> &Arc<TaskRunner> {
+        self.flows.tasks()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn say(&self, message: &str) {
+        self.tasks().observer().worker(&self.config.name, message);
+    }
+
+    /// Claims and runs work until `stop` is cancelled; then lets what it holds finish for
+    /// up to `grace`, gives back the rest, and returns.
+    pub async fn run(
+        self: &Arc<Self>,
+        stop: CancelToken,
+        grace: Duration,
+    ) -> Result<WorkerSummary, weir_store::StoreError> {
+        let tasks = self.tasks().clone();
+        tasks.ensure_owner().await?;
+        let store = tasks.store().clone();
+        let renewer = tokio::spawn(self.clone().renew_leases());
+        let mut backoff = IDLE_POLL;
+        let mut running = tokio::task::JoinSet::new();
+        while !stop.is_cancelled() {
+            while running.try_join_next().is_some() {}
+            let (free_tasks, free_flows, offer) = self.offer();
+            let kinds_wanted = free_tasks > 0 || free_flows > 0;
+            let mut claimed = Vec::new();
+            if kinds_wanted {
+                let now = tasks.clock().now();
+                let times = ClaimTimes {
+                    now,
+                    lease_until: now.saturating_add(self.config.lease),
+                };
+                match store.claim(&offer, times, free_tasks.max(free_flows)).await {
+                    Ok(claims) => {
+                        backoff = IDLE_POLL;
+                        claimed = claims;
+                    }
+                    Err(error) => {
+                        self.say(&format!(
+                            "could not claim work, trying again in {} ms: {}",
+                            backoff.as_millis(),
+                            error.describe()
+                        ));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            let got_work = !claimed.is_empty();
+            let (mut tasks_left, mut flows_left) = (free_tasks, free_flows);
+            for claim in claimed {
+                let room = match claim.kind {
+                    WorkKind::Task => &mut tasks_left,
+                    WorkKind::Flow => &mut flows_left,
+                };
+                if *room == 0 || !self.serves(&claim) {
+                    // Claimed beyond its room (one claim for both kinds), or needing more
+                    // than it grants: straight back to the queue for another worker.
+                    if let Err(error) = store.requeue(&claim.fence, tasks.clock().now()) {
+                        self.say(&format!(
+                            "could not give back {}: {}",
+                            claim.run_id,
+                            error.describe()
+                        ));
+                    }
+                    continue;
+                }
+                *room -= 1;
+                let cancel = tasks.cancel_token();
+                self.lock().held.insert(
+                    claim.run_id.clone(),
+                    Held {
+                        fence: claim.fence.clone(),
+                        kind: claim.kind,
+                        cancel: cancel.clone(),
+                    },
+                );
+                let worker = self.clone();
+                running.spawn(async move {
+                    let run_id = claim.run_id.clone();
+                    worker.execute(claim, cancel).await;
+                    worker.lock().held.remove(&run_id);
+                    worker.freed.notify_one();
+                });
+            }
+            if !got_work || !kinds_wanted {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = self.freed.notified() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+        // Stopping: nothing more is claimed; what runs may finish within the grace period.
+        let held = self.lock().held.len();
+        if held > 0 {
+            self.say(&format!(
+                "stopping: waiting up to {} s for {held} run(s) to finish",
+                grace.as_secs()
+            ));
+        }
+        let finished = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            let cancels: Vec<CancelToken> = self
+                .lock()
+                .held
+                .values()
+                .map(|held| held.cancel.clone())
+                .collect();
+            for cancel in cancels {
+                cancel.cancel(HAND_BACK);
+            }
+            while running.join_next().await.is_some() {}
+        }
+        renewer.abort();
+        store.flush().await?;
+        Ok(self.lock().summary.clone())
+    }
+
+    /// Room for task runs and flow runs, and the offer to claim with.
+    fn offer(&self) -> (usize, usize, WorkerOffer) {
+        let state = self.lock();
+        let count = |kind| state.held.values().filter(|held| held.kind == kind).count();
+        let free_tasks = self
+            .config
+            .concurrency
+            .saturating_sub(count(WorkKind::Task));
+        let free_flows = match self.config.drives_flows {
+            true => MAX_DRIVEN.saturating_sub(count(WorkKind::Flow)),
+            false => 0,
+        };
+        let mut kinds = Vec::new();
+        if free_tasks > 0 {
+            kinds.push(WorkKind::Task);
+        }
+        if free_flows > 0 {
+            kinds.push(WorkKind::Flow);
+        }
+        let offer = WorkerOffer {
+            worker: self.tasks().owner_id().to_owned(),
+            name: self.config.name.clone(),
+            tags: self.config.tags.clone(),
+            kinds,
+            unservable: state.unservable.clone(),
+            holding: state.held.keys().cloned().collect(),
+        };
+        (free_tasks, free_flows, offer)
+    }
+
+    /// Whether this worker grants all a run needs; a run it cannot serve is remembered
+    /// (by its requirements), so that the next claims skip its like.
+    fn serves(&self, claim: &Claim) -> bool {
+        if grants_cover(&self.config.ceilings, &claim.requirements) {
+            return true;
+        }
+        let key = claim.requirements.key();
+        let mut state = self.lock();
+        if !state.unservable.contains(&key) && state.unservable.len() < MAX_UNSERVABLE {
+            state.unservable.push(key);
+        }
+        false
+    }
+
+    async fn execute(self: &Arc<Self>, claim: Claim, cancel: CancelToken) {
+        match claim.kind {
+            WorkKind::Task => {
+                self.lock().summary.task_claims += 1;
+                self.execute_task(claim, cancel).await
+            }
+            WorkKind::Flow => {
+                self.lock().summary.flow_claims += 1;
+                self.execute_flow(claim, cancel).await
+            }
+        }
+    }
+
+    async fn execute_task(self: &Arc<Self>, claim: Claim, cancel: CancelToken) {
+        let tasks = self.tasks();
+        let store = tasks.store();
+        let id = weir_core::TaskRunId::from_string(claim.run_id.clone());
+        let record = match store.task_run(&id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.say(&format!(
+                    "queued task run {id} has no record; left to its lease"
+                ));
+                return;
+            }
+            Err(error) => {
+                self.say(&format!(
+                    "could not read task run {id}: {}",
+                    error.describe()
+                ));
+                return;
+            }
+        };
+        let spec: TaskSpec = match serde_json::from_str(&claim.spec) {
+            Ok(spec) => spec,
+            Err(error) => {
+                self.fail_task(
+                    &claim,
+                    &record,
+                    format!("its queued spec is unreadable: {error}"),
+                );
+                return;
+            }
+        };
+        let plugin = match self
+            .flows
+            .plugin_by_digest(&spec.plugin, &spec.plugin_name)
+            .await
+        {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                let message = format!(
+                    "plugin {} ({}) could not be loaded on this worker: {}",
+                    spec.plugin_name,
+                    spec.plugin,
+                    weir_core::describe_error(&error)
+                );
+                self.fail_task(&claim, &record, message);
+                return;
+            }
+        };
+        let flow_run = spec.flow_run.map(|flow| FlowRunRef {
+            id: weir_core::FlowRunId::from_string(flow.id),
+            name: flow.name,
+            parameters: flow.parameters,
+        });
+        let claimed = ClaimedTask {
+            fence: claim.fence.clone(),
+            plugin,
+            record,
+            overrides: spec.overrides,
+            flow_run,
+            lost_from: claim.lost_from.map(|(name, _)| name),
+            cancel,
+        };
+        match tasks.run_claimed(claimed).await {
+            Ok(ClaimedEnd::HandedBack) => self.lock().summary.handed_back += 1,
+            Ok(ClaimedEnd::LeaseLost) => self.lock().summary.leases_lost += 1,
+            Ok(ClaimedEnd::Finished(_) | ClaimedEnd::Requeued { .. }) => {}
+            Err(error) => self.say(&format!(
+                "task run {id} could not be run: {}",
+                weir_core::describe_error(&error)
+            )),
+        }
+    }
+
+    /// Ends a claimed task run that cannot run at all (its spec or plugin is broken).
+    fn fail_task(&self, claim: &Claim, record: &weir_store::TaskRunRecord, message: String) {
+        let change = weir_store::StateChange {
+            state: weir_core::State::Failed,
+            message: Some(message.clone()),
+            attempt: record.attempts,
+            at: self.tasks().clock().now(),
+        };
+        let recorder = self.tasks().store().clone().fenced(claim.fence.clone());
+        if let Err(error) = recorder.finish_task_run(&record.id, &change, None, None) {
+            self.say(&format!(
+                "could not record task run {}: {}",
+                record.id,
+                error.describe()
+            ));
+        }
+        self.say(&format!("task run '{}' failed: {message}", record.name));
+    }
+
+    async fn execute_flow(self: &Arc<Self>, claim: Claim, cancel: CancelToken) {
+        let store = self.tasks().store();
+        let id = weir_core::FlowRunId::from_string(claim.run_id.clone());
+        let record = match store.flow_run(&id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.say(&format!(
+                    "queued flow run {id} has no record; left to its lease"
+                ));
+                return;
+            }
+            Err(error) => {
+                self.say(&format!(
+                    "could not read flow run {id}: {}",
+                    error.describe()
+                ));
+                return;
+            }
+        };
+        let claimed = ClaimedFlow {
+            fence: claim.fence,
+            record,
+            spec: claim.spec,
+            lost_from: claim.lost_from.map(|(name, _)| name),
+            cancel,
+        };
+        match self.flows.drive_claimed(claimed).await {
+            Ok(outcome) if outcome.message.as_deref() == Some(LEASE_LOST) => {
+                self.lock().summary.leases_lost += 1;
+            }
+            Ok(outcome) if outcome.message.as_deref() == Some(HAND_BACK) => {
+                self.lock().summary.handed_back += 1;
+            }
+            Ok(_) => {}
+            Err(error) => self.say(&format!(
+                "flow run {id} could not be driven: {}",
+                weir_core::describe_error(&error)
+            )),
+        }
+    }
+
+    /// Renews this worker's leases every third of a lease; a run no longer held (another
+    /// worker took it over while this one could not renew) is dropped.
+    async fn renew_leases(self: Arc<Self>) {
+        let tasks = self.tasks().clone();
+        let store = tasks.store().clone();
+        let every = self.config.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            // Only runs held before the renewal can be missing from its answer: one
+            // claimed meanwhile is not lost.
+            let before: Vec<(String, Fence, CancelToken)> = self
+                .lock()
+                .held
+                .iter()
+                .map(|(id, run)| (id.clone(), run.fence.clone(), run.cancel.clone()))
+                .collect();
+            let until: Timestamp = tasks.clock().now().saturating_add(self.config.lease);
+            let held = match store.renew_leases(tasks.owner_id(), until).await {
+                Ok(held) => held,
+                Err(error) => {
+                    self.say(&format!("could not renew leases: {}", error.describe()));
+                    continue;
+                }
+            };
+            for (id, fence, cancel) in before {
+                if !held.contains(&fence) {
+                    self.say(&format!(
+                        "lost the lease on {id}: another worker took it over"
+                    ));
+                    cancel.cancel(LEASE_LOST);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `ceilings` grant everything `needed` asks for.
+pub fn grants_cover(ceilings: &Grants, needed: &Requirements) -> bool {
+    let dirs = needed.dirs.iter().all(|dir| {
+        let (host, writable) = match dir.strip_suffix(":rw") {
+            Some(host) => (host, true),
+            None => (dir.as_str(), false),
+        };
+        ceilings.dirs.iter().any(|allowed| {
+            std::path::Path::new(host).starts_with(&allowed.host) && (allowed.writable || !writable)
+        })
+    });
+    let env = needed.env.iter().all(|name| ceilings.env.contains(name));
+    let http = needed.http.iter().all(|host| {
+        ceilings
+            .http
+            .iter()
+            .any(|allowed| allowed.host == "*" || allowed.to_string() == *host)
+    });
+    dirs && env && http
+}
