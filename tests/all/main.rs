@@ -41,3 +41,4 @@ mod sandbox;
 mod shared_store;
 mod store;
 mod store_failures;
+mod workers;

@@ -492,4 +492,9 @@ async fn a_dead_workers_runs_go_back_to_the_queue(backend: Backend) {
         taken.lost_from,
         Some(("w-own_dead".into(), "own_dead".into()))
     );
+    // A worker that cannot serve it gives it back as it was: still lost by the dead one.
+    store.unclaim(&taken).unwrap();
+    let again = claim_one(store.as_ref(), "own_third", 3_002).await.unwrap();
+    assert_eq!(again.lost_from, taken.lost_from);
+    assert_eq!(again.fence.generation, taken.fence.generation + 1);
 }

@@ -11,6 +11,8 @@ use weir_store::{ChangeCursor, FlowRunRecord, Store, StoreResult, TaskRunRecord}
 const POLL: Duration = Duration::from_millis(100);
 /// Changes read per poll.
 const PAGE: usize = 1000;
+/// How long the feed may lag behind a run's end before the follower stops waiting.
+const FEED_GRACE: Duration = Duration::from_secs(10);
 
 /// What has been shown of a run so far.
 struct Shown {
@@ -30,13 +32,11 @@ pub(crate) async fn follow_flow_run(
     let mut tree: HashSet<FlowRunId> = HashSet::from([id.clone()]);
     let mut flows: HashMap<FlowRunId, State> = HashMap::new();
     let mut tasks: HashMap<TaskRunId, Shown> = HashMap::new();
+    // The run ends when the feed shows its end: every change of its runs came before.
+    // (The feed may lag behind a direct read: PostgreSQL's waits for older transactions.)
+    let mut ended: Option<FlowRunRecord> = None;
+    let mut seen_ended_directly: Option<std::time::Instant> = None;
     loop {
-        // The run's end is read before the feed: every change made before it ended is
-        // then in the page read after.
-        let ended = store
-            .flow_run(id)
-            .await?
-            .filter(|record| record.state.is_final());
         loop {
             let changes = store.changes(&cursor, PAGE).await?;
             cursor = changes.next.clone();
@@ -53,6 +53,9 @@ pub(crate) async fn follow_flow_run(
                     continue;
                 }
                 tree.insert(flow.id.clone());
+                if flow.id == *id && flow.state.is_final() {
+                    ended = Some(flow.clone());
+                }
                 if flow.state.is_final() {
                     ends.push(flow);
                 } else {
@@ -77,6 +80,14 @@ pub(crate) async fn follow_flow_run(
         }
         if let Some(record) = ended {
             return Ok(record);
+        }
+        // A feed that never shows the end (its log damaged, say) does not hang the
+        // follower: the run's own record ends it after a while.
+        if let Some(record) = store.flow_run(id).await?.filter(|run| run.state.is_final()) {
+            let since = *seen_ended_directly.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > FEED_GRACE {
+                return Ok(record);
+            }
         }
         tokio::time::sleep(POLL).await;
     }

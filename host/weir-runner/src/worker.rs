@@ -64,6 +64,9 @@ pub fn default_name() -> String {
 /// The most flow runs one worker drives at once: a driver holds little (its graph and a
 /// future per queued run), so this is well above the task concurrency.
 const MAX_DRIVEN: usize = 256;
+/// The most rows one claim takes: claims are grouped, but a worker that takes more
+/// than it starts soon leaves less for the others.
+const MAX_CLAIM: usize = 64;
 /// How often an idle worker looks for work.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 /// The longest wait between claims while the store cannot be reached.
@@ -85,6 +88,8 @@ struct Held {
     fence: Fence,
     kind: WorkKind,
     cancel: CancelToken,
+    /// Its lease was lost (said once; the run is being dropped).
+    lost: bool,
 }
 
 #[derive(Default)]
@@ -151,7 +156,27 @@ impl Worker {
                     now,
                     lease_until: now.saturating_add(self.config.lease),
                 };
-                match store.claim(&offer, times, free_tasks.max(free_flows)).await {
+                // One claim per kind, each up to its room: a row claimed beyond it would
+                // go straight back.
+                let mut claims = Ok(Vec::new());
+                for (kind, room) in [(WorkKind::Task, free_tasks), (WorkKind::Flow, free_flows)] {
+                    if room == 0 {
+                        continue;
+                    }
+                    let offer = WorkerOffer {
+                        kinds: vec![kind],
+                        ..offer.clone()
+                    };
+                    match store.claim(&offer, times, room.min(MAX_CLAIM)).await {
+                        Ok(more) => {
+                            if let Ok(claims) = &mut claims {
+                                claims.extend(more);
+                            }
+                        }
+                        Err(error) => claims = Err(error),
+                    }
+                }
+                match claims {
                     Ok(claims) => {
                         backoff = IDLE_POLL;
                         claimed = claims;
@@ -172,16 +197,11 @@ impl Worker {
                 }
             }
             let got_work = !claimed.is_empty();
-            let (mut tasks_left, mut flows_left) = (free_tasks, free_flows);
             for claim in claimed {
-                let room = match claim.kind {
-                    WorkKind::Task => &mut tasks_left,
-                    WorkKind::Flow => &mut flows_left,
-                };
-                if *room == 0 || !self.serves(&claim) {
-                    // Claimed beyond its room (one claim for both kinds), or needing more
-                    // than it grants: straight back to the queue for another worker.
-                    if let Err(error) = store.requeue(&claim.fence, tasks.clock().now()) {
+                if !self.serves(&claim) {
+                    // It needs more than this worker grants: back to the queue, as it
+                    // was, for another worker.
+                    if let Err(error) = store.unclaim(&claim) {
                         self.say(&format!(
                             "could not give back {}: {}",
                             claim.run_id,
@@ -190,7 +210,6 @@ impl Worker {
                     }
                     continue;
                 }
-                *room -= 1;
                 let cancel = tasks.cancel_token();
                 self.lock().held.insert(
                     claim.run_id.clone(),
@@ -198,6 +217,7 @@ impl Worker {
                         fence: claim.fence.clone(),
                         kind: claim.kind,
                         cancel: cancel.clone(),
+                        lost: false,
                     },
                 );
                 let worker = self.clone();
@@ -241,7 +261,11 @@ impl Worker {
             while running.join_next().await.is_some() {}
         }
         renewer.abort();
-        store.flush().await?;
+        match store.flush().await {
+            // Writes of runs it lost were refused, as they should be.
+            Ok(()) | Err(weir_store::StoreError::LeaseLost { .. }) => {}
+            Err(error) => return Err(error),
+        }
         Ok(self.lock().summary.clone())
     }
 
@@ -257,18 +281,11 @@ impl Worker {
             true => MAX_DRIVEN.saturating_sub(count(WorkKind::Flow)),
             false => 0,
         };
-        let mut kinds = Vec::new();
-        if free_tasks > 0 {
-            kinds.push(WorkKind::Task);
-        }
-        if free_flows > 0 {
-            kinds.push(WorkKind::Flow);
-        }
         let offer = WorkerOffer {
             worker: self.tasks().owner_id().to_owned(),
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
-            kinds,
+            kinds: Vec::new(),
             unservable: state.unservable.clone(),
             holding: state.held.keys().cloned().collect(),
         };
@@ -449,6 +466,7 @@ impl Worker {
                 .lock()
                 .held
                 .iter()
+                .filter(|(_, run)| !run.lost)
                 .map(|(id, run)| (id.clone(), run.fence.clone(), run.cancel.clone()))
                 .collect();
             let until: Timestamp = tasks.clock().now().saturating_add(self.config.lease);
@@ -461,6 +479,9 @@ impl Worker {
             };
             for (id, fence, cancel) in before {
                 if !held.contains(&fence) {
+                    if let Some(run) = self.lock().held.get_mut(&id) {
+                        run.lost = true;
+                    }
                     self.say(&format!(
                         "lost the lease on {id}: another worker took it over"
                     ));

@@ -137,7 +137,8 @@ impl Queue for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut client = self.connection().await?;
+        // After this store's own writes (a requeue, say), as on SQLite.
+        let mut client = self.read().await?;
         let transaction = client
             .transaction()
             .await
@@ -297,6 +298,16 @@ impl Queue for PostgresStore {
         self.writer.send(WriteOp::Requeue {
             fence: fence.clone(),
             ready_at,
+            lost_from: None,
+        })?;
+        Ok(())
+    }
+
+    fn unclaim(&self, claim: &Claim) -> StoreResult<()> {
+        self.writer.send(WriteOp::Requeue {
+            fence: claim.fence.clone(),
+            ready_at: Timestamp(0),
+            lost_from: claim.lost_from.clone(),
         })?;
         Ok(())
     }

@@ -83,10 +83,12 @@ pub(crate) enum WriteOp {
         row: crate::queue::QueueRow,
         fence: Option<Fence>,
     },
-    /// Gives a claimed row back to the queue, ready at a time.
+    /// Gives a claimed row back to the queue, ready at a time; marked as lost by a
+    /// worker (name, id) when an unclaimed takeover.
     Requeue {
         fence: Fence,
         ready_at: Timestamp,
+        lost_from: Option<(String, String)>,
     },
     /// Writes whose failure is only logged.
     Heartbeat {
@@ -429,7 +431,8 @@ impl Statements {
                 .await?,
             requeue: client
                 .prepare(
-                    "UPDATE work_queue SET worker = NULL, worker_name = NULL, lease_expires = NULL, ready_at = $2
+                    "UPDATE work_queue SET worker = $3, worker_name = $4,
+                         lease_expires = CASE WHEN $3::text IS NULL THEN NULL ELSE 0 END, ready_at = $2
                      WHERE run_id = $1",
                 )
                 .await?,
@@ -594,13 +597,22 @@ fn plan_queued(statements: &Statements, op: &WriteOp) -> Option<Planned> {
             planned.action = "queueing a run";
             planned
         }
-        WriteOp::Requeue { fence, ready_at } => Planned {
+        WriteOp::Requeue {
+            fence,
+            ready_at,
+            lost_from,
+        } => Planned {
             action: "giving a run back to the queue",
             steps: vec![
                 fence_step(statements, fence),
                 step(
                     &statements.requeue,
-                    vec![text(&fence.run_id), Box::new(ready_at.0)],
+                    vec![
+                        text(&fence.run_id),
+                        Box::new(ready_at.0),
+                        Box::new(lost_from.as_ref().map(|(_, worker)| worker.clone())),
+                        Box::new(lost_from.as_ref().map(|(name, _)| name.clone())),
+                    ],
                 ),
                 step(&statements.release_slots, vec![text(&fence.run_id)]),
             ],
@@ -958,7 +970,7 @@ fn write_loop(
             let failures = runtime.block_on(apply(&mut connection, &connect, ops));
             for failure in failures {
                 let (BatchError::Operation(error) | BatchError::Commit(error)) = failure;
-                tracing::error!("{}", error.describe());
+                error.log_failed_write();
                 pending_error.get_or_insert(error);
             }
         }

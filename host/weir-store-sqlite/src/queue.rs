@@ -156,14 +156,19 @@ pub(crate) fn apply_requeue(
     transaction: &Connection,
     fence: &Fence,
     ready_at: Timestamp,
+    lost_from: Option<&(String, String)>,
 ) -> StoreResult<()> {
     check_fence(transaction, fence)?;
+    let (name, worker) = lost_from.cloned().unzip();
     transaction
         .prepare_cached(
-            "UPDATE work_queue SET worker = NULL, worker_name = NULL, lease_expires = NULL, ready_at = ?2
+            "UPDATE work_queue SET worker = ?3, worker_name = ?4,
+                 lease_expires = CASE WHEN ?3 IS NULL THEN NULL ELSE 0 END, ready_at = ?2
              WHERE run_id = ?1",
         )
-        .and_then(|mut statement| statement.execute(params![fence.run_id, ready_at.0]))
+        .and_then(|mut statement| {
+            statement.execute(params![fence.run_id, ready_at.0, worker, name])
+        })
         .and_then(|_| {
             transaction
                 .prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1")?
@@ -444,6 +449,16 @@ impl Queue for SqliteStore {
         self.writer.send(WriteOp::Requeue {
             fence: fence.clone(),
             ready_at,
+            lost_from: None,
+        })?;
+        Ok(())
+    }
+
+    fn unclaim(&self, claim: &Claim) -> StoreResult<()> {
+        self.writer.send(WriteOp::Requeue {
+            fence: claim.fence.clone(),
+            ready_at: Timestamp(0),
+            lost_from: claim.lost_from.clone(),
         })?;
         Ok(())
     }

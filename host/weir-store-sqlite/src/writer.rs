@@ -80,10 +80,12 @@ pub(crate) enum WriteOp {
         row: crate::queue::QueueRow,
         fence: Option<Fence>,
     },
-    /// Gives a claimed row back to the queue, ready at a time.
+    /// Gives a claimed row back to the queue, ready at a time; marked as lost by a
+    /// worker (name, id) when an unclaimed takeover.
     Requeue {
         fence: Fence,
         ready_at: Timestamp,
+        lost_from: Option<(String, String)>,
     },
     /// Ends every unfinished run of a selection; answered once the batch committed.
     EndRuns {
@@ -379,7 +381,7 @@ fn write_loop(
         let failed = match outcome {
             Ok(()) => None,
             Err(BatchError::Operation(error)) => {
-                tracing::error!("{}", error.describe());
+                error.log_failed_write();
                 pending_error.get_or_insert(error);
                 None
             }
@@ -878,9 +880,11 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
         WriteOp::Enqueue { create, row, fence } => {
             crate::queue::apply_enqueue(transaction, sequences, *create, &row, fence.as_ref())
         }
-        WriteOp::Requeue { fence, ready_at } => {
-            crate::queue::apply_requeue(transaction, &fence, ready_at)
-        }
+        WriteOp::Requeue {
+            fence,
+            ready_at,
+            lost_from,
+        } => crate::queue::apply_requeue(transaction, &fence, ready_at, lost_from.as_ref()),
         WriteOp::Call(_) | WriteOp::Ask(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
             unreachable!("handled by commit_batch")
         }

@@ -99,6 +99,17 @@ impl StoreError {
         weir_core::describe_error(self)
     }
 
+    /// Logs a write the writer could not apply: a refused write of a lost lease is what
+    /// fencing is for (a warning), anything else an error.
+    pub fn log_failed_write(&self) {
+        match self {
+            StoreError::LeaseLost { .. } => {
+                tracing::warn!("a write was refused: {}", self.describe())
+            }
+            _ => tracing::error!("{}", self.describe()),
+        }
+    }
+
     /// A stored result that cannot be read, and why.
     pub fn broken_result(digest: impl Into<String>, source: impl Into<BoxError>) -> Self {
         StoreError::BrokenResult {
@@ -305,6 +316,10 @@ pub trait Queue: Send + Sync {
     /// delay, or at once when a worker shuts down), its slots freed; in order with the
     /// writes, refused unless the fence holds.
     fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()>;
+    /// Gives a claimed row back untouched (a worker claimed what it cannot serve): ready
+    /// at once, and, when the claim took it over from a worker that lost it, still marked
+    /// as lost by that worker, so that the next claimer records the lost attempt.
+    fn unclaim(&self, claim: &Claim) -> StoreResult<()>;
     /// The finished rows waiting for `parent`, with how their runs ended, removed from
     /// the queue in the same operation. With a fence (the parent's driver's), refused
     /// unless it holds.

@@ -67,6 +67,8 @@ pub(crate) struct Driving {
     waiters: Arc<Mutex<Waiters>>,
     wake: Arc<Notify>,
     collector: tokio::task::JoinHandle<()>,
+    /// The flow run's token: a cancelled run stops waiting for what it queued.
+    cancel: CancelToken,
 }
 
 impl Drop for Driving {
@@ -92,7 +94,7 @@ impl Driving {
             fence.clone(),
             waiters.clone(),
             wake.clone(),
-            cancel,
+            cancel.clone(),
         ));
         Arc::new(Driving {
             recorder: store.fenced(fence.clone()),
@@ -102,6 +104,7 @@ impl Driving {
             waiters,
             wake,
             collector,
+            cancel,
         })
     }
 
@@ -132,15 +135,22 @@ impl Driving {
             receiver
         };
         self.wake.notify_one();
-        receiver.await.ok()
+        tokio::select! {
+            finished = receiver => finished.ok(),
+            _ = self.cancel.cancelled() => None,
+        }
     }
 
     /// How a node ends with the end of its queued run.
     async fn outcome(&self, kind: &str, finished: Option<Finished>) -> NodeOutcome {
         let Some(finished) = finished else {
+            let cause = match self.cancel.reason() {
+                Some(reason) => format!("cancelled: {reason}"),
+                None => format!("the driver stopped waiting for its {kind}"),
+            };
             return NodeOutcome::Failed {
-                state: State::Crashed,
-                cause: format!("the driver stopped waiting for its {kind}"),
+                state: State::Cancelled,
+                cause,
             };
         };
         let output = match (&finished.result_digest, finished.state.is_success()) {

@@ -1,0 +1,679 @@
+//! `weir worker` processes sharing one store (PostgreSQL, and the embedded SQLite store,
+//! whose single writer stands in for `SKIP LOCKED`): a map spread over three workers, a
+//! worker killed mid-attempt, a worker paused past its lease that comes back, the death
+//! of the worker driving a flow run, a tag limit across workers, and plugins fetched by
+//! digest (a damaged one refused).
+
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_core::{FlowRunId, State};
+use weir_store::{FlowRunRecord, Store, TaskRunFilter, TaskRunRecord};
+use weir_tests::{Backend, plugin_path, postgres};
+
+use crate::command::text;
+
+on_both_backends!(
+    three_workers_share_a_map_of_a_thousand,
+    a_killed_workers_attempts_crash_and_run_elsewhere,
+    a_paused_worker_cannot_overwrite_what_its_successor_finished,
+    the_death_of_a_flow_runs_driver_is_a_resume,
+    a_tag_limit_holds_across_workers,
+    plugins_travel_by_digest_and_a_damaged_one_is_refused,
+);
+
+/// A store, a directory for flow files and logs, and the worker processes on them.
+struct Cluster {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    store: String,
+    workers: HashMap<String, Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = match backend {
+            Backend::Sqlite => dir.path().join("store").display().to_string(),
+            Backend::Postgres => postgres::fresh_database().await,
+        };
+        Cluster {
+            backend,
+            dir,
+            store,
+            workers: HashMap::new(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
+        command
+            .current_dir(self.dir.path())
+            .args(["--store", &self.store])
+            .args(args)
+            .env_remove("WEIR_STORE")
+            .env("WEIR_LOCAL_DIR", self.dir.path().join("local"));
+        command
+    }
+
+    /// Writes a flow file, with `{plugin}` replaced by the built plugin's path.
+    fn write(&self, name: &str, body: &str) {
+        let mut body = body.to_owned();
+        for plugin in ["arith", "misbehave", "hello"] {
+            body = body.replace(
+                &format!("{{{plugin}}}"),
+                &plugin_path(plugin).display().to_string(),
+            );
+        }
+        std::fs::write(self.dir.path().join(name), body).unwrap();
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts `weir worker --name NAME` with a 1 s lease; its lines go to NAME.log.
+    fn start_worker(&mut self, name: &str, extra: &[&str]) -> u32 {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
+        let mut args = vec!["worker", "--name", name, "--lease", "1s", "--grace", "3s"];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.workers.insert(name.to_owned(), child);
+        pid
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str, signal: &str) {
+        let pid = self.workers[name].id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn kill(&mut self, name: &str) {
+        let mut child = self.workers.remove(name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Stops a worker with SIGTERM and waits for it: a clean stop exits 0.
+    fn stop(&mut self, name: &str) {
+        self.signal(name, "TERM");
+        let mut child = self.workers.remove(name).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{name}: {}", self.log(name));
+    }
+
+    /// `weir run FLOW --submit`: the run's id.
+    fn submit(&self, flow: &str, params: &[&str]) -> FlowRunId {
+        let mut args = vec!["run", flow, "--submit"];
+        for param in params {
+            args.extend(["-p", param]);
+        }
+        let output = self.command(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        FlowRunId::from_string(text(&output.stdout).trim().to_owned())
+    }
+
+    /// `weir run FLOW --submit --wait --json`: the report, and the lines it printed.
+    fn submit_and_wait(&self, flow: &str, params: &[&str]) -> (serde_json::Value, String) {
+        let mut args = vec!["run", flow, "--submit", "--wait", "--json"];
+        for param in params {
+            args.extend(["-p", param]);
+        }
+        let output = self.command(&args).output().unwrap();
+        let report = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("no report: {}", text(&output.stderr)));
+        (report, text(&output.stderr))
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(
+                weir_store_sqlite::SqliteStore::open(std::path::Path::new(&self.store)).unwrap(),
+            ),
+            Backend::Postgres => Arc::new(
+                weir_store_postgres::PostgresStore::connect(&self.store)
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+/// Polls `check` until it gives a value, failing after `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn task_runs(store: &dyn Store, flow_run: &FlowRunId) -> Vec<TaskRunRecord> {
+    store
+        .task_runs(&TaskRunFilter {
+            flow_run_id: Some(flow_run.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn ended(store: &dyn Store, id: &FlowRunId, limit: Duration) -> FlowRunRecord {
+    eventually(limit, "the flow run to end", || async {
+        store
+            .flow_run(id)
+            .await
+            .unwrap()
+            .filter(|run| run.state.is_final())
+    })
+    .await
+}
+
+/// The owner id of each worker process, by pid.
+async fn owners_by_pid(store: &dyn Store) -> HashMap<u32, String> {
+    store
+        .owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|owner| (owner.pid, owner.id))
+        .collect()
+}
+
+async fn states(store: &dyn Store, run: &TaskRunRecord) -> Vec<(State, Option<String>)> {
+    store
+        .state_history(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|change| (change.state, change.message))
+        .collect()
+}
+
+async fn attempts(store: &dyn Store, run: &TaskRunRecord) -> Vec<(State, u32, i64)> {
+    store
+        .state_history(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|change| (change.state, change.attempt, change.at.0))
+        .collect()
+}
+
+const MAP: &str = r#"
+format = 1
+name = "adds"
+output = "add"
+
+[parameters.values]
+type = "array"
+
+[plugins]
+arith = "{arith}"
+
+[nodes.add]
+task = "arith.add"
+input = { a = "${params.values}", b = 1 }
+map = ["a"]
+"#;
+
+async fn three_workers_share_a_map_of_a_thousand(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("adds.toml", MAP);
+    let pids: Vec<u32> = ["one", "two", "three"]
+        .iter()
+        .map(|name| cluster.start_worker(name, &["--concurrency", "8"]))
+        .collect();
+    let values: Vec<u32> = (0..1000).collect();
+    let (report, lines) = cluster.submit_and_wait(
+        "adds.toml",
+        &[&format!(
+            "values={}",
+            serde_json::to_string(&values).unwrap()
+        )],
+    );
+    assert_eq!(report["state"], "Completed", "{report}\n{lines}");
+    let expected: Vec<u32> = values.iter().map(|value| value + 1).collect();
+    assert_eq!(report["output"], json!(expected));
+    assert!(
+        lines.contains("Task run 'add-999' - Finished in state Completed()"),
+        "--wait shows the remote runs' lines: {lines}"
+    );
+
+    let store = cluster.open().await;
+    let id = FlowRunId::from_string(report["id"].as_str().unwrap().to_owned());
+    let runs = task_runs(store.as_ref(), &id).await;
+    assert_eq!(runs.len(), 1000, "every element once");
+    let mut indexes: Vec<u32> = runs.iter().map(|run| run.map_index.unwrap()).collect();
+    indexes.sort();
+    assert_eq!(indexes, (0..1000).collect::<Vec<u32>>());
+    assert!(
+        runs.iter()
+            .all(|run| run.state == State::Completed && run.attempts == 1)
+    );
+    let owners = owners_by_pid(store.as_ref()).await;
+    let worker_ids: Vec<&String> = pids.iter().filter_map(|pid| owners.get(pid)).collect();
+    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in &runs {
+        *per_worker
+            .entry(run.owner.as_deref().unwrap_or("none"))
+            .or_default() += 1;
+    }
+    assert!(
+        per_worker
+            .keys()
+            .all(|owner| worker_ids.iter().any(|id| id == owner)),
+        "{per_worker:?}"
+    );
+    assert!(
+        per_worker.len() >= 2,
+        "at least two workers ran elements: {per_worker:?}"
+    );
+    for run in runs.iter().step_by(97) {
+        let history: Vec<State> = states(store.as_ref(), run)
+            .await
+            .into_iter()
+            .map(|(state, _)| state)
+            .collect();
+        assert_eq!(history, [State::Pending, State::Running, State::Completed]);
+    }
+    assert!(
+        store.work(10).await.unwrap().is_empty(),
+        "the queue is empty"
+    );
+    for name in ["one", "two", "three"] {
+        cluster.stop(name);
+    }
+}
+
+fn sleepers(count: usize, ms: u64, retries: u32, tags: &str) -> String {
+    let delays = vec![ms.to_string(); count].join(", ");
+    format!(
+        r#"
+format = 1
+name = "sleepers"
+output = "sleep"
+
+[plugins]
+misbehave = "{{misbehave}}"
+
+[nodes.sleep]
+task = "misbehave.sleepy"
+input = {{ ms = [{delays}] }}
+map = ["ms"]
+retries = {retries}
+tags = [{tags}]
+"#
+    )
+}
+
+async fn a_killed_workers_attempts_crash_and_run_elsewhere(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("sleepers.toml", &sleepers(12, 1500, 2, ""));
+    let victim = cluster.start_worker("victim", &["--concurrency", "2"]);
+    let id = cluster.submit("sleepers.toml", &[]);
+    let store = cluster.open().await;
+    // Once the victim runs attempts, the others start and it is killed.
+    let victim_owner = eventually(Duration::from_secs(30), "the victim to run", || async {
+        let owner = owners_by_pid(store.as_ref()).await.get(&victim).cloned()?;
+        let running = task_runs(store.as_ref(), &id)
+            .await
+            .into_iter()
+            .filter(|run| run.state == State::Running && run.owner.as_deref() == Some(&owner))
+            .count();
+        (running > 0).then_some(owner)
+    })
+    .await;
+    cluster.start_worker("one", &["--concurrency", "4"]);
+    cluster.start_worker("two", &["--concurrency", "4"]);
+    let lost: Vec<String> = task_runs(store.as_ref(), &id)
+        .await
+        .into_iter()
+        .filter(|run| run.state == State::Running && run.owner.as_deref() == Some(&victim_owner))
+        .map(|run| run.id.to_string())
+        .collect();
+    cluster.kill("victim");
+
+    let run = ended(store.as_ref(), &id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+    let runs = task_runs(store.as_ref(), &id).await;
+    assert_eq!(runs.len(), 12, "each element once");
+    assert!(runs.iter().all(|run| run.state == State::Completed));
+    for run in &runs {
+        let history = states(store.as_ref(), run).await;
+        let finals = history.iter().filter(|(state, _)| state.is_final()).count();
+        assert_eq!(finals, 1, "recorded once: {history:?}");
+        if lost.contains(&run.id.to_string()) {
+            assert!(run.attempts >= 2, "{history:?}");
+            assert!(
+                history
+                    .iter()
+                    .any(|(state, message)| *state == State::AwaitingRetry
+                        && message.as_deref().is_some_and(|message| message
+                            .contains("ended Crashed: worker victim stopped heartbeating"))),
+                "{history:?} {:?} {run:?}",
+                attempts(store.as_ref(), run).await
+            );
+            assert_ne!(run.owner.as_deref(), Some(victim_owner.as_str()));
+        }
+    }
+    assert!(!lost.is_empty());
+    cluster.stop("one");
+    cluster.stop("two");
+}
+
+const ONE_SLEEP: &str = r#"
+format = 1
+name = "one-sleep"
+output = "sleep"
+
+[plugins]
+misbehave = "{misbehave}"
+
+[nodes.sleep]
+task = "misbehave.sleepy"
+input = { ms = 2500 }
+retries = 1
+"#;
+
+async fn a_paused_worker_cannot_overwrite_what_its_successor_finished(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("one-sleep.toml", ONE_SLEEP);
+    cluster.start_worker("paused", &[]);
+    let id = cluster.submit("one-sleep.toml", &[]);
+    let store = cluster.open().await;
+    eventually(Duration::from_secs(30), "the attempt to start", || async {
+        task_runs(store.as_ref(), &id)
+            .await
+            .into_iter()
+            .find(|run| run.state == State::Running)
+    })
+    .await;
+    cluster.signal("paused", "STOP");
+    cluster.start_worker("successor", &[]);
+    let run = ended(store.as_ref(), &id, Duration::from_secs(30)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+    cluster.signal("paused", "CONT");
+    // The paused worker's attempt had finished its sleep: it tries to record it now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = task_runs(store.as_ref(), &id).await;
+    assert_eq!(runs.len(), 1);
+    let history = states(store.as_ref(), &runs[0]).await;
+    let states_only: Vec<State> = history.iter().map(|(state, _)| *state).collect();
+    assert_eq!(
+        states_only,
+        [
+            State::Pending,
+            State::Running,
+            State::AwaitingRetry,
+            State::Running,
+            State::Completed
+        ],
+        "{history:?}"
+    );
+    assert!(
+        history[2]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("worker paused stopped heartbeating"),
+        "{history:?}"
+    );
+    assert_eq!(runs[0].attempts, 2);
+    let flow_history: Vec<String> = store
+        .flow_run_history(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|change| change.message)
+        .collect();
+    assert!(
+        flow_history
+            .iter()
+            .any(|message| message.contains("taken over from worker paused")),
+        "{flow_history:?}"
+    );
+    let paused = cluster.log("paused");
+    assert!(paused.contains("lost the lease"), "{paused}");
+    cluster.stop("paused");
+    cluster.stop("successor");
+}
+
+const CHAIN: &str = r#"
+format = 1
+name = "chain"
+output = "fourth"
+
+[plugins]
+misbehave = "{misbehave}"
+
+[nodes.first]
+task = "misbehave.sleepy"
+input = { ms = 600 }
+retries = 1
+
+[nodes.second]
+task = "misbehave.sleepy"
+input = { ms = "${first}" }
+retries = 1
+
+[nodes.third]
+task = "misbehave.sleepy"
+input = { ms = "${second}" }
+retries = 1
+
+[nodes.fourth]
+task = "misbehave.sleepy"
+input = { ms = "${third}" }
+retries = 1
+"#;
+
+async fn the_death_of_a_flow_runs_driver_is_a_resume(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("chain.toml", CHAIN);
+    let driver = cluster.start_worker("driver", &[]);
+    cluster.start_worker("runner", &["--no-flows"]);
+    let id = cluster.submit("chain.toml", &[]);
+    let store = cluster.open().await;
+    eventually(
+        Duration::from_secs(30),
+        "the second node to start",
+        || async {
+            let owners = owners_by_pid(store.as_ref()).await;
+            let run = store.flow_run(&id).await.unwrap()?;
+            let driven = run.owner.is_some() && run.owner.as_ref() == owners.get(&driver);
+            let started = task_runs(store.as_ref(), &id)
+                .await
+                .into_iter()
+                .any(|run| run.node.as_deref() == Some("second"));
+            (driven && started).then_some(())
+        },
+    )
+    .await;
+    cluster.kill("driver");
+    cluster.start_worker("heir", &[]);
+    let run = ended(store.as_ref(), &id, Duration::from_secs(30)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+    let report = store
+        .result(run.result_digest.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report, json!(600));
+    let runs = task_runs(store.as_ref(), &id).await;
+    let mut nodes: Vec<&str> = runs.iter().filter_map(|run| run.node.as_deref()).collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["first", "fourth", "second", "third"],
+        "each node once"
+    );
+    assert!(runs.iter().all(|run| run.state == State::Completed));
+    let history: Vec<String> = store
+        .flow_run_history(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|change| change.message)
+        .collect();
+    assert!(
+        history
+            .iter()
+            .any(|message| message.contains("taken over from worker driver")),
+        "{history:?}"
+    );
+    cluster.stop("runner");
+    cluster.stop("heir");
+}
+
+async fn a_tag_limit_holds_across_workers(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("sleepers.toml", &sleepers(9, 400, 0, r#""db""#));
+    let limit = cluster
+        .command(&["concurrency-limit", "create", "db", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(limit.status.code(), Some(0), "{}", text(&limit.stderr));
+    for name in ["one", "two", "three"] {
+        cluster.start_worker(name, &["--concurrency", "4"]);
+    }
+    let (report, lines) = cluster.submit_and_wait("sleepers.toml", &[]);
+    assert_eq!(report["state"], "Completed", "{report}\n{lines}");
+    let store = cluster.open().await;
+    let id = FlowRunId::from_string(report["id"].as_str().unwrap().to_owned());
+    let mut edges = Vec::new();
+    let mut owners = std::collections::HashSet::new();
+    for run in task_runs(store.as_ref(), &id).await {
+        owners.insert(run.owner.clone());
+        let history = store.state_history(&run.id).await.unwrap();
+        let start = history
+            .iter()
+            .find(|change| change.state == State::Running)
+            .unwrap()
+            .at;
+        let end = history.last().unwrap().at;
+        edges.push((start.0, 1));
+        edges.push((end.0, -1));
+    }
+    // Ends before starts at the same instant: a slot is freed before it is taken.
+    edges.sort();
+    let mut running = 0;
+    let mut most = 0;
+    for (_, step) in edges {
+        running += step;
+        most = most.max(running);
+    }
+    assert!(most <= 2, "{most} ran at once under a limit of 2");
+    assert_eq!(most, 2, "the limit is used");
+    for name in ["one", "two", "three"] {
+        cluster.stop(name);
+    }
+}
+
+const GREETING: &str = r#"
+format = 1
+name = "greeting"
+output = "greet"
+
+[plugins]
+hello = "plugins/hello.wasm"
+
+[nodes.greet]
+task = "hello.hello"
+input = { name = "worker" }
+"#;
+
+async fn plugins_travel_by_digest_and_a_damaged_one_is_refused(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    // The plugin exists only where the run is submitted, and only until then.
+    std::fs::create_dir_all(cluster.path("plugins")).unwrap();
+    let copy = cluster.path("plugins/hello.wasm");
+    std::fs::copy(plugin_path("hello"), &copy).unwrap();
+    cluster.write("greeting.toml", GREETING);
+    let id = cluster.submit("greeting.toml", &[]);
+    std::fs::remove_file(&copy).unwrap();
+    cluster.start_worker("fresh", &[]);
+    let store = cluster.open().await;
+    let run = ended(store.as_ref(), &id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+
+    // Another plugin, damaged in the store before a worker fetches it: refused, and
+    // the run says why.
+    cluster.stop("fresh");
+    std::fs::copy(plugin_path("arith"), &copy).unwrap();
+    cluster.write(
+        "damaged.toml",
+        &GREETING
+            .replace("hello.hello", "hello.add")
+            .replace(r#"{ name = "worker" }"#, "{ a = 1, b = 2 }"),
+    );
+    let digest = weir_store::blob_digest(&std::fs::read(&copy).unwrap());
+    let damaged = cluster.submit("damaged.toml", &[]);
+    match backend {
+        Backend::Sqlite => {
+            let blob = PathBuf::from(&cluster.store)
+                .join("blobs")
+                .join(&digest[..2])
+                .join(&digest);
+            let mut bytes = std::fs::read(&blob).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&blob, bytes).unwrap();
+        }
+        Backend::Postgres => {
+            let (client, connection) =
+                tokio_postgres::connect(&cluster.store, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let changed = client
+                .execute(
+                    "UPDATE blobs SET bytes = overlay(bytes placing '\\xff'::bytea from 100) WHERE digest = $1",
+                    &[&digest],
+                )
+                .await
+                .unwrap();
+            assert_eq!(changed, 1);
+        }
+    }
+    cluster.start_worker("second", &[]);
+    let run = ended(store.as_ref(), &damaged, Duration::from_secs(60)).await;
+    assert_eq!(run.state, State::Failed);
+    let message = run.state_message.unwrap_or_default();
+    assert!(
+        message.contains(&digest) && message.contains("damaged"),
+        "{message}"
+    );
+    cluster.stop("second");
+}
