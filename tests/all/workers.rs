@@ -23,6 +23,7 @@ on_both_backends!(
     the_death_of_a_flow_runs_driver_is_a_resume,
     a_tag_limit_holds_across_workers,
     plugins_travel_by_digest_and_a_damaged_one_is_refused,
+    a_run_no_live_worker_can_take_says_why,
 );
 
 /// A store, a directory for flow files and logs, and the worker processes on them.
@@ -676,4 +677,115 @@ async fn plugins_travel_by_digest_and_a_damaged_one_is_refused(backend: Backend)
         "{message}"
     );
     cluster.stop("second");
+}
+
+const GUARDED: &str = r#"
+format = 1
+name = "guarded"
+output = "add"
+
+[plugins]
+arith = "{arith}"
+
+[nodes.add]
+task = "arith.add"
+input = { a = 1, b = 2 }
+tags = ["db"]
+env = ["DB_TOKEN"]
+"#;
+
+async fn a_run_no_live_worker_can_take_says_why(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("guarded.toml", GUARDED);
+    let follower = cluster
+        .command(&["run", "guarded.toml", "--submit", "--wait", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = cluster.open().await;
+    let message_of = |id: FlowRunId| {
+        let store = store.clone();
+        async move {
+            store
+                .flow_run(&id)
+                .await
+                .unwrap()
+                .and_then(|run| run.state_message)
+        }
+    };
+    let flow_run = eventually(Duration::from_secs(30), "the run to be queued", || async {
+        store
+            .flow_runs(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+    })
+    .await;
+    let no_worker = eventually(Duration::from_secs(30), "a reason", || async {
+        message_of(flow_run.id.clone()).await
+    })
+    .await;
+    assert!(no_worker.contains("no worker is running"), "{no_worker}");
+
+    // A worker for other tags drives the flow run; its task run waits for a `db` worker.
+    cluster.start_worker("gpu", &["--tags", "gpu"]);
+    let task_message = |wanted: &'static str| {
+        let store = store.clone();
+        let id = flow_run.id.clone();
+        async move {
+            task_runs(store.as_ref(), &id)
+                .await
+                .into_iter()
+                .find_map(|run| run.state_message.filter(|message| message.contains(wanted)))
+        }
+    };
+    let tags = eventually(Duration::from_secs(30), "the tags reason", || {
+        task_message("serves its tags")
+    })
+    .await;
+    assert!(
+        tags.contains("(db)") && tags.contains("gpu serves gpu"),
+        "{tags}"
+    );
+    // A worker for every tag, without the variable the run is granted.
+    cluster.start_worker("plain", &[]);
+    let grants = eventually(Duration::from_secs(30), "the grants reason", || {
+        task_message("may grant")
+    })
+    .await;
+    assert!(grants.contains("variable DB_TOKEN"), "{grants}");
+    // The follower polls: give it time to show the reason before it goes away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // One that grants it runs it.
+    let log = std::fs::File::create(cluster.path("granting.log")).unwrap();
+    let granting = cluster
+        .command(&[
+            "worker",
+            "--name",
+            "granting",
+            "--lease",
+            "1s",
+            "--allow-env",
+            "DB_TOKEN",
+        ])
+        .env("DB_TOKEN", "secret")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.workers.insert("granting".into(), granting);
+    let output = follower.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", text(&output.stderr)));
+    assert_eq!(report["state"], "Completed", "{report}");
+    assert_eq!(report["output"], 3);
+    let lines = text(&output.stderr);
+    for reason in ["no worker is running", "serves its tags", "may grant"] {
+        assert!(lines.contains(reason), "--wait says why it waits: {lines}");
+    }
+    for name in ["gpu", "plain", "granting"] {
+        cluster.stop(name);
+    }
 }

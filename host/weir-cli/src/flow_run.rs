@@ -168,6 +168,17 @@ async fn submit(
             store_location = store.location()
         ),
     );
+    let waiting =
+        weir_runner::waiting::explain_waiting_runs(store.as_ref(), &weir_core::SystemClock)
+            .await
+            .map_err(Failure::internal)?;
+    if let Some((_, message)) = waiting
+        .iter()
+        .find(|(run, _)| run.as_str() == submitted.id.as_str())
+        && !args.wait
+    {
+        observer.note(&format!("Flow run '{}'", submitted.name), message);
+    }
     if !args.wait {
         if args.json {
             println!(

@@ -3,9 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use weir_core::SystemClock;
 use weir_core::{FlowRunId, State, TaskRunId};
 use weir_runner::{FlowRunLabel, RunLabel, RunObserver};
 use weir_store::{ChangeCursor, FlowRunRecord, Store, StoreResult, TaskRunRecord};
+
+use crate::terminal::TerminalObserver;
 
 /// How often the feed is read when nothing changed.
 const POLL: Duration = Duration::from_millis(100);
@@ -13,11 +16,16 @@ const POLL: Duration = Duration::from_millis(100);
 const PAGE: usize = 1000;
 /// How long the feed may lag behind a run's end before the follower stops waiting.
 const FEED_GRACE: Duration = Duration::from_secs(10);
+/// How often the follower says why runs that no live worker can take wait (nobody
+/// else does when no worker runs).
+const EXPLAIN_EVERY: Duration = Duration::from_secs(2);
 
 /// What has been shown of a run so far.
 struct Shown {
     state: State,
     logs: usize,
+    /// The last reason shown for waiting.
+    waiting: Option<String>,
 }
 
 /// Follows a flow run and its subflow runs until the flow run ends, printing what
@@ -27,16 +35,21 @@ pub(crate) async fn follow_flow_run(
     store: &dyn Store,
     id: &FlowRunId,
     mut cursor: ChangeCursor,
-    observer: &dyn RunObserver,
+    observer: &TerminalObserver,
 ) -> StoreResult<FlowRunRecord> {
     let mut tree: HashSet<FlowRunId> = HashSet::from([id.clone()]);
-    let mut flows: HashMap<FlowRunId, State> = HashMap::new();
+    let mut flows: HashMap<FlowRunId, Shown> = HashMap::new();
+    let mut explained = std::time::Instant::now() - EXPLAIN_EVERY;
     let mut tasks: HashMap<TaskRunId, Shown> = HashMap::new();
     // The run ends when the feed shows its end: every change of its runs came before.
     // (The feed may lag behind a direct read: PostgreSQL's waits for older transactions.)
     let mut ended: Option<FlowRunRecord> = None;
     let mut seen_ended_directly: Option<std::time::Instant> = None;
     loop {
+        if explained.elapsed() >= EXPLAIN_EVERY {
+            explained = std::time::Instant::now();
+            weir_runner::waiting::explain_waiting_runs(store, &SystemClock).await?;
+        }
         loop {
             let changes = store.changes(&cursor, PAGE).await?;
             cursor = changes.next.clone();
@@ -94,8 +107,8 @@ pub(crate) async fn follow_flow_run(
 }
 
 fn show_flow_run(
-    observer: &dyn RunObserver,
-    flows: &mut HashMap<FlowRunId, State>,
+    observer: &TerminalObserver,
+    flows: &mut HashMap<FlowRunId, Shown>,
     flow: &FlowRunRecord,
 ) {
     let label = FlowRunLabel {
@@ -103,18 +116,49 @@ fn show_flow_run(
         name: flow.name.clone(),
         flow: flow.flow.clone(),
     };
-    let previous = flows.insert(flow.id.clone(), flow.state);
-    if previous.is_none() {
+    let shown = flows.entry(flow.id.clone()).or_insert_with(|| {
         observer.flow_run_created(&label);
-    }
-    if previous != Some(flow.state) {
+        Shown {
+            state: State::Pending,
+            logs: 0,
+            waiting: None,
+        }
+    });
+    if shown.state != flow.state {
+        shown.state = flow.state;
         observer.flow_run_state(&label, flow.state, flow.state_message.as_deref());
+    }
+    show_waiting(
+        observer,
+        &format!("Flow run '{}'", flow.name),
+        shown,
+        flow.state,
+        flow.state_message.as_deref(),
+    );
+}
+
+/// A Pending run's reason for waiting, once per reason.
+fn show_waiting(
+    observer: &TerminalObserver,
+    label: &str,
+    shown: &mut Shown,
+    state: State,
+    message: Option<&str>,
+) {
+    if state != State::Pending {
+        return;
+    }
+    if let Some(message) = message.filter(|message| message.starts_with("waiting:"))
+        && shown.waiting.as_deref() != Some(message)
+    {
+        shown.waiting = Some(message.to_owned());
+        observer.note(label, message);
     }
 }
 
 async fn show_task_run(
     store: &dyn Store,
-    observer: &dyn RunObserver,
+    observer: &TerminalObserver,
     tasks: &mut HashMap<TaskRunId, Shown>,
     task: &TaskRunRecord,
 ) -> StoreResult<()> {
@@ -131,6 +175,7 @@ async fn show_task_run(
         Shown {
             state: State::Pending,
             logs: 0,
+            waiting: None,
         }
     });
     let logs = store.logs(&task.id).await?;
@@ -142,5 +187,12 @@ async fn show_task_run(
         shown.state = task.state;
         observer.task_run_state(&label, task.state, task.state_message.as_deref());
     }
+    show_waiting(
+        observer,
+        &format!("Task run '{}'", task.name),
+        shown,
+        task.state,
+        task.state_message.as_deref(),
+    );
     Ok(())
 }

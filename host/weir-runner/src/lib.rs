@@ -36,6 +36,7 @@ mod runner;
 mod secrets;
 mod slots;
 pub mod views;
+pub mod waiting;
 mod work;
 mod worker;
 

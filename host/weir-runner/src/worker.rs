@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use weir_core::{Grants, Timestamp};
-use weir_store::{Claim, ClaimTimes, Fence, Requirements, WorkKind, WorkerOffer};
+use weir_store::{
+    Claim, ClaimTimes, Fence, Requirements, WorkKind, WorkerCapabilities, WorkerOffer, WorkerRecord,
+};
 
 use crate::cancel::CancelToken;
 use crate::flow::{ClaimedFlow, FlowRunner};
@@ -67,6 +69,8 @@ const MAX_DRIVEN: usize = 256;
 /// The most rows one claim takes: claims are grouped, but a worker that takes more
 /// than it starts soon leaves less for the others.
 const MAX_CLAIM: usize = 64;
+/// How often a worker says why runs nobody can take wait.
+const EXPLAIN_EVERY: Duration = Duration::from_secs(3);
 /// How often an idle worker looks for work.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 /// The longest wait between claims while the store cannot be reached.
@@ -142,7 +146,24 @@ impl Worker {
         let tasks = self.tasks().clone();
         tasks.ensure_owner().await?;
         let store = tasks.store().clone();
+        let now = tasks.clock().now();
+        store
+            .register_worker(&WorkerRecord {
+                owner: tasks.owner_id().to_owned(),
+                name: self.config.name.clone(),
+                offer: WorkerCapabilities {
+                    tags: self.config.tags.clone(),
+                    drives_flows: self.config.drives_flows,
+                    concurrency: self.config.concurrency,
+                    ceilings: self.config.ceilings.clone(),
+                    lease_ms: self.config.lease.as_millis() as u64,
+                },
+                started: now,
+                heartbeat: now,
+            })
+            .await?;
         let renewer = tokio::spawn(self.clone().renew_leases());
+        let sweeper = tokio::spawn(self.clone().explain_waiting());
         let mut backoff = IDLE_POLL;
         let mut running = tokio::task::JoinSet::new();
         while !stop.is_cancelled() {
@@ -261,6 +282,7 @@ impl Worker {
             while running.join_next().await.is_some() {}
         }
         renewer.abort();
+        sweeper.abort();
         match store.flush().await {
             // Writes of runs it lost were refused, as they should be.
             Ok(()) | Err(weir_store::StoreError::LeaseLost { .. }) => {}
@@ -449,6 +471,24 @@ impl Worker {
                 "flow run {id} could not be driven: {}",
                 weir_core::describe_error(&error)
             )),
+        }
+    }
+
+    /// Every few seconds, says in their state messages why queued runs that no live
+    /// worker can take wait.
+    async fn explain_waiting(self: Arc<Self>) {
+        let tasks = self.tasks().clone();
+        loop {
+            tokio::time::sleep(EXPLAIN_EVERY).await;
+            let store = tasks.store().as_ref();
+            if let Err(error) =
+                crate::waiting::explain_waiting_runs(store, tasks.clock().as_ref()).await
+            {
+                self.say(&format!(
+                    "could not look at the waiting runs: {}",
+                    error.describe()
+                ));
+            }
         }
     }
 

@@ -22,3 +22,12 @@ CREATE TABLE work_queue (
 CREATE INDEX work_queue_claimable ON work_queue (ready_at, created) WHERE NOT done;
 CREATE INDEX work_queue_done_by_parent ON work_queue (parent_flow_run_id) WHERE done;
 CREATE INDEX work_queue_by_worker ON work_queue (worker) WHERE worker IS NOT NULL;
+-- The workers claiming from the queue and what they offer, so that a run no live worker
+-- can take says why. Heartbeat: each lease renewal.
+CREATE TABLE workers (
+    owner        TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    offer_json   TEXT NOT NULL,
+    started      BIGINT NOT NULL,
+    heartbeat    BIGINT NOT NULL
+);

@@ -197,6 +197,10 @@ pub(crate) async fn end_runs(
                 .execute("DELETE FROM owners WHERE id = $1", &[&owner])
                 .await
                 .map_err(backend("forgetting a run owner"))?;
+            transaction
+                .execute("DELETE FROM workers WHERE owner = $1", &[&owner])
+                .await
+                .map_err(backend("forgetting a worker"))?;
         }
         transaction
             .commit()

@@ -10,7 +10,7 @@ use weir_core::{FlowRunId, State, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
     Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements,
-    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer,
+    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -152,7 +152,11 @@ impl Queue for PostgresStore {
         if !offer.tags.is_empty() {
             let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
             params.push(Box::new(patterns));
-            sql.push_str(&format!(" AND tags LIKE ANY(${})", params.len()));
+            // Tags route task runs; any worker that drives flows drives any flow run.
+            sql.push_str(&format!(
+                " AND (kind = 'flow' OR tags LIKE ANY(${}))",
+                params.len()
+            ));
         }
         if offer.kinds.len() == 1 {
             params.push(Box::new(offer.kinds[0].as_str().to_owned()));
@@ -287,6 +291,14 @@ impl Queue for PostgresStore {
             )
             .await
             .map_err(backend("renewing leases"))?;
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        transaction
+            .execute(
+                "UPDATE workers SET heartbeat = $2 WHERE owner = $1",
+                &[&worker, &now.0],
+            )
+            .await
+            .map_err(backend("renewing leases"))?;
         transaction
             .commit()
             .await
@@ -373,6 +385,58 @@ impl Queue for PostgresStore {
             .await
             .map_err(backend("listing the queue"))?;
         Ok(rows.iter().map(work_record).collect())
+    }
+
+    async fn register_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        let offer = serde_json::to_string(&worker.offer)
+            .map_err(|error| StoreError::backend("recording a worker", error))?;
+        let client = self.connection().await?;
+        client
+            .execute(
+                "INSERT INTO workers (owner, name, offer_json, started, heartbeat) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (owner) DO UPDATE SET name = excluded.name, offer_json = excluded.offer_json,
+                     started = excluded.started, heartbeat = excluded.heartbeat",
+                &[
+                    &worker.owner,
+                    &worker.name,
+                    &offer,
+                    &worker.started.0,
+                    &worker.heartbeat.0,
+                ],
+            )
+            .await
+            .map_err(backend("recording a worker"))?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        let client = self.read().await?;
+        let rows = client
+            .query(
+                "SELECT owner, name, offer_json, started, heartbeat FROM workers ORDER BY started",
+                &[],
+            )
+            .await
+            .map_err(backend("listing workers"))?;
+        Ok(rows
+            .iter()
+            .map(|row| WorkerRecord {
+                owner: row.get(0),
+                name: row.get(1),
+                offer: serde_json::from_str(row.get(2)).unwrap_or_default(),
+                started: Timestamp(row.get(3)),
+                heartbeat: Timestamp(row.get(4)),
+            })
+            .collect())
+    }
+
+    fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()> {
+        self.writer.send(WriteOp::ExplainWaiting {
+            run_id: run_id.to_owned(),
+            kind,
+            message: message.to_owned(),
+        })?;
+        Ok(())
     }
 
     fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {

@@ -83,6 +83,12 @@ pub(crate) enum WriteOp {
         row: crate::queue::QueueRow,
         fence: Option<Fence>,
     },
+    /// Sets the state message of a queued run while it is unclaimed.
+    ExplainWaiting {
+        run_id: String,
+        kind: weir_store::WorkKind,
+        message: String,
+    },
     /// Gives a claimed row back to the queue, ready at a time; marked as lost by a
     /// worker (name, id) when an unclaimed takeover.
     Requeue {
@@ -271,6 +277,8 @@ struct Statements {
     release_awaited: Statement,
     insert_work: Statement,
     requeue: Statement,
+    explain_waiting_task: Statement,
+    explain_waiting_flow: Statement,
 }
 
 impl Statements {
@@ -427,6 +435,20 @@ impl Statements {
                 .prepare(
                     "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .await?,
+            explain_waiting_task: client
+                .prepare(
+                    "UPDATE task_runs SET state_message = $2 WHERE id = $1 AND state = 'Pending'
+                       AND EXISTS (SELECT 1 FROM work_queue WHERE run_id = $1 AND worker IS NULL AND NOT done)
+                       AND state_message IS DISTINCT FROM $2",
+                )
+                .await?,
+            explain_waiting_flow: client
+                .prepare(
+                    "UPDATE flow_runs SET state_message = $2 WHERE id = $1 AND state = 'Pending'
+                       AND EXISTS (SELECT 1 FROM work_queue WHERE run_id = $1 AND worker IS NULL AND NOT done)
+                       AND state_message IS DISTINCT FROM $2",
                 )
                 .await?,
             requeue: client
@@ -871,6 +893,18 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
             ("releasing concurrency slots", true)
         }
         WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => ("answering", true),
+        WriteOp::ExplainWaiting {
+            run_id,
+            kind,
+            message,
+        } => {
+            let statement = match kind {
+                weir_store::WorkKind::Task => &statements.explain_waiting_task,
+                weir_store::WorkKind::Flow => &statements.explain_waiting_flow,
+            };
+            steps.push(step(statement, vec![text(run_id), text(message)]));
+            ("saying why a run waits", true)
+        }
         WriteOp::Fenced { .. } | WriteOp::Enqueue { .. } | WriteOp::Requeue { .. } => {
             unreachable!("planned by plan_queued")
         }
@@ -903,6 +937,7 @@ fn changed_run(op: &WriteOp) -> Option<String> {
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
         WriteOp::Fenced { op, .. } | WriteOp::Enqueue { create: op, .. } => changed_run(op),
+        WriteOp::ExplainWaiting { run_id, .. } => Some(run_id.clone()),
         _ => None,
     }
 }

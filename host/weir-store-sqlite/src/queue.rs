@@ -9,7 +9,7 @@ use weir_core::{FlowRunId, State, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
     Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements,
-    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer,
+    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -178,6 +178,31 @@ pub(crate) fn apply_requeue(
     Ok(())
 }
 
+pub(crate) fn apply_explain_waiting(
+    transaction: &Connection,
+    run_id: &str,
+    kind: WorkKind,
+    message: &str,
+) -> StoreResult<()> {
+    let sql = match kind {
+        WorkKind::Task => {
+            "UPDATE task_runs SET state_message = ?2 WHERE id = ?1 AND state = 'Pending'
+               AND EXISTS (SELECT 1 FROM work_queue WHERE run_id = ?1 AND worker IS NULL AND done = 0)
+               AND state_message IS NOT ?2"
+        }
+        WorkKind::Flow => {
+            "UPDATE flow_runs SET state_message = ?2 WHERE id = ?1 AND state = 'Pending'
+               AND EXISTS (SELECT 1 FROM work_queue WHERE run_id = ?1 AND worker IS NULL AND done = 0)
+               AND state_message IS NOT ?2"
+        }
+    };
+    transaction
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params![run_id, message]))
+        .map_err(backend("saying why a run waits"))?;
+    Ok(())
+}
+
 /// The columns [`work_record`] reads.
 const WORK_COLUMNS: &str =
     "run_id, kind, parent_flow_run_id, tags, requirements, ready_at, created, generation,
@@ -229,7 +254,11 @@ fn claim_rows(
                 format!("tags LIKE {slot} ESCAPE '\\'")
             })
             .collect();
-        sql.push_str(&format!(" AND ({})", patterns.join(" OR ")));
+        // Tags route task runs; any worker that drives flows drives any flow run.
+        sql.push_str(&format!(
+            " AND (kind = 'flow' OR {})",
+            patterns.join(" OR ")
+        ));
     }
     if !offer.kinds.is_empty() && offer.kinds.len() < 2 {
         let slot = placeholder(&mut values, offer.kinds[0].as_str().to_owned());
@@ -419,6 +448,7 @@ impl Queue for SqliteStore {
 
     async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>> {
         let worker = worker.to_owned();
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
         self.writer
             .call(move |connection| {
                 let renew = || -> rusqlite::Result<Vec<Fence>> {
@@ -428,6 +458,9 @@ impl Queue for SqliteStore {
                                (SELECT run_id FROM work_queue WHERE worker = ?1 AND done = 0)",
                         )?
                         .execute(params![worker, until.0])?;
+                    connection
+                        .prepare_cached("UPDATE workers SET heartbeat = ?2 WHERE owner = ?1")?
+                        .execute(params![worker, now.0])?;
                     let mut statement = connection.prepare_cached(
                         "UPDATE work_queue SET lease_expires = ?2 WHERE worker = ?1 AND done = 0
                          RETURNING run_id, generation",
@@ -492,6 +525,62 @@ impl Queue for SqliteStore {
             .map_err(backend("listing the queue"))?;
         rows.collect::<Result<_, _>>()
             .map_err(backend("listing the queue"))
+    }
+
+    async fn register_worker(&self, worker: &WorkerRecord) -> StoreResult<()> {
+        let worker = worker.clone();
+        let offer = serde_json::to_string(&worker.offer)
+            .map_err(|error| StoreError::backend("recording a worker", error))?;
+        self.writer
+            .call(move |connection| {
+                connection
+                    .execute(
+                        "INSERT OR REPLACE INTO workers (owner, name, offer_json, started, heartbeat)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            worker.owner,
+                            worker.name,
+                            offer,
+                            worker.started.0,
+                            worker.heartbeat.0
+                        ],
+                    )
+                    .map_err(backend("recording a worker"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn workers(&self) -> StoreResult<Vec<WorkerRecord>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT owner, name, offer_json, started, heartbeat FROM workers ORDER BY started",
+            )
+            .map_err(backend("listing workers"))?;
+        let rows = statement
+            .query_map([], |row| {
+                let offer: String = row.get(2)?;
+                Ok(WorkerRecord {
+                    owner: row.get(0)?,
+                    name: row.get(1)?,
+                    offer: serde_json::from_str(&offer).unwrap_or_default(),
+                    started: Timestamp(row.get(3)?),
+                    heartbeat: Timestamp(row.get(4)?),
+                })
+            })
+            .map_err(backend("listing workers"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing workers"))
+    }
+
+    fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()> {
+        self.writer.send(WriteOp::ExplainWaiting {
+            run_id: run_id.to_owned(),
+            kind,
+            message: message.to_owned(),
+        })?;
+        Ok(())
     }
 
     fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {

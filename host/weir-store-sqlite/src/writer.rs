@@ -80,6 +80,12 @@ pub(crate) enum WriteOp {
         row: crate::queue::QueueRow,
         fence: Option<Fence>,
     },
+    /// Sets the state message of a queued run while it is unclaimed.
+    ExplainWaiting {
+        run_id: String,
+        kind: weir_store::WorkKind,
+        message: String,
+    },
     /// Gives a claimed row back to the queue, ready at a time; marked as lost by a
     /// worker (name, id) when an unclaimed takeover.
     Requeue {
@@ -688,6 +694,11 @@ fn end_runs(
         transaction
             .prepare_cached("DELETE FROM owners WHERE id = ?1")
             .and_then(|mut statement| statement.execute([owner]))
+            .and_then(|_| {
+                transaction
+                    .prepare_cached("DELETE FROM workers WHERE owner = ?1")?
+                    .execute([owner])
+            })
             .map_err(backend("forgetting a run owner"))?;
     }
     Ok(ended)
@@ -709,6 +720,7 @@ pub(crate) fn apply(
         | WriteOp::AppendLogs { id, .. } => Some(id.to_string()),
         WriteOp::CreateFlowRun { run, .. } => Some(run.id.to_string()),
         WriteOp::SetFlowRunState { id, .. } => Some(id.to_string()),
+        WriteOp::ExplainWaiting { run_id, .. } => Some(run_id.clone()),
         _ => None,
     };
     apply_op(transaction, sequences, op)?;
@@ -885,6 +897,11 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
             ready_at,
             lost_from,
         } => crate::queue::apply_requeue(transaction, &fence, ready_at, lost_from.as_ref()),
+        WriteOp::ExplainWaiting {
+            run_id,
+            kind,
+            message,
+        } => crate::queue::apply_explain_waiting(transaction, &run_id, kind, &message),
         WriteOp::Call(_) | WriteOp::Ask(_) | WriteOp::Flush { .. } | WriteOp::EndRuns { .. } => {
             unreachable!("handled by commit_batch")
         }

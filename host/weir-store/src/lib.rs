@@ -330,6 +330,14 @@ pub trait Queue: Send + Sync {
     ) -> StoreResult<Vec<Finished>>;
     /// Every row of the queue (done rows too), oldest first, at most `limit`.
     async fn work(&self, limit: usize) -> StoreResult<Vec<WorkRecord>>;
+    /// Records a worker and what it offers (replacing one of that owner); its heartbeat
+    /// moves with each [`renew_leases`](Self::renew_leases), and it is forgotten with its
+    /// owner ([`Owners::retire_owner`]).
+    async fn register_worker(&self, worker: &WorkerRecord) -> StoreResult<()>;
+    async fn workers(&self) -> StoreResult<Vec<WorkerRecord>>;
+    /// Says why a queued run waits (no worker serves it, say), as its state message,
+    /// while it is still unclaimed; in order with the writes.
+    fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()>;
     /// A recorder whose writes are fenced: each is applied only while `fence` holds, and
     /// the one that ends the fenced run (its final state) also releases its row.
     fn fenced(self: std::sync::Arc<Self>, fence: Fence) -> std::sync::Arc<dyn Recorder>;

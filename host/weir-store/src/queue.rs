@@ -247,3 +247,29 @@ pub mod queue_columns {
         format!("%\n{escaped}\n%")
     }
 }
+
+/// A worker as the queue knows it: what it offers and when it was last heard of (each
+/// lease renewal), so that a run no live worker can take can say why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Its owner id (`own_…`).
+    pub owner: String,
+    pub name: String,
+    pub offer: WorkerCapabilities,
+    pub started: Timestamp,
+    pub heartbeat: Timestamp,
+}
+
+/// What a worker takes: tags, kinds, grant ceilings, its lease.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerCapabilities {
+    /// Empty: every run; else only runs with one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub drives_flows: bool,
+    pub concurrency: usize,
+    /// The most it grants.
+    #[serde(default)]
+    pub ceilings: weir_core::Grants,
+    pub lease_ms: u64,
+}
