@@ -24,6 +24,7 @@ on_both_backends!(
     a_tag_limit_holds_across_workers,
     plugins_travel_by_digest_and_a_damaged_one_is_refused,
     a_run_no_live_worker_can_take_says_why,
+    logs_follow_a_run_from_another_process,
 );
 
 /// A store, a directory for flow files and logs, and the worker processes on them.
@@ -788,4 +789,60 @@ async fn a_run_no_live_worker_can_take_says_why(backend: Backend) {
     for name in ["gpu", "plain", "granting"] {
         cluster.stop(name);
     }
+}
+
+const TALKING: &str = r#"
+format = 1
+name = "talking"
+output = "talk"
+
+[plugins]
+misbehave = "{misbehave}"
+
+[nodes.pause]
+task = "misbehave.sleepy"
+input = { ms = 1500 }
+
+[nodes.talk]
+task = "misbehave.chatty"
+input = { lines = 3 }
+wait_for = ["pause"]
+"#;
+
+async fn logs_follow_a_run_from_another_process(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("talking.toml", TALKING);
+    cluster.start_worker("one", &[]);
+    let id = cluster.submit("talking.toml", &[]);
+    let store = cluster.open().await;
+    eventually(Duration::from_secs(30), "the run to start", || async {
+        store
+            .flow_run(&id)
+            .await
+            .unwrap()
+            .filter(|run| run.state == State::Running)
+    })
+    .await;
+    let started = Instant::now();
+    let output = cluster
+        .command(&["runs", "logs", id.as_str(), "--follow"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines = text(&output.stdout);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it followed: {lines}"
+    );
+    let run = store.flow_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.state, State::Completed, "it ends with the run");
+    for expected in [
+        "Task run 'chatty-0' - line 2",
+        "Task run 'chatty-0' - Finished in state Completed()",
+        "Flow run",
+    ] {
+        assert!(lines.contains(expected), "{expected}: {lines}");
+    }
+    assert_eq!(lines.matches("line 2").count(), 1, "{lines}");
+    cluster.stop("one");
 }

@@ -190,9 +190,15 @@ async fn submit(
         }
         return Ok(0);
     }
-    let ended = crate::follow::follow_flow_run(store.as_ref(), &submitted.id, cursor, &observer)
-        .await
-        .map_err(Failure::internal)?;
+    let ended = crate::follow::follow_flow_run(
+        store.as_ref(),
+        &submitted.id,
+        cursor,
+        &observer,
+        Default::default(),
+    )
+    .await
+    .map_err(Failure::internal)?;
     let output = match &ended.result_digest {
         Some(digest) => Some(store.result(digest).await.map_err(Failure::internal)?),
         None => None,

@@ -36,11 +36,23 @@ pub(crate) async fn follow_flow_run(
     id: &FlowRunId,
     mut cursor: ChangeCursor,
     observer: &TerminalObserver,
+    logs_shown: HashMap<TaskRunId, usize>,
 ) -> StoreResult<FlowRunRecord> {
     let mut tree: HashSet<FlowRunId> = HashSet::from([id.clone()]);
     let mut flows: HashMap<FlowRunId, Shown> = HashMap::new();
-    let mut explained = std::time::Instant::now() - EXPLAIN_EVERY;
+    // Runs whose lines were printed before: from their next line on.
     let mut tasks: HashMap<TaskRunId, Shown> = HashMap::new();
+    for (run, logs) in logs_shown {
+        tasks.insert(
+            run,
+            Shown {
+                state: State::Pending,
+                logs,
+                waiting: None,
+            },
+        );
+    }
+    let mut explained = std::time::Instant::now() - EXPLAIN_EVERY;
     // The run ends when the feed shows its end: every change of its runs came before.
     // (The feed may lag behind a direct read: PostgreSQL's waits for older transactions.)
     let mut ended: Option<FlowRunRecord> = None;

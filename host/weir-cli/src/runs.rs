@@ -1,6 +1,7 @@
 //! `weir runs ls|inspect|logs` and `weir cache ls|clear`: reading the run history.
 
 use clap::{Args, Subcommand};
+use std::collections::HashMap;
 use std::time::Duration;
 use weir_core::{
     Clock, FlowRunId, State, SystemClock, TaskRunId, Timestamp, format_duration, parse_duration,
@@ -18,7 +19,7 @@ pub(crate) enum RunsCommand {
     /// Show a run: its states, timings, and for a flow run its nodes' task runs.
     Inspect(RunArgs),
     /// Print the log lines of a task run, or of every task run of a flow run.
-    Logs(RunArgs),
+    Logs(LogsArgs),
     /// Cancel a flow run (and everything under it) or a task run, wherever it runs.
     Cancel(RunArgs),
 }
@@ -53,6 +54,16 @@ pub(crate) struct RunArgs {
     run: String,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Go on printing the flow run's lines (its task runs' states and logs, from any
+    /// machine) until it ends.
+    #[arg(long, conflicts_with = "json")]
+    follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,7 +392,13 @@ fn print_flow_run(view: &views::FlowRunView) {
     print_history(&view.states);
 }
 
-async fn logs(store: &dyn Store, args: &RunArgs) -> Result<u8, Failure> {
+async fn logs(store: &dyn Store, args: &LogsArgs) -> Result<u8, Failure> {
+    let (follow, args) = (args.follow, &args.run);
+    // Taken before the lines are read: following from here misses none.
+    let cursor = match follow {
+        true => Some(store.changes_now().await.map_err(Failure::internal)?),
+        false => None,
+    };
     let lines = views::logs(store, &args.run).await.map_err(view_failure)?;
     if args.json {
         println!(
@@ -390,7 +407,9 @@ async fn logs(store: &dyn Store, args: &RunArgs) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
+    let mut shown: HashMap<TaskRunId, usize> = HashMap::new();
     for line in lines {
+        *shown.entry(line.task_run_id.clone()).or_default() += 1;
         println!(
             "{} | {:<7} | Task run '{}' - {}",
             line.at.time_of_day(),
@@ -399,6 +418,23 @@ async fn logs(store: &dyn Store, args: &RunArgs) -> Result<u8, Failure> {
             line.message
         );
     }
+    let Some(cursor) = cursor else {
+        return Ok(0);
+    };
+    let flow_run = match views::find_run(store, &args.run)
+        .await
+        .map_err(view_failure)?
+    {
+        views::FoundRun::Flow(run) => Some(run.id),
+        views::FoundRun::Task(run) => run.flow_run_id,
+    };
+    let Some(flow_run) = flow_run else {
+        return Ok(0);
+    };
+    let out = crate::terminal::TerminalObserver::new(Box::new(std::io::stdout()), false);
+    crate::follow::follow_flow_run(store, &flow_run, cursor, &out, shown)
+        .await
+        .map_err(Failure::internal)?;
     Ok(0)
 }
 
