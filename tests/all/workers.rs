@@ -25,6 +25,7 @@ on_both_backends!(
     plugins_travel_by_digest_and_a_damaged_one_is_refused,
     a_run_no_live_worker_can_take_says_why,
     logs_follow_a_run_from_another_process,
+    cancelling_a_submitted_run_stops_it_on_every_worker,
 );
 
 /// A store, a directory for flow files and logs, and the worker processes on them.
@@ -845,4 +846,56 @@ async fn logs_follow_a_run_from_another_process(backend: Backend) {
     }
     assert_eq!(lines.matches("line 2").count(), 1, "{lines}");
     cluster.stop("one");
+}
+
+async fn cancelling_a_submitted_run_stops_it_on_every_worker(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("sleepers.toml", &sleepers(8, 20_000, 0, ""));
+    // Queued with no worker: cancelled in place.
+    let queued = cluster.submit("sleepers.toml", &[]);
+    let cancel = cluster
+        .command(&["runs", "cancel", queued.as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
+    let store = cluster.open().await;
+    let run = store.flow_run(&queued).await.unwrap().unwrap();
+    assert_eq!(run.state, State::Cancelled);
+    assert!(store.work(10).await.unwrap().is_empty(), "off the queue");
+
+    // Running on two workers: the driver cancels it, and every attempt stops.
+    cluster.start_worker("one", &["--concurrency", "4"]);
+    cluster.start_worker("two", &["--concurrency", "4"]);
+    let id = cluster.submit("sleepers.toml", &[]);
+    eventually(Duration::from_secs(30), "the attempts to start", || async {
+        let running = task_runs(store.as_ref(), &id)
+            .await
+            .into_iter()
+            .filter(|run| run.state == State::Running)
+            .count();
+        (running == 8).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let cancel = cluster.command(&["runs", "cancel", id.as_str()]).output().unwrap();
+    assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
+    let run = ended(store.as_ref(), &id, Duration::from_secs(20)).await;
+    assert_eq!(run.state, State::Cancelled, "{:?}", run.state_message);
+    let runs = eventually(Duration::from_secs(10), "every task run to end", || async {
+        let runs = task_runs(store.as_ref(), &id).await;
+        runs.iter().all(|run| run.state.is_final()).then_some(runs)
+    })
+    .await;
+    assert!(runs.iter().all(|run| run.state == State::Cancelled), "{runs:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "long before the sleeps end");
+    eventually(Duration::from_secs(10), "the queue to empty", || async {
+        store.work(10).await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    // The workers are free again: a new run completes.
+    cluster.write("adds.toml", MAP);
+    let (report, lines) = cluster.submit_and_wait("adds.toml", &["values=[1, 2]"]);
+    assert_eq!(report["state"], "Completed", "{report}\n{lines}");
+    cluster.stop("one");
+    cluster.stop("two");
 }
