@@ -877,7 +877,10 @@ async fn cancelling_a_submitted_run_stops_it_on_every_worker(backend: Backend) {
     })
     .await;
     let started = Instant::now();
-    let cancel = cluster.command(&["runs", "cancel", id.as_str()]).output().unwrap();
+    let cancel = cluster
+        .command(&["runs", "cancel", id.as_str()])
+        .output()
+        .unwrap();
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
     let run = ended(store.as_ref(), &id, Duration::from_secs(20)).await;
     assert_eq!(run.state, State::Cancelled, "{:?}", run.state_message);
@@ -886,8 +889,14 @@ async fn cancelling_a_submitted_run_stops_it_on_every_worker(backend: Backend) {
         runs.iter().all(|run| run.state.is_final()).then_some(runs)
     })
     .await;
-    assert!(runs.iter().all(|run| run.state == State::Cancelled), "{runs:?}");
-    assert!(started.elapsed() < Duration::from_secs(15), "long before the sleeps end");
+    assert!(
+        runs.iter().all(|run| run.state == State::Cancelled),
+        "{runs:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "long before the sleeps end"
+    );
     eventually(Duration::from_secs(10), "the queue to empty", || async {
         store.work(10).await.unwrap().is_empty().then_some(())
     })
@@ -896,6 +905,66 @@ async fn cancelling_a_submitted_run_stops_it_on_every_worker(backend: Backend) {
     cluster.write("adds.toml", MAP);
     let (report, lines) = cluster.submit_and_wait("adds.toml", &["values=[1, 2]"]);
     assert_eq!(report["state"], "Completed", "{report}\n{lines}");
+    cluster.stop("one");
+    cluster.stop("two");
+}
+
+/// PostgreSQL only: every connection of the workers (their writers, pools and leases)
+/// is cut, twice, while their attempts run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ride_out_lost_connections_to_postgres() {
+    let mut cluster = Cluster::new(Backend::Postgres).await;
+    cluster.write("sleepers.toml", &sleepers(8, 2000, 2, ""));
+    cluster.start_worker("one", &["--concurrency", "4"]);
+    cluster.start_worker("two", &["--concurrency", "4"]);
+    let id = cluster.submit("sleepers.toml", &[]);
+    let store = cluster.open().await;
+    eventually(Duration::from_secs(30), "the attempts to start", || async {
+        let running = task_runs(store.as_ref(), &id)
+            .await
+            .into_iter()
+            .filter(|run| run.state == State::Running)
+            .count();
+        (running == 8).then_some(())
+    })
+    .await;
+    let (client, connection) = tokio_postgres::connect(&cluster.store, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let cut = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(!cut.is_empty());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // This test's own store lost its connections too: a new one reads the outcome.
+    let store = cluster.open().await;
+    let run = ended(store.as_ref(), &id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+    let runs = task_runs(store.as_ref(), &id).await;
+    assert_eq!(runs.len(), 8);
+    for run in &runs {
+        assert_eq!(run.state, State::Completed);
+        let history = states(store.as_ref(), run).await;
+        let finals = history.iter().filter(|(state, _)| state.is_final()).count();
+        assert_eq!(finals, 1, "{history:?}");
+    }
+    for name in ["one", "two"] {
+        let alive = cluster.workers.get_mut(name).unwrap().try_wait().unwrap();
+        assert!(alive.is_none(), "{name} exited: {}", cluster.log(name));
+    }
+    let logs = cluster.log("one") + &cluster.log("two");
+    assert!(
+        logs.contains("connecting again"),
+        "the cut was noticed: {logs}"
+    );
     cluster.stop("one");
     cluster.stop("two");
 }

@@ -22,12 +22,13 @@ pub(crate) struct TaskSpec {
     pub(crate) flow_run: Option<FlowRunContext>,
 }
 
-/// The flow run a queued task run belongs to, as its context shows it.
+/// The flow run a queued task run belongs to, as its context shows it (its parameters
+/// are read from the flow run's record: copied into every task run's spec, a map over a
+/// large parameter would write it once per element).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FlowRunContext {
     pub(crate) id: String,
     pub(crate) name: String,
-    pub(crate) parameters: serde_json::Value,
 }
 
 /// The spec of a queued flow run: which flow of which bundle to drive.

@@ -69,6 +69,8 @@ const MAX_DRIVEN: usize = 256;
 /// The most rows one claim takes: claims are grouped, but a worker that takes more
 /// than it starts soon leaves less for the others.
 const MAX_CLAIM: usize = 64;
+/// Flow runs whose parameters a worker keeps (forgotten all at once past this).
+const PARAMETERS_KEPT: usize = 64;
 /// How often a worker says why runs nobody can take wait.
 const EXPLAIN_EVERY: Duration = Duration::from_secs(3);
 /// How often an idle worker looks for work.
@@ -99,6 +101,8 @@ struct Held {
 #[derive(Default)]
 struct State {
     held: HashMap<String, Held>,
+    /// Parameters of the flow runs whose task runs it ran lately.
+    parameters: HashMap<weir_core::FlowRunId, Arc<serde_json::Value>>,
     unservable: Vec<String>,
     summary: WorkerSummary,
 }
@@ -389,11 +393,27 @@ impl Worker {
                 return;
             }
         };
-        let flow_run = spec.flow_run.map(|flow| FlowRunRef {
-            id: weir_core::FlowRunId::from_string(flow.id),
-            name: flow.name,
-            parameters: flow.parameters,
-        });
+        let flow_run = match spec.flow_run {
+            Some(flow) => {
+                let id = weir_core::FlowRunId::from_string(flow.id);
+                match self.parameters_of(&id).await {
+                    Ok(parameters) => Some(FlowRunRef {
+                        id,
+                        name: flow.name,
+                        parameters,
+                    }),
+                    Err(error) => {
+                        let message = format!(
+                            "the parameters of its flow run could not be read: {}",
+                            error.describe()
+                        );
+                        self.fail_task(&claim, &record, message);
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
         let claimed = ClaimedTask {
             fence: claim.fence.clone(),
             plugin,
@@ -412,6 +432,30 @@ impl Worker {
                 weir_core::describe_error(&error)
             )),
         }
+    }
+
+    /// A flow run's parameters (for its task runs' context), read once per flow run.
+    async fn parameters_of(
+        &self,
+        id: &weir_core::FlowRunId,
+    ) -> Result<Arc<serde_json::Value>, weir_store::StoreError> {
+        if let Some(parameters) = self.lock().parameters.get(id) {
+            return Ok(parameters.clone());
+        }
+        let parameters = Arc::new(
+            self.tasks()
+                .store()
+                .flow_run(id)
+                .await?
+                .map(|run| run.parameters)
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        );
+        let mut state = self.lock();
+        if state.parameters.len() >= PARAMETERS_KEPT {
+            state.parameters.clear();
+        }
+        state.parameters.insert(id.clone(), parameters.clone());
+        Ok(parameters)
     }
 
     /// Ends a claimed task run that cannot run at all (its spec or plugin is broken).

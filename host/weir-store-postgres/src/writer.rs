@@ -1030,7 +1030,7 @@ async fn apply(
     let mut failures = Vec::new();
     let mut live = match connection.take() {
         Some(live) if !live.client.is_closed() => live,
-        _ => match reconnect(connect).await {
+        _ => match reconnect_patiently(connect).await {
             Ok(live) => live,
             Err(BatchError::Commit(error) | BatchError::Operation(error)) => {
                 let message = error.describe();
@@ -1054,7 +1054,9 @@ async fn apply(
                 reply,
             } => {
                 if !segment.is_empty()
-                    && let Err(error) = commit_batch(&mut live, &std::mem::take(&mut segment)).await
+                    && let Err(error) =
+                        commit_through_outages(&mut live, connect, &std::mem::take(&mut segment))
+                            .await
                 {
                     failures.push(error);
                 }
@@ -1065,12 +1067,69 @@ async fn apply(
         }
     }
     if !segment.is_empty()
-        && let Err(error) = commit_batch(&mut live, &segment).await
+        && let Err(error) = commit_through_outages(&mut live, connect, &segment).await
     {
         failures.push(error);
     }
     *connection = Some(live);
     failures
+}
+
+/// How long the writer keeps trying to reach the server before it gives up on a batch
+/// (reporting it failed): a restart or a network blip is waited out, writes queue up
+/// (callers wait once the queue is full), nothing is lost.
+const OUTAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest wait between two tries.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects again, trying with backoff for up to [`OUTAGE_LIMIT`].
+async fn reconnect_patiently(connect: &Connect) -> Result<Connection, BatchError> {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match reconnect(connect).await {
+            Ok(live) => return Ok(live),
+            Err(failure) if started.elapsed() >= OUTAGE_LIMIT => return Err(failure),
+            Err(BatchError::Commit(error) | BatchError::Operation(error)) => {
+                tracing::warn!(
+                    "the store cannot be reached ({}); trying again in {} ms",
+                    error.describe(),
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Commits a batch; when the connection is lost on the way, connects again and sends the
+/// batch again, for up to [`OUTAGE_LIMIT`]. (Lost after the server committed but before
+/// it answered, a batch is sent twice: its new runs then collide with themselves and are
+/// reported, which is the rare price of not losing every batch of an outage.)
+async fn commit_through_outages(
+    live: &mut Connection,
+    connect: &Connect,
+    ops: &[WriteOp],
+) -> Result<(), BatchError> {
+    let started = std::time::Instant::now();
+    loop {
+        match commit_batch(live, ops).await {
+            Err(BatchError::Commit(error)) if started.elapsed() < OUTAGE_LIMIT => {
+                // Give the connection's task a moment to notice that it is gone.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if !live.client.is_closed() {
+                    return Err(BatchError::Commit(error));
+                }
+                tracing::warn!(
+                    "the store's connection was lost while writing ({}); connecting again",
+                    error.describe()
+                );
+                *live = reconnect_patiently(connect).await?;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {

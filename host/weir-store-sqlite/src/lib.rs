@@ -49,6 +49,26 @@ pub struct SqliteStore {
     database_path: PathBuf,
 }
 
+/// Runs `step` again while SQLite answers "database is locked" without waiting for its
+/// busy timeout, which it does in a few cases (a process opening a new store while
+/// another initializes its write-ahead log): for up to the busy timeout.
+fn while_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if matches!(
+                    error.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < schema::BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn backend(action: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |error| StoreError::backend(action, error)
 }
@@ -70,7 +90,7 @@ impl SqliteStore {
             })
         };
         let mut writer_connection = open()?;
-        let found = schema::prepare(&mut writer_connection).map_err(|error| {
+        let found = while_busy(|| schema::prepare(&mut writer_connection)).map_err(|error| {
             StoreError::backend(
                 format!("reading the database {}", database_path.display()),
                 describe_open_error(&error),
@@ -84,7 +104,8 @@ impl SqliteStore {
             });
         }
         let reader = open()?;
-        schema::configure(&reader).map_err(backend("configuring the database connection"))?;
+        while_busy(|| schema::configure(&reader))
+            .map_err(backend("configuring the database connection"))?;
         Ok(SqliteStore {
             reader: Mutex::new(reader),
             writer: Writer::start(writer_connection)?,

@@ -307,7 +307,7 @@ impl FlowRunner {
             flow_run: FlowRunRef {
                 id: label.id.clone(),
                 name: label.name.clone(),
-                parameters: Value::Object(parameters.clone()),
+                parameters: Arc::new(Value::Object(parameters.clone())),
             },
             parameters,
             run_numbers: Default::default(),

@@ -59,7 +59,9 @@ pub enum RunnerError {
 pub struct FlowRunRef {
     pub id: FlowRunId,
     pub name: String,
-    pub parameters: serde_json::Value,
+    /// Shared: every task run of the flow run refers to it (a map of 10,000 over a
+    /// parameter of 10,000 values must not copy it 10,000 times).
+    pub parameters: Arc<serde_json::Value>,
 }
 
 /// One request to run a task.
@@ -562,7 +564,7 @@ impl Execution<'_> {
             attempt,
             tags: self.settings.tags.clone(),
             parameters: flow
-                .map(|flow| flow.parameters.clone())
+                .map(|flow| (*flow.parameters).clone())
                 .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
         }
     }

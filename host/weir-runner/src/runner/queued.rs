@@ -91,7 +91,6 @@ impl TaskRunner {
             flow_run: request.flow_run.as_ref().map(|flow| FlowRunContext {
                 id: flow.id.to_string(),
                 name: flow.name.clone(),
-                parameters: flow.parameters.clone(),
             }),
         };
         let spec = serde_json::to_string(&spec)
