@@ -387,11 +387,13 @@ async fn offers_filter_by_tags_and_requirements(backend: Backend) {
         ..offer("gpu")
     };
     let claims = store.claim(&gpu_offer, at(2_000, 10_000), 8).await.unwrap();
-    let ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
+    let mut ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![gpu.run_id(), flow.run_id()];
+    expected.sort();
     assert_eq!(
-        ids,
-        vec![gpu.run_id()],
-        "a worker with tags takes only those"
+        ids, expected,
+        "a worker with tags takes only task runs with them, and drives any flow run"
     );
     let tasks_only = WorkerOffer {
         kinds: vec![WorkKind::Task],
@@ -408,11 +410,8 @@ async fn offers_filter_by_tags_and_requirements(backend: Backend) {
         .claim(&offer("any"), at(2_000, 10_000), 8)
         .await
         .unwrap();
-    let mut ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
-    ids.sort();
-    let mut expected = vec![needs_dir.run_id(), flow.run_id()];
-    expected.sort();
-    assert_eq!(ids, expected);
+    let ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
+    assert_eq!(ids, vec![needs_dir.run_id()]);
     let dir_claim = claims
         .iter()
         .find(|claim| claim.run_id == needs_dir.run_id())
