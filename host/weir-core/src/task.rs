@@ -302,7 +302,9 @@ pub struct RunContext {
     pub task_name: String,
     pub attempt: u32,
     pub tags: Vec<String>,
-    pub parameters: serde_json::Value,
+    /// The flow run's parameters, shared by its task runs' attempts (a large parameter
+    /// must not be copied per attempt).
+    pub parameters: std::sync::Arc<serde_json::Value>,
 }
 
 mod millis {

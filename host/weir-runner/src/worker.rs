@@ -69,10 +69,16 @@ const MAX_DRIVEN: usize = 256;
 /// The most rows one claim takes: claims are grouped, but a worker that takes more
 /// than it starts soon leaves less for the others.
 const MAX_CLAIM: usize = 64;
+/// How long a busy worker with little room waits for more of its runs to end before it
+/// claims.
+const CLAIM_GATHER: Duration = Duration::from_millis(2);
 /// Flow runs whose parameters a worker keeps (forgotten all at once past this).
 const PARAMETERS_KEPT: usize = 64;
 /// How often a worker says why runs nobody can take wait.
 const EXPLAIN_EVERY: Duration = Duration::from_secs(3);
+/// The longest an idle worker waits before it claims again (it is woken sooner when
+/// work is queued: LISTEN/NOTIFY on PostgreSQL).
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How often an idle worker looks for work.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 /// The longest wait between claims while the store cannot be reached.
@@ -172,7 +178,14 @@ impl Worker {
         let mut running = tokio::task::JoinSet::new();
         while !stop.is_cancelled() {
             while running.try_join_next().is_some() {}
-            let (free_tasks, free_flows, offer) = self.offer();
+            let (mut free_tasks, mut free_flows, mut offer) = self.offer();
+            // Busy, with little room: let more runs end first, so that one claim takes
+            // several rows (a claim per run ending made claims the bottleneck).
+            let batch = (self.config.concurrency / 4).max(1);
+            if free_tasks > 0 && free_tasks < batch && !running.is_empty() {
+                tokio::time::sleep(CLAIM_GATHER).await;
+                (free_tasks, free_flows, offer) = self.offer();
+            }
             let kinds_wanted = free_tasks > 0 || free_flows > 0;
             let mut claimed = Vec::new();
             if kinds_wanted {
@@ -255,7 +268,7 @@ impl Worker {
             }
             if !got_work || !kinds_wanted {
                 tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = store.wait_for_work(IDLE_WAIT), if kinds_wanted => {}
                     _ = self.freed.notified() => {}
                     _ = stop.cancelled() => {}
                 }
@@ -349,7 +362,11 @@ impl Worker {
         let tasks = self.tasks();
         let store = tasks.store();
         let id = weir_core::TaskRunId::from_string(claim.run_id.clone());
-        let record = match store.task_run(&id).await {
+        let record = match claim.task_run.clone() {
+            Some(record) => Ok(Some(record)),
+            None => store.task_run(&id).await,
+        };
+        let record = match record {
             Ok(Some(record)) => record,
             Ok(None) => {
                 self.say(&format!(

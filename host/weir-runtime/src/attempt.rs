@@ -46,7 +46,7 @@ impl AttemptSpec {
                 task_name: task.clone(),
                 attempt: 1,
                 tags: Vec::new(),
-                parameters: serde_json::Value::Object(Default::default()),
+                parameters: std::sync::Arc::new(serde_json::Value::Object(Default::default())),
             },
             task,
             input: input.into(),

@@ -243,7 +243,7 @@ impl Runtime {
             task_name: String::new(),
             attempt: 0,
             tags: Vec::new(),
-            parameters: serde_json::Value::Object(Default::default()),
+            parameters: std::sync::Arc::new(serde_json::Value::Object(Default::default())),
         };
         let guard = AttemptBounds {
             context,

@@ -40,6 +40,8 @@ pub struct PostgresStore {
     writer: Writer,
     pending_cache: PendingEntries,
     location: String,
+    /// Wakes idle workers and waiting drivers (LISTEN), started by the first wait.
+    wakeups: queue::Wakeups,
 }
 
 impl PostgresStore {
@@ -73,6 +75,7 @@ impl PostgresStore {
                 })
             }
         };
+        let listen_config = config.clone();
         let manager = deadpool_postgres::Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -108,6 +111,7 @@ impl PostgresStore {
             writer,
             pending_cache: PendingEntries::default(),
             location,
+            wakeups: queue::Wakeups::new(listen_config),
         })
     }
 
@@ -134,6 +138,7 @@ impl Store for PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
+        self.wakeups.stop();
         self.writer.shut_down();
     }
 }

@@ -14,8 +14,131 @@ use weir_store::{
 };
 
 use crate::recorder::FencedRecorder;
+use crate::rows::TASK_RUN_COLUMNS;
 use crate::writer::{Param, WriteOp, text};
 use crate::{PostgresStore, backend};
+
+/// The channel a commit that queues work (or gives it back) notifies.
+pub(crate) const WORK_CHANNEL: &str = "weir_work";
+/// The channel a commit that ends queued runs notifies.
+pub(crate) const DONE_CHANNEL: &str = "weir_done";
+/// Waits are short polls while the listening connection is not up.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// The longest a wait lasts even with notifications: one missed between a claim and the
+/// wait that follows costs at most this.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Notifications from the server (LISTEN on a connection of their own), turned into
+/// wake-ups of this process's idle workers and waiting drivers.
+pub(crate) struct Wakeups {
+    config: tokio_postgres::Config,
+    shared: Arc<Wake>,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Wake {
+    work: tokio::sync::Notify,
+    done: tokio::sync::Notify,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl Wakeups {
+    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+        Wakeups {
+            config,
+            shared: Arc::new(Wake::default()),
+            listener: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn start(&self) {
+        let mut listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if listener.is_none() {
+            *listener = Some(tokio::spawn(listen(
+                self.config.clone(),
+                self.shared.clone(),
+            )));
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        if let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            listener.abort();
+        }
+    }
+
+    async fn wait(&self, done: bool, timeout: std::time::Duration) {
+        self.start();
+        let listening = self
+            .shared
+            .listening
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let limit = match listening {
+            true => timeout.min(MAX_WAIT),
+            false => timeout.min(POLL),
+        };
+        let woken = match done {
+            true => self.shared.done.notified(),
+            false => self.shared.work.notified(),
+        };
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(limit) => {}
+        }
+    }
+}
+
+/// Listens for the queue's notifications, connecting again (with backoff) when the
+/// connection is lost; waits poll meanwhile.
+async fn listen(config: tokio_postgres::Config, wake: Arc<Wake>) {
+    use futures::StreamExt as _;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
+            let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures::stream::poll_fn(move |context| connection.poll_message(context));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(notification) = message
+                        && sender.send(notification.channel().to_owned()).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let listening = client
+                .batch_execute(&format!("LISTEN {WORK_CHANNEL}; LISTEN {DONE_CHANNEL}"))
+                .await;
+            if listening.is_ok() {
+                backoff = std::time::Duration::from_millis(100);
+                wake.listening
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                while let Some(channel) = received.recv().await {
+                    match channel.as_str() {
+                        WORK_CHANNEL => wake.work.notify_waiters(),
+                        _ => wake.done.notify_waiters(),
+                    }
+                }
+                wake.listening
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            driver.abort();
+            drop(client);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}
 
 /// A queue row as the writer inserts it.
 pub(crate) struct QueueRow {
@@ -220,6 +343,7 @@ impl Queue for PostgresStore {
                 requirements: Requirements::from_key(row.get(5)),
                 lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
                 created: Timestamp(row.get(9)),
+                task_run: None,
             });
         }
         if claimed.is_empty() {
@@ -255,6 +379,20 @@ impl Queue for PostgresStore {
             )
             .await
             .map_err(backend("claiming queued runs"))?;
+        let records = transaction
+            .query(
+                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"),
+                &[&ids(WorkKind::Task)],
+            )
+            .await
+            .map_err(backend("claiming queued runs"))?;
+        let mut records: std::collections::HashMap<String, weir_store::TaskRunRecord> = records
+            .iter()
+            .map(|row| crate::rows::task_run(row).map(|run| (run.id.to_string(), run)))
+            .collect::<StoreResult<_>>()?;
+        for claim in &mut claimed {
+            claim.task_run = records.remove(&claim.run_id);
+        }
         transaction
             .commit()
             .await
@@ -343,10 +481,11 @@ impl Queue for PostgresStore {
                      DELETE FROM work_queue WHERE parent_flow_run_id = $1 AND done RETURNING run_id, kind)
                  SELECT d.run_id, d.kind, coalesce(t.name, f.name), coalesce(t.state, f.state),
                         coalesce(t.state_message, f.state_message), coalesce(t.result_digest, f.result_digest),
-                        coalesce(t.attempts, f.attempts)
+                        coalesce(t.attempts, f.attempts), r.inline_json
                  FROM done d
                  LEFT JOIN task_runs t ON d.kind = 'task' AND t.id = d.run_id
-                 LEFT JOIN flow_runs f ON d.kind = 'flow' AND f.id = d.run_id",
+                 LEFT JOIN flow_runs f ON d.kind = 'flow' AND f.id = d.run_id
+                 LEFT JOIN results r ON r.digest = coalesce(t.result_digest, f.result_digest)",
                 &[&parent.as_str()],
             )
             .await
@@ -371,6 +510,7 @@ impl Queue for PostgresStore {
                 attempts: row
                     .get::<_, Option<i32>>(6)
                     .map_or(0, |attempts| u32::try_from(attempts).unwrap_or(0)),
+                inline_result: row.get(7),
             })
             .collect())
     }
@@ -437,6 +577,14 @@ impl Queue for PostgresStore {
             message: message.to_owned(),
         })?;
         Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        self.wakeups.wait(false, timeout).await;
+    }
+
+    async fn wait_for_done(&self, _parent: &FlowRunId, timeout: std::time::Duration) {
+        self.wakeups.wait(true, timeout).await;
     }
 
     fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {

@@ -279,6 +279,7 @@ struct Statements {
     requeue: Statement,
     explain_waiting_task: Statement,
     explain_waiting_flow: Statement,
+    notify: Statement,
 }
 
 impl Statements {
@@ -437,6 +438,7 @@ impl Statements {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .await?,
+            notify: client.prepare("SELECT pg_notify($1, '')").await?,
             explain_waiting_task: client
                 .prepare(
                     "UPDATE task_runs SET state_message = $2 WHERE id = $1 AND state = 'Pending'
@@ -942,6 +944,26 @@ fn changed_run(op: &WriteOp) -> Option<String> {
     }
 }
 
+/// Notifications sent when the batch commits: work queued or given back (idle workers
+/// wake), queued runs ended (the drivers waiting for them wake).
+fn notify_steps(statements: &Statements, ops: &[WriteOp]) -> Vec<Step> {
+    let work = ops
+        .iter()
+        .any(|op| matches!(op, WriteOp::Enqueue { .. } | WriteOp::Requeue { .. }));
+    let done = ops.iter().any(|op| match op {
+        WriteOp::Fenced { fence, op } => ends_fenced_run(op, fence),
+        _ => false,
+    });
+    [
+        (work, crate::queue::WORK_CHANNEL),
+        (done, crate::queue::DONE_CHANNEL),
+    ]
+    .into_iter()
+    .filter(|(send, _)| *send)
+    .map(|(_, channel)| step(&statements.notify, vec![text(channel)]))
+    .collect()
+}
+
 /// The change log's row for a transaction applying `planned`, if it writes runs.
 fn log_step(statements: &Statements, planned: &[Planned]) -> Option<Step> {
     let ids: std::collections::BTreeSet<&str> = planned
@@ -1157,11 +1179,12 @@ async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), Batc
             false => plan(&live.statements, op),
         })
         .collect();
-    let log = log_step(&live.statements, &planned);
+    let mut tail: Vec<Step> = log_step(&live.statements, &planned).into_iter().collect();
+    tail.extend(notify_steps(&live.statements, ops));
     // A deadlock or serialization failure with another process's transaction is not the
     // batch's fault: it is sent again, a few times, before being taken apart.
     for retry in 0..TRANSIENT_RETRIES {
-        let sent = pipelined(&mut live.client, &planned, log.as_ref(), bulk.as_ref());
+        let sent = pipelined(&mut live.client, &planned, &tail, bulk.as_ref());
         match sent.await {
             Ok(Pipelined::Committed) => return Ok(()),
             Ok(Pipelined::Failed) => break,
@@ -1172,7 +1195,7 @@ async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), Batc
         }
     }
     let planned: Vec<Planned> = ops.iter().map(|op| plan(&live.statements, op)).collect();
-    one_by_one(&mut live.client, &planned, log.as_ref()).await
+    one_by_one(&mut live.client, &planned, &tail).await
 }
 
 /// How many times a batch that lost a deadlock is sent again.
@@ -1342,7 +1365,7 @@ impl BulkRuns {
 async fn pipelined(
     client: &mut Client,
     planned: &[Planned],
-    log: Option<&Step>,
+    tail: &[Step],
     bulk: Option<&Step>,
 ) -> StoreResult<Pipelined> {
     let transaction = client
@@ -1359,7 +1382,7 @@ async fn pipelined(
     steps.dedup_by(|later, earlier| {
         matches!(&later.place, Place::First(_)) && later.place == earlier.place
     });
-    steps.extend(log);
+    steps.extend(tail);
     let all_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| params(step)).collect();
     let answers = futures::future::join_all(
         steps
@@ -1399,7 +1422,7 @@ async fn pipelined(
 async fn one_by_one(
     client: &mut Client,
     planned: &[Planned],
-    log: Option<&Step>,
+    tail: &[Step],
 ) -> Result<(), BatchError> {
     let mut transaction = client.transaction().await.map_err(|error| {
         BatchError::Commit(StoreError::backend("starting a transaction", error))
@@ -1439,9 +1462,9 @@ async fn one_by_one(
         })?;
     }
     // Without its log row the transaction would be missing from the feed: all or nothing.
-    if let Some(log) = log {
+    for step in tail {
         transaction
-            .execute(&log.statement, &params(log))
+            .execute(&step.statement, &params(step))
             .await
             .map_err(|error| {
                 BatchError::Commit(StoreError::backend("logging the batch's changes", error))

@@ -13,6 +13,7 @@ use weir_store::{
 };
 
 use crate::recorder::FencedRecorder;
+use crate::rows::{TASK_RUN_COLUMNS, task_run_from_row};
 use crate::writer::{Sequences, WriteOp, apply};
 use crate::{SqliteStore, backend};
 
@@ -298,6 +299,7 @@ fn claim_rows(
                 },
                 lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
                 created: Timestamp(row.get(9)?),
+                task_run: None,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -342,6 +344,14 @@ fn claim_rows(
         connection
             .prepare_cached(owner_update)?
             .execute(params![claim.run_id, offer.worker])?;
+        if claim.kind == WorkKind::Task {
+            claim.task_run = connection
+                .prepare_cached(&format!(
+                    "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
+                ))?
+                .query_row([&claim.run_id], task_run_from_row)
+                .optional()?;
+        }
         claimed.push(claim);
     }
     Ok(claimed)
@@ -352,10 +362,11 @@ fn collect_rows(connection: &Connection, parent: &str) -> rusqlite::Result<Vec<F
         let mut statement = connection.prepare_cached(
             "SELECT q.run_id, q.kind, coalesce(t.name, f.name), coalesce(t.state, f.state),
                     coalesce(t.state_message, f.state_message), coalesce(t.result_digest, f.result_digest),
-                    coalesce(t.attempts, f.attempts)
+                    coalesce(t.attempts, f.attempts), r.inline_json
              FROM work_queue q
              LEFT JOIN task_runs t ON q.kind = 'task' AND t.id = q.run_id
              LEFT JOIN flow_runs f ON q.kind = 'flow' AND f.id = q.run_id
+             LEFT JOIN results r ON r.digest = coalesce(t.result_digest, f.result_digest)
              WHERE q.parent_flow_run_id = ?1 AND q.done = 1",
         )?;
         let rows = statement.query_map([parent], |row| {
@@ -372,6 +383,7 @@ fn collect_rows(connection: &Connection, parent: &str) -> rusqlite::Result<Vec<F
                 message: row.get(4)?,
                 result_digest: row.get(5)?,
                 attempts: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
+                inline_result: row.get(7)?,
             })
         })?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -384,7 +396,18 @@ fn collect_rows(connection: &Connection, parent: &str) -> rusqlite::Result<Vec<F
     Ok(finished)
 }
 
+/// Other processes sharing the file cannot wake this one: waits are short polls, cut
+/// short by this process's own commits that change the queue.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl SqliteStore {
+    async fn wait_for_queue(&self, timeout: std::time::Duration) {
+        tokio::select! {
+            _ = self.writer.queue_changed.notified() => {}
+            _ = tokio::time::sleep(timeout.min(POLL)) => {}
+        }
+    }
+
     fn queue_row(work: &NewWork) -> QueueRow {
         let created = match &work.run {
             NewWorkRun::Task { run, .. } => run.created,
@@ -581,6 +604,14 @@ impl Queue for SqliteStore {
             message: message.to_owned(),
         })?;
         Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        self.wait_for_queue(timeout).await;
+    }
+
+    async fn wait_for_done(&self, _parent: &FlowRunId, timeout: std::time::Duration) {
+        self.wait_for_queue(timeout).await;
     }
 
     fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {

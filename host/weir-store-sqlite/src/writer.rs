@@ -171,6 +171,9 @@ fn not_committed(message: &str) -> StoreError {
 type Deferred = Box<dyn FnOnce(Option<&str>) + Send>;
 
 pub(crate) struct Writer {
+    /// Woken after a commit that queued work or ended queued runs (this process's idle
+    /// workers and drivers; other processes poll).
+    pub(crate) queue_changed: Arc<tokio::sync::Notify>,
     sender: Mutex<Option<SyncSender<(u64, WriteOp)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     enqueued: AtomicU64,
@@ -182,11 +185,21 @@ impl Writer {
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let committed = Arc::new(AtomicU64::new(0));
         let thread_committed = committed.clone();
+        let queue_changed = Arc::new(tokio::sync::Notify::new());
+        let thread_queue_changed = queue_changed.clone();
         let thread = std::thread::Builder::new()
             .name("weir-store-writer".into())
-            .spawn(move || write_loop(connection, receiver, &thread_committed))
+            .spawn(move || {
+                write_loop(
+                    connection,
+                    receiver,
+                    &thread_committed,
+                    &thread_queue_changed,
+                )
+            })
             .map_err(|error| StoreError::backend("starting the store's writer thread", error))?;
         Ok(Writer {
+            queue_changed,
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
             enqueued: AtomicU64::new(0),
@@ -362,6 +375,7 @@ fn write_loop(
     mut connection: Connection,
     receiver: Receiver<(u64, WriteOp)>,
     committed: &AtomicU64,
+    queue_changed: &tokio::sync::Notify,
 ) {
     let mut sequences = Sequences::default();
     // The first failure since the last flush, reported to the next flush.
@@ -375,6 +389,12 @@ fn write_loop(
             }
         }
         let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
+        let queue_ops = batch.iter().any(|(_, op)| {
+            matches!(
+                op,
+                WriteOp::Enqueue { .. } | WriteOp::Requeue { .. } | WriteOp::Fenced { .. }
+            )
+        });
         let mut flushes = Vec::new();
         let mut answers = Vec::new();
         let outcome = commit_batch(
@@ -403,6 +423,9 @@ fn write_loop(
             answer(failed.as_deref());
         }
         committed.store(last_sequence, Ordering::SeqCst);
+        if queue_ops {
+            queue_changed.notify_waiters();
+        }
         // A failure is reported to the first flush after it, once.
         for (reply, report) in flushes {
             let answer = match report {

@@ -338,6 +338,12 @@ pub trait Queue: Send + Sync {
     /// Says why a queued run waits (no worker serves it, say), as its state message,
     /// while it is still unclaimed; in order with the writes.
     fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()>;
+    /// Waits until queued work may be there for a claim (a run was queued or given back),
+    /// or at most `timeout`: how an idle worker waits without polling. A backend without
+    /// notifications between processes returns after a short poll interval.
+    async fn wait_for_work(&self, timeout: std::time::Duration);
+    /// Waits until a run `parent` waits for may have finished, or at most `timeout`.
+    async fn wait_for_done(&self, parent: &FlowRunId, timeout: std::time::Duration);
     /// A recorder whose writes are fenced: each is applied only while `fence` holds, and
     /// the one that ends the fenced run (its final state) also releases its row.
     fn fenced(self: std::sync::Arc<Self>, fence: Fence) -> std::sync::Arc<dyn Recorder>;

@@ -177,6 +177,9 @@ pub struct Claim {
     /// it: its attempt was lost. Its name and id.
     pub lost_from: Option<(String, String)>,
     pub created: Timestamp,
+    /// For a task run, its record as the claim left it (read in the claim's transaction,
+    /// which spares the worker a read per run).
+    pub task_run: Option<crate::TaskRunRecord>,
 }
 
 /// A row as it stands, for a person (and the tests): what waits, for how long, held by whom.
@@ -208,6 +211,9 @@ pub struct Finished {
     pub message: Option<String>,
     pub result_digest: Option<String>,
     pub attempts: u32,
+    /// The result's JSON text when it is stored inline (a large one is a blob: read it by
+    /// its digest), so that collecting a map's elements reads no result one by one.
+    pub inline_result: Option<String>,
 }
 
 /// How a claim takes tag concurrency slots: the claim takes one slot of each limited tag

@@ -26,7 +26,7 @@ pub struct NewTaskRun {
 }
 
 /// A task run as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRunRecord {
     pub id: TaskRunId,
     pub name: String,

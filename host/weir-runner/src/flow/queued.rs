@@ -31,8 +31,9 @@ use crate::work::{FlowBundle, FlowSpec, MAX_BUNDLE_BYTES};
 /// The most task runs and subflow runs one driver keeps queued or running at once: the
 /// driver holds only a small future for each.
 pub(super) const IN_FLIGHT: usize = 1024;
-/// How often a driver with runs out asks the queue for the ones that ended.
-const COLLECT_EVERY: Duration = Duration::from_millis(10);
+/// The longest a driver with runs out waits before it asks the queue for the ones that
+/// ended (it is woken sooner when a run ends: LISTEN/NOTIFY on PostgreSQL).
+const COLLECT_WAIT: Duration = Duration::from_millis(250);
 /// How long a driver waits before asking again after the store failed.
 const COLLECT_RETRY: Duration = Duration::from_millis(500);
 
@@ -153,7 +154,13 @@ impl Driving {
                 cause,
             };
         };
+        let inline = finished
+            .inline_result
+            .as_deref()
+            .filter(|_| finished.state.is_success())
+            .and_then(|text| serde_json::from_str(text).ok());
         let output = match (&finished.result_digest, finished.state.is_success()) {
+            _ if inline.is_some() => inline,
             (Some(digest), true) => match self.runner.tasks.store().result(digest).await {
                 Ok(output) => Some(output),
                 Err(error) => {
@@ -298,7 +305,7 @@ async fn collect(
                     }
                 }
                 if idle {
-                    tokio::time::sleep(COLLECT_EVERY).await;
+                    store.wait_for_done(&flow_run, COLLECT_WAIT).await;
                 }
             }
             Err(StoreError::LeaseLost { .. }) => {

@@ -564,8 +564,8 @@ impl Execution<'_> {
             attempt,
             tags: self.settings.tags.clone(),
             parameters: flow
-                .map(|flow| (*flow.parameters).clone())
-                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+                .map(|flow| flow.parameters.clone())
+                .unwrap_or_else(|| Arc::new(serde_json::Value::Object(Default::default()))),
         }
     }
 
