@@ -497,3 +497,35 @@ async fn a_dead_workers_runs_go_back_to_the_queue(backend: Backend) {
     assert_eq!(again.lost_from, taken.lost_from);
     assert_eq!(again.fence.generation, taken.fence.generation + 1);
 }
+
+/// PostgreSQL: a worker waiting for work is woken by another process's enqueue at once
+/// (LISTEN/NOTIFY), not at the end of its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_is_woken_by_another_process_queueing_work() {
+    let location = Location::new(Backend::Postgres).await;
+    let (waiting, queueing) = (location.open().await, location.open().await);
+    // The first wait starts listening; later ones are woken.
+    waiting.wait_for_work(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..5 {
+        let waiter = {
+            let waiting = waiting.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                waiting
+                    .wait_for_work(std::time::Duration::from_secs(5))
+                    .await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        queueing.enqueue(&task_work(None, &[]), None).unwrap();
+        queueing.flush().await.unwrap();
+        slowest = slowest.max(waiter.await.unwrap());
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(240),
+        "woken after {slowest:?}: the notification did not arrive"
+    );
+}

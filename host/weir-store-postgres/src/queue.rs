@@ -124,10 +124,14 @@ async fn listen(config: tokio_postgres::Config, wake: Arc<Wake>) {
                 wake.listening
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 while let Some(channel) = received.recv().await {
-                    match channel.as_str() {
-                        WORK_CHANNEL => wake.work.notify_waiters(),
-                        _ => wake.done.notify_waiters(),
-                    }
+                    let notify = match channel.as_str() {
+                        WORK_CHANNEL => &wake.work,
+                        _ => &wake.done,
+                    };
+                    // Every waiter now, and a permit for the next: a notification that
+                    // arrives between a claim and the wait after it is not lost.
+                    notify.notify_waiters();
+                    notify.notify_one();
                 }
                 wake.listening
                     .store(false, std::sync::atomic::Ordering::SeqCst);

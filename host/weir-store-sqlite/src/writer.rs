@@ -424,7 +424,9 @@ fn write_loop(
         }
         committed.store(last_sequence, Ordering::SeqCst);
         if queue_ops {
+            // Every waiter now, and a permit for the next (see the PostgreSQL listener).
             queue_changed.notify_waiters();
+            queue_changed.notify_one();
         }
         // A failure is reported to the first flush after it, once.
         for (reply, report) in flushes {

@@ -1,0 +1,290 @@
+//! The work queue and `weir worker` processes, measured in one run on this machine
+//! (PostgreSQL, the workers and the submitter all share its cores):
+//! - a map of 10,000 trivial tasks (arith add): one `weir run` process on SQLite and on
+//!   PostgreSQL, then submitted to 1, 2 and 4 worker processes on PostgreSQL (and to one
+//!   worker on SQLite); task runs per second, and the ratio to the single-process
+//!   SQLite run;
+//! - the queue's latency: a flow of one task submitted to an idle worker, from the task
+//!   run's creation (queued) to its Running state, median and 90th percentile;
+//! - a worker's death: kill -9 of the worker running a long task, to the task running
+//!   again on the other worker (target: the lease length + 1 s).
+//!
+//! It needs a PostgreSQL server whose user may create databases, named in
+//! `WEIR_TEST_POSTGRES` (`scripts/postgres start --durable`). Run with
+//! `cargo bench -p weir-tests --bench workers` (`-- --quick` for a smoke run).
+//! Figures are recorded in BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_core::{FlowRunId, State, Timestamp};
+use weir_store::{Store, TaskRunFilter};
+use weir_tests::{plugin_path, postgres};
+
+const LEASE: &str = "2s";
+
+struct Bench {
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn weir(&self, store: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
+        command
+            .current_dir(self.dir.path())
+            .args(["--store", store])
+            .args(args)
+            .env_remove("WEIR_STORE")
+            .env("WEIR_LOCAL_DIR", self.dir.path().join("local"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        command
+    }
+
+    fn workers(&self, store: &str, count: usize) -> Vec<Child> {
+        (0..count)
+            .map(|index| {
+                self.weir(
+                    store,
+                    &["worker", "--name", &format!("w{index}"), "--lease", LEASE],
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn flow(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    fn submit(&self, store: &str, flow: &Path) -> FlowRunId {
+        let output = self
+            .weir(store, &["run", &flow.display().to_string(), "--submit"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        FlowRunId::from_string(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+}
+
+fn stop(workers: Vec<Child>) {
+    for mut child in workers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+}
+
+async fn open(store: &str) -> Arc<dyn Store> {
+    if store.starts_with("postgres") {
+        Arc::new(
+            weir_store_postgres::PostgresStore::connect(store)
+                .await
+                .unwrap(),
+        )
+    } else {
+        Arc::new(weir_store_sqlite::SqliteStore::open(Path::new(store)).unwrap())
+    }
+}
+
+async fn ended(store: &dyn Store, id: &FlowRunId) {
+    loop {
+        if let Some(run) = store.flow_run(id).await.unwrap()
+            && run.state.is_final()
+        {
+            assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn map_flow(count: usize) -> String {
+    let values: Vec<String> = (0..count).map(|value| value.to_string()).collect();
+    format!(
+        "format = 1\nname = \"wide\"\noutput = \"add\"\n[plugins]\narith = \"{}\"\n[nodes.add]\ntask = \"arith.add\"\ninput = {{ a = [{}], b = 1 }}\nmap = [\"a\"]\n",
+        plugin_path("arith").display(),
+        values.join(", ")
+    )
+}
+
+async fn store_url(bench: &Bench, postgres: bool, name: &str) -> String {
+    match postgres {
+        true => postgres::fresh_database().await,
+        false => bench.dir.path().join(name).display().to_string(),
+    }
+}
+
+/// Task runs per second of a map run in one process (`weir run`).
+async fn in_one_process(bench: &Bench, flow: &Path, count: usize, postgres: bool) -> f64 {
+    let store = store_url(bench, postgres, "single").await;
+    let started = Instant::now();
+    let output = bench
+        .weir(&store, &["run", &flow.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Task runs per second of a map submitted to `workers` worker processes.
+async fn on_workers(bench: &Bench, flow: &Path, count: usize, workers: usize, postgres: bool) -> f64 {
+    let store = store_url(bench, postgres, &format!("queued-{workers}")).await;
+    let children = bench.workers(&store, workers);
+    let reader = open(&store).await;
+    // The workers are up (registered) before the clock starts.
+    while reader.workers().await.unwrap().len() < workers {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let id = bench.submit(&store, flow);
+    ended(reader.as_ref(), &id).await;
+    let per_second = count as f64 / started.elapsed().as_secs_f64();
+    stop(children);
+    per_second
+}
+
+/// Queued to Running of a lone task run on an idle worker: median and 90th percentile.
+async fn queue_latency(bench: &Bench, samples: usize, postgres: bool) -> (f64, f64) {
+    let store = store_url(bench, postgres, "latency").await;
+    let children = bench.workers(&store, 1);
+    let reader = open(&store).await;
+    while reader.workers().await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let flow = bench.flow("one.toml", &map_flow(1));
+    let mut latencies = Vec::new();
+    for _ in 0..samples {
+        let id = bench.submit(&store, &flow);
+        ended(reader.as_ref(), &id).await;
+        // Let the worker go idle between samples.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let runs = reader
+            .task_runs(&TaskRunFilter {
+                flow_run_id: Some(id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let history = reader.state_history(&runs[0].id).await.unwrap();
+        let queued = history[0].at;
+        let running = history
+            .iter()
+            .find(|change| change.state == State::Running)
+            .unwrap()
+            .at;
+        latencies.push(running.since(queued).as_secs_f64() * 1e3);
+    }
+    stop(children);
+    latencies.sort_by(f64::total_cmp);
+    let at = |quantile: f64| latencies[((latencies.len() - 1) as f64 * quantile).round() as usize];
+    (at(0.5), at(0.9))
+}
+
+/// From kill -9 of the worker running a task to the task running on the other worker.
+async fn takeover(bench: &Bench, postgres: bool) -> f64 {
+    let store = store_url(bench, postgres, "takeover").await;
+    let flow = bench.flow(
+        "long.toml",
+        &format!(
+            "format = 1\nname = \"long\"\noutput = \"sleep\"\n[plugins]\nmisbehave = \"{}\"\n[nodes.sleep]\ntask = \"misbehave.sleepy\"\ninput = {{ ms = 3000 }}\nretries = 1\n",
+            plugin_path("misbehave").display()
+        ),
+    );
+    let mut first = bench.workers(&store, 1);
+    let reader = open(&store).await;
+    let id = bench.submit(&store, &flow);
+    let run = loop {
+        let runs = reader
+            .task_runs(&TaskRunFilter {
+                flow_run_id: Some(id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(run) = runs.into_iter().find(|run| run.state == State::Running) {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let second = bench.workers(&store, 1);
+    while reader.workers().await.unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut victim = first.remove(0);
+    victim.kill().unwrap();
+    let killed = Timestamp::from_system_time(std::time::SystemTime::now());
+    victim.wait().unwrap();
+    let again = loop {
+        let history = reader.state_history(&run.id).await.unwrap();
+        if let Some(change) = history
+            .iter()
+            .find(|change| change.state == State::Running && change.attempt == 2)
+        {
+            break change.at;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    ended(reader.as_ref(), &id).await;
+    stop(second);
+    again.since(killed).as_secs_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let (count, samples) = if quick { (200, 3) } else { (10_000, 20) };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bench = Bench {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let flow = bench.flow("wide.toml", &map_flow(count));
+    tokio.block_on(async {
+        // Compiled once before any clock starts.
+        let warm = bench
+            .weir(
+                &bench.dir.path().join("warm").display().to_string(),
+                &["inspect", &plugin_path("arith").display().to_string()],
+            )
+            .output()
+            .unwrap();
+        assert!(warm.status.success());
+        let sqlite = in_one_process(&bench, &flow, count, false).await;
+        let postgres = in_one_process(&bench, &flow, count, true).await;
+        println!("workers: a map of {count} trivial tasks, task runs per second, in one run");
+        println!("{:<52} {:>10} {:>16}", "how", "runs/s", "vs one SQLite");
+        let row = |how: &str, per_second: f64| {
+            println!(
+                "{how:<52} {per_second:>10.0} {:>15.2}x",
+                per_second / sqlite
+            );
+        };
+        row("one `weir run` process, SQLite", sqlite);
+        row("one `weir run` process, PostgreSQL", postgres);
+        let worker_counts: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
+        for &workers in worker_counts {
+            let per_second = on_workers(&bench, &flow, count, workers, true).await;
+            row(&format!("submitted to {workers} worker(s), PostgreSQL"), per_second);
+        }
+        let per_second = on_workers(&bench, &flow, count, 1, false).await;
+        row("submitted to 1 worker, SQLite", per_second);
+        for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
+            let (median, p90) = queue_latency(&bench, samples, postgres).await;
+            println!(
+                "queued to Running on an idle worker, {name}: median {median:.1} ms, p90 {p90:.1} ms (target ≤ 2 ms)"
+            );
+        }
+        let seconds = takeover(&bench, true).await;
+        println!(
+            "kill -9 of a worker to its task running elsewhere, PostgreSQL, lease {LEASE}: {seconds:.2} s (target ≤ lease + 1 s)"
+        );
+    });
+}
