@@ -968,3 +968,68 @@ async fn workers_ride_out_lost_connections_to_postgres() {
     cluster.stop("one");
     cluster.stop("two");
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// PostgreSQL: a worker's memory after 100,000 task runs is what it was after its first
+/// 20,000 (its pools, caches and compiled plugin warm by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_memory_stays_flat_over_a_hundred_thousand_task_runs() {
+    const RUNS: usize = 100_000;
+    let mut cluster = Cluster::new(Backend::Postgres).await;
+    let values: Vec<String> = (0..RUNS).map(|value| value.to_string()).collect();
+    cluster.write(
+        "wide.toml",
+        &MAP.replace("${params.values}", &format!("[{}]", values.join(", ")))
+            .replace("[parameters.values]\ntype = \"array\"\n", ""),
+    );
+    // The flow run's driver holds the map's outputs: it is not the worker measured.
+    cluster.start_worker("driver", &["--concurrency", "1"]);
+    let measured = cluster.start_worker("measured", &["--no-flows"]);
+    let id = cluster.submit("wide.toml", &[]);
+    let store = cluster.open().await;
+    let mut warm = None;
+    let started = Instant::now();
+    loop {
+        let run = store.flow_run(&id).await.unwrap().unwrap();
+        let done = store
+            .task_run_counts(std::slice::from_ref(&id))
+            .await
+            .unwrap()
+            .get(&id)
+            .and_then(|counts| counts.get(&State::Completed).copied())
+            .unwrap_or(0);
+        if warm.is_none() && done >= RUNS / 5 {
+            warm = Some(rss_kib(measured));
+        }
+        if run.state.is_final() {
+            assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow: {done} done");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (warm, end) = (warm.unwrap(), rss_kib(measured));
+    eprintln!(
+        "worker memory: {} MiB after {} task runs, {} MiB after {RUNS}, in {:?}",
+        warm / 1024,
+        RUNS / 5,
+        end / 1024,
+        started.elapsed()
+    );
+    assert!(
+        end <= warm + warm / 5 + 8 * 1024,
+        "grew from {warm} KiB to {end} KiB"
+    );
+    cluster.stop("measured");
+    cluster.stop("driver");
+}
