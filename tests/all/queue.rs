@@ -505,7 +505,9 @@ async fn an_idle_worker_is_woken_by_another_process_queueing_work() {
     let location = Location::new(Backend::Postgres).await;
     let (waiting, queueing) = (location.open().await, location.open().await);
     // The first wait starts listening; later ones are woken.
-    waiting.wait_for_work(std::time::Duration::from_millis(100)).await;
+    waiting
+        .wait_for_work(std::time::Duration::from_millis(100))
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut slowest = std::time::Duration::ZERO;
     for _ in 0..5 {

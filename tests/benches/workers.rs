@@ -134,7 +134,13 @@ async fn in_one_process(bench: &Bench, flow: &Path, count: usize, postgres: bool
 }
 
 /// Task runs per second of a map submitted to `workers` worker processes.
-async fn on_workers(bench: &Bench, flow: &Path, count: usize, workers: usize, postgres: bool) -> f64 {
+async fn on_workers(
+    bench: &Bench,
+    flow: &Path,
+    count: usize,
+    workers: usize,
+    postgres: bool,
+) -> f64 {
     let store = store_url(bench, postgres, &format!("queued-{workers}")).await;
     let children = bench.workers(&store, workers);
     let reader = open(&store).await;

@@ -410,11 +410,23 @@ impl Queue for PostgresStore {
             .transaction()
             .await
             .map_err(backend("starting a transaction"))?;
+        // Rows this worker's own writes lock now (a fenced write checks its row FOR
+        // UPDATE) are skipped, not waited for: waiting, with rows locked in another order
+        // by the writer's batch, could deadlock, and PostgreSQL takes a second to say so
+        // (longer than a short lease). Their leases are renewed by the next renewal;
+        // they are still held.
+        transaction
+            .execute(
+                "UPDATE work_queue SET lease_expires = $2 WHERE run_id IN
+                   (SELECT run_id FROM work_queue WHERE worker = $1 AND NOT done FOR UPDATE SKIP LOCKED)",
+                &[&worker, &until.0],
+            )
+            .await
+            .map_err(backend("renewing leases"))?;
         let held = transaction
             .query(
-                "UPDATE work_queue SET lease_expires = $2 WHERE worker = $1 AND NOT done
-                 RETURNING run_id, generation",
-                &[&worker, &until.0],
+                "SELECT run_id, generation FROM work_queue WHERE worker = $1 AND NOT done",
+                &[&worker],
             )
             .await
             .map_err(backend("renewing leases"))?;
@@ -426,6 +438,7 @@ impl Queue for PostgresStore {
             })
             .collect();
         let ids: Vec<&str> = fences.iter().map(|fence| fence.run_id.as_str()).collect();
+        // Slots are not locked by the writer's fenced writes; a release deletes them.
         transaction
             .execute(
                 "UPDATE concurrency_slots SET expires = $2 WHERE holder = ANY($1)",
