@@ -90,9 +90,12 @@ impl Cluster {
     /// Starts `weir worker --name NAME` with a 1 s lease; its lines go to NAME.log.
     fn start_worker(&mut self, name: &str, extra: &[&str]) -> u32 {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        let mut args = vec!["worker", "--name", name, "--grace", "3s"];
+        let mut args = vec!["worker", "--name", name];
         if !extra.contains(&"--lease") {
             args.extend(["--lease", "1s"]);
+        }
+        if !extra.contains(&"--grace") {
+            args.extend(["--grace", "3s"]);
         }
         args.extend_from_slice(extra);
         let child = self
@@ -1039,4 +1042,49 @@ async fn a_workers_memory_stays_flat_over_a_hundred_thousand_task_runs() {
     );
     cluster.stop("measured");
     cluster.stop("driver");
+}
+
+on_both_backends!(a_stopped_worker_gives_back_what_it_could_not_finish);
+
+async fn a_stopped_worker_gives_back_what_it_could_not_finish(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    cluster.write("one-sleep.toml", ONE_SLEEP);
+    cluster.start_worker("leaving", &["--grace", "500ms"]);
+    let id = cluster.submit("one-sleep.toml", &[]);
+    let store = cluster.open().await;
+    eventually(Duration::from_secs(30), "the attempt to start", || async {
+        task_runs(store.as_ref(), &id)
+            .await
+            .into_iter()
+            .find(|run| run.state == State::Running)
+    })
+    .await;
+    // SIGTERM: the 2.5 s attempt cannot finish within the grace; it goes back.
+    let stopping = Instant::now();
+    cluster.stop("leaving");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "it left within its grace"
+    );
+    let log = cluster.log("leaving");
+    assert!(
+        log.contains("1 given back") || log.contains("2 given back"),
+        "{log}"
+    );
+    let runs = task_runs(store.as_ref(), &id).await;
+    assert_eq!(runs[0].state, State::Pending, "{runs:?}");
+    cluster.start_worker("staying", &[]);
+    let run = ended(store.as_ref(), &id, Duration::from_secs(30)).await;
+    assert_eq!(run.state, State::Completed, "{:?}", run.state_message);
+    let history = states(store.as_ref(), &task_runs(store.as_ref(), &id).await[0]).await;
+    assert!(
+        history
+            .iter()
+            .any(|(state, message)| *state == State::Pending
+                && message
+                    .as_deref()
+                    .is_some_and(|message| message.contains("given back to the queue"))),
+        "{history:?}"
+    );
+    cluster.stop("staying");
 }
