@@ -199,6 +199,19 @@ async fn task_runs(store: &dyn Store, flow_run: &FlowRunId) -> Vec<TaskRunRecord
         .unwrap()
 }
 
+/// Waits until `count` task runs of the flow run are Running.
+async fn running(store: &dyn Store, id: &FlowRunId, count: usize) {
+    eventually(Duration::from_secs(30), "the attempts to start", || async {
+        let running = task_runs(store, id)
+            .await
+            .into_iter()
+            .filter(|run| run.state == State::Running)
+            .count();
+        (running >= count).then_some(())
+    })
+    .await;
+}
+
 async fn ended(store: &dyn Store, id: &FlowRunId, limit: Duration) -> FlowRunRecord {
     eventually(limit, "the flow run to end", || async {
         store
@@ -423,13 +436,7 @@ async fn a_paused_worker_cannot_overwrite_what_its_successor_finished(backend: B
     cluster.start_worker("paused", &[]);
     let id = cluster.submit("one-sleep.toml", &[]);
     let store = cluster.open().await;
-    eventually(Duration::from_secs(30), "the attempt to start", || async {
-        task_runs(store.as_ref(), &id)
-            .await
-            .into_iter()
-            .find(|run| run.state == State::Running)
-    })
-    .await;
+    running(store.as_ref(), &id, 1).await;
     cluster.signal("paused", "STOP");
     cluster.start_worker("successor", &[]);
     let run = ended(store.as_ref(), &id, Duration::from_secs(30)).await;
@@ -873,15 +880,7 @@ async fn cancelling_a_submitted_run_stops_it_on_every_worker(backend: Backend) {
     cluster.start_worker("one", &["--concurrency", "4"]);
     cluster.start_worker("two", &["--concurrency", "4"]);
     let id = cluster.submit("sleepers.toml", &[]);
-    eventually(Duration::from_secs(30), "the attempts to start", || async {
-        let running = task_runs(store.as_ref(), &id)
-            .await
-            .into_iter()
-            .filter(|run| run.state == State::Running)
-            .count();
-        (running == 8).then_some(())
-    })
-    .await;
+    running(store.as_ref(), &id, 8).await;
     let started = Instant::now();
     let cancel = cluster
         .command(&["runs", "cancel", id.as_str()])
@@ -925,15 +924,7 @@ async fn workers_ride_out_lost_connections_to_postgres() {
     cluster.start_worker("two", &["--concurrency", "4"]);
     let id = cluster.submit("sleepers.toml", &[]);
     let store = cluster.open().await;
-    eventually(Duration::from_secs(30), "the attempts to start", || async {
-        let running = task_runs(store.as_ref(), &id)
-            .await
-            .into_iter()
-            .filter(|run| run.state == State::Running)
-            .count();
-        (running == 8).then_some(())
-    })
-    .await;
+    running(store.as_ref(), &id, 8).await;
     let (client, connection) = tokio_postgres::connect(&cluster.store, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -1052,13 +1043,7 @@ async fn a_stopped_worker_gives_back_what_it_could_not_finish(backend: Backend) 
     cluster.start_worker("leaving", &["--grace", "500ms"]);
     let id = cluster.submit("one-sleep.toml", &[]);
     let store = cluster.open().await;
-    eventually(Duration::from_secs(30), "the attempt to start", || async {
-        task_runs(store.as_ref(), &id)
-            .await
-            .into_iter()
-            .find(|run| run.state == State::Running)
-    })
-    .await;
+    running(store.as_ref(), &id, 1).await;
     // SIGTERM: the 2.5 s attempt cannot finish within the grace; it goes back.
     let stopping = Instant::now();
     cluster.stop("leaving");

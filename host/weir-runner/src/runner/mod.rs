@@ -389,6 +389,33 @@ impl TaskRunner {
         Ok(access)
     }
 
+    /// The checks a run passes before it is recorded (here or in the queue): the task
+    /// exists, the input is an object, the memory limit is allowed, its needs are granted.
+    fn check_request(&self, request: &TaskRequest) -> Result<(TaskInfo, Effective), RunnerError> {
+        let info = self.task_info(request)?;
+        if !request.input.is_object() {
+            return Err(RunnerError::InputNotObject {
+                task: request.task.clone(),
+                found: describe_json_kind(&request.input).to_owned(),
+            });
+        }
+        let settings = Effective::new(&info, &request.overrides);
+        let maximum = self.runtime.config().max_memory_bytes;
+        if settings.limits.memory_bytes > maximum {
+            return Err(RunnerError::MemoryAboveMaximum {
+                requested: settings.limits.memory_bytes,
+                maximum,
+            });
+        }
+        if let Some(need) = settings.grants.first_missing(&info.needs) {
+            return Err(RunnerError::NeedNotGranted {
+                task: info.name.clone(),
+                grant: need.how_to_grant(),
+            });
+        }
+        Ok((info, settings))
+    }
+
     fn task_info(&self, request: &TaskRequest) -> Result<TaskInfo, RunnerError> {
         let plugin = &request.plugin;
         plugin
@@ -425,28 +452,7 @@ impl TaskRunner {
     /// the run cannot start (unknown task, bad input, store failure).
     pub async fn run_task(&self, request: TaskRequest) -> Result<TaskRunOutcome, RunnerError> {
         let plugin = &request.plugin;
-        let info = self.task_info(&request)?;
-        if !request.input.is_object() {
-            return Err(RunnerError::InputNotObject {
-                task: request.task.clone(),
-                found: describe_json_kind(&request.input).to_owned(),
-            });
-        }
-        let settings = Effective::new(&info, &request.overrides);
-        let maximum = self.runtime.config().max_memory_bytes;
-        if settings.limits.memory_bytes > maximum {
-            return Err(RunnerError::MemoryAboveMaximum {
-                requested: settings.limits.memory_bytes,
-                maximum,
-            });
-        }
-
-        if let Some(need) = settings.grants.first_missing(&info.needs) {
-            return Err(RunnerError::NeedNotGranted {
-                task: info.name.clone(),
-                grant: need.how_to_grant(),
-            });
-        }
+        let (info, settings) = self.check_request(&request)?;
         let access = self.resolve_grants(&info.name, &settings.grants)?;
         let name = self.run_name(&request, &info);
         let label = RunLabel {

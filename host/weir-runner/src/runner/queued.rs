@@ -52,27 +52,7 @@ impl TaskRunner {
         request: &TaskRequest,
         fence: &Fence,
     ) -> Result<RunLabel, RunnerError> {
-        let info = self.task_info(request)?;
-        if !request.input.is_object() {
-            return Err(RunnerError::InputNotObject {
-                task: request.task.clone(),
-                found: describe_json_kind(&request.input).to_owned(),
-            });
-        }
-        let settings = Effective::new(&info, &request.overrides);
-        let maximum = self.runtime.config().max_memory_bytes;
-        if settings.limits.memory_bytes > maximum {
-            return Err(RunnerError::MemoryAboveMaximum {
-                requested: settings.limits.memory_bytes,
-                maximum,
-            });
-        }
-        if let Some(need) = settings.grants.first_missing(&info.needs) {
-            return Err(RunnerError::NeedNotGranted {
-                task: info.name.clone(),
-                grant: need.how_to_grant(),
-            });
-        }
+        let (info, settings) = self.check_request(request)?;
         let now = self.clock.now();
         let label = RunLabel {
             id: TaskRunId::generate(),
