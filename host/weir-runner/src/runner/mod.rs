@@ -751,21 +751,46 @@ impl Execution<'_> {
         }
     }
 
+    /// The cached result for `key` (unless the run refreshes the cache), with the
+    /// `Cached` state that records it.
+    async fn cache_hit(
+        &self,
+        key: Option<&CacheKey>,
+    ) -> Result<Option<(StateChange, serde_json::Value)>, RunnerError> {
+        let Some(key) = key.filter(|_| !self.settings.refresh_cache) else {
+            return Ok(None);
+        };
+        let Some((entry, output)) = self
+            .runner
+            .store
+            .cached_result(key, self.runner.clock.now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let message = format!(
+            "result of task run {} reused from the cache",
+            entry.task_run_id
+        );
+        Ok(Some((self.change(State::Cached, Some(message), 0), output)))
+    }
+
+    /// The cache entry a completed run writes under `key`.
+    fn cache_draft(&self, key: Option<CacheKey>) -> Option<CacheEntryDraft> {
+        key.map(|key| CacheEntryDraft {
+            key,
+            task: self.info.name.clone(),
+            plugin_digest: self.request.plugin.digest().clone(),
+            expires: self
+                .settings
+                .cache_expiration
+                .map(|expiration| self.runner.clock.now().saturating_add(expiration)),
+        })
+    }
+
     async fn run(&self) -> Result<TaskRunOutcome, RunnerError> {
         let cache_key = self.cache_key().await;
-        if let Some(key) = &cache_key
-            && !self.settings.refresh_cache
-            && let Some((entry, output)) = self
-                .runner
-                .store
-                .cached_result(key, self.runner.clock.now())
-                .await?
-        {
-            let message = format!(
-                "result of task run {} reused from the cache",
-                entry.task_run_id
-            );
-            let cached = self.change(State::Cached, Some(message), 0);
+        if let Some((cached, output)) = self.cache_hit(cache_key.as_ref()).await? {
             self.create(&[self.pending(), cached.clone()], Some(&output))?;
             self.runner.observer.task_run_state(
                 &self.label,
@@ -781,15 +806,7 @@ impl Execution<'_> {
                 attempts: 0,
             });
         }
-        let cache_draft = cache_key.map(|key| CacheEntryDraft {
-            key,
-            task: self.info.name.clone(),
-            plugin_digest: self.request.plugin.digest().clone(),
-            expires: self
-                .settings
-                .cache_expiration
-                .map(|expiration| self.runner.clock.now().saturating_add(expiration)),
-        });
+        let cache_draft = self.cache_draft(cache_key);
 
         let retries = self.settings.retry.retries;
         let mut attempt = 1;

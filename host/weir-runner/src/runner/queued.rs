@@ -277,33 +277,15 @@ impl Execution<'_> {
             .filter(|_| record.state == State::Running)
             .map(|worker| format!("worker {worker} stopped heartbeating"));
         let cache_key = self.cache_key().await;
+        // Looked up before the first attempt only, as a local run does.
         if attempt == 0
-            && let Some(key) = &cache_key
-            && !self.settings.refresh_cache
-            && let Some((entry, output)) = self
-                .runner
-                .store
-                .cached_result(key, self.runner.clock.now())
-                .await?
+            && let Some((cached, output)) = self.cache_hit(cache_key.as_ref()).await?
         {
-            let message = format!(
-                "result of task run {} reused from the cache",
-                entry.task_run_id
-            );
-            let cached = self.change(State::Cached, Some(message), 0);
             return self
                 .finish(cached, Some(output), None)
                 .map(ClaimedEnd::Finished);
         }
-        let cache_draft = cache_key.map(|key| CacheEntryDraft {
-            key,
-            task: self.info.name.clone(),
-            plugin_digest: self.request.plugin.digest().clone(),
-            expires: self
-                .settings
-                .cache_expiration
-                .map(|expiration| self.runner.clock.now().saturating_add(expiration)),
-        });
+        let cache_draft = self.cache_draft(cache_key);
         loop {
             if let Some(message) = lost.take()
                 && let Some(end) = self.after_failure(attempt, State::Crashed, message)?
