@@ -56,6 +56,11 @@ fn machine() -> &'static Machine {
     })
 }
 
+/// This machine's host name, as run owners record it.
+pub(crate) fn host_name() -> &'static str {
+    &machine().host
+}
+
 /// When the process `pid` started, in clock ticks since boot (`/proc/PID/stat` field
 /// 22), or None when there is no such process (or no /proc).
 fn process_start(pid: u32) -> Option<u64> {

@@ -55,12 +55,7 @@ impl WorkerConfig {
 
 /// `w-HOST-PID`.
 pub fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|host| host.trim().to_owned())
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!("w-{host}-{}", std::process::id())
+    format!("w-{}-{}", crate::owner::host_name(), std::process::id())
 }
 
 /// The most flow runs one worker drives at once: a driver holds little (its graph and a
