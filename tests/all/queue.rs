@@ -7,7 +7,7 @@ use serde_json::json;
 use weir_core::{ComponentDigest, FlowRunId, State, TaskRunId, Timestamp};
 use weir_store::{
     Claim, ClaimTimes, Ending, NewFlowRun, NewTaskRun, NewWork, NewWorkRun, OwnerRecord,
-    Requirements, StateChange, StoreError, WorkKind, WorkerOffer,
+    Requirements, Room, StateChange, StoreError, WorkKind, WorkerOffer,
 };
 use weir_tests::Backend;
 
@@ -16,6 +16,7 @@ use crate::store::Location;
 on_both_backends!(
     a_claim_takes_a_run_once_and_a_lapsed_lease_is_taken_over,
     a_worker_that_lost_its_lease_cannot_overwrite_the_run,
+    writes_sent_together_keep_the_held_runs_and_refuse_a_lost_one,
     finished_runs_wait_for_their_flow_run_to_collect_them,
     claims_take_tag_slots_or_leave_the_run_queued,
     offers_filter_by_tags_and_requirements,
@@ -97,12 +98,18 @@ fn at(now: i64, lease: i64) -> ClaimTimes {
 }
 
 async fn claim_one(store: &dyn weir_store::Store, worker: &str, now: i64) -> Option<Claim> {
-    let mut claims = store
-        .claim(&offer(worker), at(now, 10_000), 1)
-        .await
-        .unwrap();
-    assert!(claims.len() <= 1);
-    claims.pop()
+    // A task run first, else a flow run.
+    for room in [Room { tasks: 1, flows: 0 }, Room { tasks: 0, flows: 1 }] {
+        let mut claims = store
+            .claim(&offer(worker), at(now, 10_000), room)
+            .await
+            .unwrap();
+        assert!(claims.len() <= 1);
+        if let Some(claim) = claims.pop() {
+            return Some(claim);
+        }
+    }
+    None
 }
 
 async fn a_claim_takes_a_run_once_and_a_lapsed_lease_is_taken_over(backend: Backend) {
@@ -334,7 +341,10 @@ async fn claims_take_tag_slots_or_leave_the_run_queued(backend: Backend) {
     one.enqueue(&first, None).unwrap();
     one.enqueue(&second, None).unwrap();
     one.flush().await.unwrap();
-    let claims = one.claim(&offer("w1"), at(2_000, 10_000), 8).await.unwrap();
+    let claims = one
+        .claim(&offer("w1"), at(2_000, 10_000), Room::of_each(8))
+        .await
+        .unwrap();
     assert_eq!(claims.len(), 1, "one slot, one claim");
     assert_eq!(claims[0].run_id, first.run_id());
     let limit = one
@@ -344,7 +354,7 @@ async fn claims_take_tag_slots_or_leave_the_run_queued(backend: Backend) {
         .unwrap();
     assert_eq!(limit.holders, vec![first.run_id().to_owned()]);
     assert!(
-        two.claim(&offer("w2"), at(2_001, 10_000), 8)
+        two.claim(&offer("w2"), at(2_001, 10_000), Room::of_each(8))
             .await
             .unwrap()
             .is_empty(),
@@ -357,7 +367,10 @@ async fn claims_take_tag_slots_or_leave_the_run_queued(backend: Backend) {
         .finish_task_run(&id, &change(State::Completed, 1, 2_500), None, None)
         .unwrap();
     one.flush().await.unwrap();
-    let next = two.claim(&offer("w2"), at(2_600, 10_000), 8).await.unwrap();
+    let next = two
+        .claim(&offer("w2"), at(2_600, 10_000), Room::of_each(8))
+        .await
+        .unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].run_id, second.run_id());
     // A renewal extends the slot with the lease.
@@ -386,7 +399,10 @@ async fn offers_filter_by_tags_and_requirements(backend: Backend) {
         tags: vec!["gpu".into(), "100%_odd".into()],
         ..offer("gpu")
     };
-    let claims = store.claim(&gpu_offer, at(2_000, 10_000), 8).await.unwrap();
+    let claims = store
+        .claim(&gpu_offer, at(2_000, 10_000), Room::of_each(8))
+        .await
+        .unwrap();
     let mut ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
     ids.sort();
     let mut expected = vec![gpu.run_id(), flow.run_id()];
@@ -396,18 +412,17 @@ async fn offers_filter_by_tags_and_requirements(backend: Backend) {
         "a worker with tags takes only task runs with them, and drives any flow run"
     );
     let tasks_only = WorkerOffer {
-        kinds: vec![WorkKind::Task],
         unservable: vec![needs_dir.requirements.key()],
         ..offer("tasks")
     };
     let claims = store
-        .claim(&tasks_only, at(2_000, 10_000), 8)
+        .claim(&tasks_only, at(2_000, 10_000), Room { tasks: 8, flows: 0 })
         .await
         .unwrap();
     let ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
     assert_eq!(ids, vec![plain.run_id()]);
     let claims = store
-        .claim(&offer("any"), at(2_000, 10_000), 8)
+        .claim(&offer("any"), at(2_000, 10_000), Room::of_each(8))
         .await
         .unwrap();
     let ids: Vec<&str> = claims.iter().map(|claim| claim.run_id.as_str()).collect();
@@ -417,6 +432,96 @@ async fn offers_filter_by_tags_and_requirements(backend: Backend) {
         .find(|claim| claim.run_id == needs_dir.run_id())
         .unwrap();
     assert_eq!(dir_claim.requirements.dirs, vec!["/data".to_owned()]);
+}
+
+async fn writes_sent_together_keep_the_held_runs_and_refuse_a_lost_one(backend: Backend) {
+    let location = Location::new(backend).await;
+    let (paused, successor) = (location.open().await, location.open().await);
+    let lost = task_work(None, &[]);
+    successor.enqueue(&lost, None).unwrap();
+    successor.flush().await.unwrap();
+    let stale = claim_one(paused.as_ref(), "paused", 2_000).await.unwrap();
+    // Its lease lapses; the successor takes it over. Two more runs are queued, and the
+    // first worker, back, claims them.
+    let taken = claim_one(successor.as_ref(), "successor", 13_000)
+        .await
+        .unwrap();
+    assert_eq!(taken.fence.generation, 2);
+    let held = [task_work(None, &[]), task_work(None, &[])];
+    for work in &held {
+        successor.enqueue(work, None).unwrap();
+    }
+    successor.flush().await.unwrap();
+    let claims = paused
+        .claim(&offer("paused"), at(13_001, 10_000), Room::of_each(8))
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 2);
+    // Every run set Running then finished, without waiting in between: the writes of the
+    // lost run are refused, the others' are kept whole.
+    let mut fences = vec![(lost.run_id().to_owned(), stale.fence.clone())];
+    fences.extend(
+        claims
+            .iter()
+            .map(|claim| (claim.run_id.clone(), claim.fence.clone())),
+    );
+    for (run, fence) in &fences {
+        let id = TaskRunId::from_string(run.clone());
+        let writes = paused.clone().fenced(fence.clone());
+        writes
+            .set_task_run_state(&id, &change(State::Running, 1, 13_002))
+            .unwrap();
+        writes
+            .finish_task_run(
+                &id,
+                &change(State::Completed, 1, 13_003),
+                Some(&json!(run)),
+                None,
+            )
+            .unwrap();
+    }
+    match paused.flush().await {
+        Err(StoreError::LeaseLost { run_id, .. }) => assert_eq!(run_id, lost.run_id()),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    for work in &held {
+        let id = TaskRunId::from_string(work.run_id().to_owned());
+        let run = paused.task_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.state, State::Completed);
+        assert_eq!(run.started, Some(Timestamp(13_002)));
+        assert_eq!(run.ended, Some(Timestamp(13_003)));
+        assert_eq!(
+            paused
+                .result(run.result_digest.as_deref().unwrap())
+                .await
+                .unwrap(),
+            json!(work.run_id())
+        );
+        let history: Vec<State> = paused
+            .state_history(&id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|change| change.state)
+            .collect();
+        assert_eq!(
+            history,
+            vec![State::Pending, State::Running, State::Completed]
+        );
+    }
+    let id = TaskRunId::from_string(lost.run_id().to_owned());
+    let run = paused.task_run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        run.state,
+        State::Pending,
+        "nothing of the lost run's writes stays"
+    );
+    assert_eq!(paused.state_history(&id).await.unwrap().len(), 1);
+    // The held runs' rows are released; the lost one is still the successor's.
+    let queued = paused.work(10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].run_id, lost.run_id());
+    assert_eq!(queued[0].worker.as_deref(), Some("successor"));
 }
 
 async fn a_requeued_run_waits_for_its_time(backend: Backend) {
@@ -441,7 +546,7 @@ async fn a_requeued_run_waits_for_its_time(backend: Backend) {
     };
     assert!(
         store
-            .claim(&holding, at(6_000, 10_000), 8)
+            .claim(&holding, at(6_000, 10_000), Room::of_each(8))
             .await
             .unwrap()
             .is_empty()

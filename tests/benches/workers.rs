@@ -156,6 +156,18 @@ async fn on_workers(
     per_second
 }
 
+/// A flow of a short sleep, then one task: the second task run is queued by the flow's
+/// driver on the worker once the first ended, long after `weir run --submit` exited, so
+/// that its latency is the queue's alone (not the submitting process's start and end,
+/// which share the machine's two cores).
+fn latency_flow() -> String {
+    format!(
+        "format = 1\nname = \"two\"\noutput = \"add\"\n[plugins]\narith = \"{}\"\nmisbehave = \"{}\"\n[nodes.sleep]\ntask = \"misbehave.sleepy\"\ninput = {{ ms = 200 }}\n[nodes.add]\ntask = \"arith.add\"\ninput = {{ a = 1, b = 2 }}\nwait_for = [\"sleep\"]\n",
+        plugin_path("arith").display(),
+        plugin_path("misbehave").display()
+    )
+}
+
 /// Queued to Running of a lone task run on an idle worker: median and 90th percentile.
 async fn queue_latency(bench: &Bench, samples: usize, postgres: bool) -> (f64, f64) {
     let store = store_url(bench, postgres, "latency").await;
@@ -164,7 +176,7 @@ async fn queue_latency(bench: &Bench, samples: usize, postgres: bool) -> (f64, f
     while reader.workers().await.unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let flow = bench.flow("one.toml", &map_flow(1));
+    let flow = bench.flow("two.toml", &latency_flow());
     let mut latencies = Vec::new();
     for _ in 0..samples {
         let id = bench.submit(&store, &flow);
@@ -178,7 +190,8 @@ async fn queue_latency(bench: &Bench, samples: usize, postgres: bool) -> (f64, f
             })
             .await
             .unwrap();
-        let history = reader.state_history(&runs[0].id).await.unwrap();
+        let added = runs.iter().find(|run| run.task == "add").unwrap();
+        let history = reader.state_history(&added.id).await.unwrap();
         let queued = history[0].at;
         let running = history
             .iter()
@@ -244,6 +257,12 @@ async fn takeover(bench: &Bench, postgres: bool) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
+    // Parts by name (`throughput`, `latency`, `takeover`); all of them when none is named.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let part = |name: &str| named.is_empty() || named.iter().any(|arg| arg == name);
     let (count, samples) = if quick { (200, 3) } else { (10_000, 20) };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -263,34 +282,48 @@ fn main() {
             .output()
             .unwrap();
         assert!(warm.status.success());
-        let sqlite = in_one_process(&bench, &flow, count, false).await;
-        let postgres = in_one_process(&bench, &flow, count, true).await;
-        println!("workers: a map of {count} trivial tasks, task runs per second, in one run");
-        println!("{:<52} {:>10} {:>16}", "how", "runs/s", "vs one SQLite");
-        let row = |how: &str, per_second: f64| {
-            println!(
-                "{how:<52} {per_second:>10.0} {:>15.2}x",
-                per_second / sqlite
-            );
-        };
-        row("one `weir run` process, SQLite", sqlite);
-        row("one `weir run` process, PostgreSQL", postgres);
-        let worker_counts: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
-        for &workers in worker_counts {
-            let per_second = on_workers(&bench, &flow, count, workers, true).await;
-            row(&format!("submitted to {workers} worker(s), PostgreSQL"), per_second);
+        if part("throughput") {
+            throughput(&bench, &flow, count, quick).await;
         }
-        let per_second = on_workers(&bench, &flow, count, 1, false).await;
-        row("submitted to 1 worker, SQLite", per_second);
-        for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
-            let (median, p90) = queue_latency(&bench, samples, postgres).await;
+        if part("latency") {
+            for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
+                let (median, p90) = queue_latency(&bench, samples, postgres).await;
+                println!(
+                    "queued to Running on an idle worker, {name}: median {median:.1} ms, p90 {p90:.1} ms (target ≤ 2 ms)"
+                );
+            }
+        }
+        if part("takeover") {
+            let seconds = takeover(&bench, true).await;
             println!(
-                "queued to Running on an idle worker, {name}: median {median:.1} ms, p90 {p90:.1} ms (target ≤ 2 ms)"
+                "kill -9 of a worker to its task running elsewhere, PostgreSQL, lease {LEASE}: {seconds:.2} s (target ≤ lease + 1 s)"
             );
         }
-        let seconds = takeover(&bench, true).await;
-        println!(
-            "kill -9 of a worker to its task running elsewhere, PostgreSQL, lease {LEASE}: {seconds:.2} s (target ≤ lease + 1 s)"
-        );
     });
+}
+
+/// Task runs per second of the map, in one process and on workers.
+async fn throughput(bench: &Bench, flow: &Path, count: usize, quick: bool) {
+    let sqlite = in_one_process(bench, flow, count, false).await;
+    let postgres = in_one_process(bench, flow, count, true).await;
+    println!("workers: a map of {count} trivial tasks, task runs per second, in one run");
+    println!("{:<52} {:>10} {:>16}", "how", "runs/s", "vs one SQLite");
+    let row = |how: &str, per_second: f64| {
+        println!(
+            "{how:<52} {per_second:>10.0} {:>15.2}x",
+            per_second / sqlite
+        );
+    };
+    row("one `weir run` process, SQLite", sqlite);
+    row("one `weir run` process, PostgreSQL", postgres);
+    let worker_counts: &[usize] = if quick { &[1, 2] } else { &[1, 2, 4] };
+    for &workers in worker_counts {
+        let per_second = on_workers(bench, flow, count, workers, true).await;
+        row(
+            &format!("submitted to {workers} worker(s), PostgreSQL"),
+            per_second,
+        );
+    }
+    let per_second = on_workers(bench, flow, count, 1, false).await;
+    row("submitted to 1 worker, SQLite", per_second);
 }

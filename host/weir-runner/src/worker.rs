@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use weir_core::{Grants, Timestamp};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Requirements, WorkKind, WorkerCapabilities, WorkerOffer, WorkerRecord,
+    Claim, ClaimTimes, Fence, Requirements, Room, WorkKind, WorkerCapabilities, WorkerOffer,
+    WorkerRecord,
 };
 
 use crate::cancel::CancelToken;
@@ -189,26 +190,12 @@ impl Worker {
                     now,
                     lease_until: now.saturating_add(self.config.lease),
                 };
-                // One claim per kind, each up to its room: a row claimed beyond it would
-                // go straight back.
-                let mut claims = Ok(Vec::new());
-                for (kind, room) in [(WorkKind::Task, free_tasks), (WorkKind::Flow, free_flows)] {
-                    if room == 0 {
-                        continue;
-                    }
-                    let offer = WorkerOffer {
-                        kinds: vec![kind],
-                        ..offer.clone()
-                    };
-                    match store.claim(&offer, times, room.min(MAX_CLAIM)).await {
-                        Ok(more) => {
-                            if let Ok(claims) = &mut claims {
-                                claims.extend(more);
-                            }
-                        }
-                        Err(error) => claims = Err(error),
-                    }
-                }
+                // Each kind up to its room: a row claimed beyond it would go straight back.
+                let room = Room {
+                    tasks: free_tasks.min(MAX_CLAIM),
+                    flows: free_flows.min(MAX_CLAIM),
+                };
+                let claims = store.claim(&offer, times, room).await;
                 match claims {
                     Ok(claims) => {
                         backoff = IDLE_POLL;
@@ -319,7 +306,6 @@ impl Worker {
             worker: self.tasks().owner_id().to_owned(),
             name: self.config.name.clone(),
             tags: self.config.tags.clone(),
-            kinds: Vec::new(),
             unservable: state.unservable.clone(),
             holding: state.held.keys().cloned().collect(),
         };

@@ -5,11 +5,10 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tokio_postgres::types::ToSql;
 use weir_core::{FlowRunId, State, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
     SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
 };
 
@@ -146,14 +145,14 @@ async fn listen(config: tokio_postgres::Config, wake: Arc<Wake>) {
 
 /// A queue row as the writer inserts it.
 pub(crate) struct QueueRow {
-    run_id: String,
-    kind: WorkKind,
-    parent: Option<String>,
-    spec: String,
-    tags: String,
-    requirements: String,
-    ready_at: Timestamp,
-    created: Timestamp,
+    pub(crate) run_id: String,
+    pub(crate) kind: WorkKind,
+    pub(crate) parent: Option<String>,
+    pub(crate) spec: String,
+    pub(crate) tags: String,
+    pub(crate) requirements: String,
+    pub(crate) ready_at: Timestamp,
+    pub(crate) created: Timestamp,
 }
 
 impl QueueRow {
@@ -214,6 +213,219 @@ async fn check_fence(
     }
 }
 
+/// The conditions every claim puts on a row: ready, not held by a live lease, a
+/// requirement the worker can serve, not a run it already holds ($1 now, $2 the
+/// unservable requirement keys, $3 the runs held).
+const CLAIMABLE: &str = "NOT done AND ready_at <= $1 AND (worker IS NULL OR lease_expires <= $1)
+     AND requirements <> ALL($2) AND run_id <> ALL($3)";
+
+/// Claims untagged task runs and flow runs in one statement (no transaction around it:
+/// one statement is atomic): rows picked `FOR UPDATE SKIP LOCKED`, moved to a new
+/// generation under this worker, the runs' owner set, the task runs' records returned.
+/// Also says whether tagged task runs this worker serves are waiting.
+async fn claim_untagged(
+    client: &deadpool_postgres::Object,
+    offer: &WorkerOffer,
+    times: ClaimTimes,
+    tasks: usize,
+    flows: usize,
+) -> StoreResult<(Vec<Claim>, bool)> {
+    let owned_columns: Vec<String> = TASK_RUN_COLUMNS
+        .split(", ")
+        .map(|column| format!("o.{column}"))
+        .collect();
+    let sql = format!(
+        "WITH picked_tasks AS (
+             SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
+             WHERE kind = 'task' AND tags = '' AND {CLAIMABLE}
+             ORDER BY ready_at, created LIMIT $4 FOR UPDATE SKIP LOCKED),
+         picked_flows AS (
+             SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
+             WHERE kind = 'flow' AND {CLAIMABLE}
+             ORDER BY ready_at, created LIMIT $5 FOR UPDATE SKIP LOCKED),
+         picked AS (SELECT * FROM picked_tasks UNION ALL SELECT * FROM picked_flows),
+         claimed AS (
+             UPDATE work_queue q SET generation = q.generation + 1, worker = $6, worker_name = $7,
+                 lease_expires = $8
+             FROM picked p WHERE q.run_id = p.run_id
+             RETURNING q.run_id, q.kind, q.parent_flow_run_id, q.spec, q.tags, q.requirements,
+                 q.generation, p.lost_worker, p.lost_name, q.created),
+         owned_tasks AS (
+             UPDATE task_runs t SET owner = $6 FROM claimed c
+             WHERE c.kind = 'task' AND t.id = c.run_id RETURNING t.*),
+         owned_flows AS (
+             UPDATE flow_runs f SET owner = $6 FROM claimed c
+             WHERE c.kind = 'flow' AND f.id = c.run_id RETURNING f.id)
+         SELECT {owned}, c.run_id, c.kind, c.parent_flow_run_id, c.spec, c.tags, c.requirements,
+             c.generation, c.lost_worker, c.lost_name, c.created, waiting.tagged
+         FROM (SELECT EXISTS (
+                 SELECT 1 FROM work_queue WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
+                     AND (cardinality($9::text[]) = 0 OR tags LIKE ANY($9))) AS tagged) waiting
+         LEFT JOIN claimed c ON true
+         LEFT JOIN owned_tasks o ON o.id = c.run_id
+         ORDER BY c.created, c.run_id",
+        owned = owned_columns.join(", ")
+    );
+    let statement = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(backend("claiming queued runs"))?;
+    let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &times.now.0,
+                &offer.unservable,
+                &offer.holding,
+                &(tasks as i64),
+                &(flows as i64),
+                &offer.worker,
+                &offer.name,
+                &times.lease_until.0,
+                &patterns,
+            ],
+        )
+        .await
+        .map_err(backend("claiming queued runs"))?;
+    let claimed_at = owned_columns.len();
+    let mut tagged_waiting = false;
+    let mut claimed = Vec::new();
+    for row in &rows {
+        tagged_waiting |= row.get::<_, bool>(claimed_at + 10);
+        let Some(run_id) = row.get::<_, Option<String>>(claimed_at) else {
+            continue;
+        };
+        let kind = WorkKind::parse(row.get(claimed_at + 1)).unwrap_or(WorkKind::Task);
+        let task_run = match row.get::<_, Option<String>>(0) {
+            Some(_) => Some(crate::rows::task_run(row)?),
+            None => None,
+        };
+        let worker: Option<String> = row.get(claimed_at + 7);
+        let worker_name: Option<String> = row.get(claimed_at + 8);
+        claimed.push(Claim {
+            fence: Fence {
+                run_id: run_id.clone(),
+                generation: row.get(claimed_at + 6),
+            },
+            run_id,
+            kind,
+            parent: row
+                .get::<_, Option<String>>(claimed_at + 2)
+                .map(FlowRunId::from_string),
+            spec: row.get(claimed_at + 3),
+            tags: tags_from_column(row.get(claimed_at + 4)),
+            requirements: Requirements::from_key(row.get(claimed_at + 5)),
+            lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
+            created: Timestamp(row.get(claimed_at + 9)),
+            task_run,
+        });
+    }
+    Ok((claimed, tagged_waiting))
+}
+
+/// Claims tagged task runs, in a transaction: each takes a slot of each of its limited
+/// tags in the same transaction, or is passed by.
+async fn claim_tagged(
+    client: &mut deadpool_postgres::Object,
+    offer: &WorkerOffer,
+    times: ClaimTimes,
+    limit: usize,
+) -> StoreResult<Vec<Claim>> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(backend("starting a transaction"))?;
+    let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
+    // Some rows may be passed by for full tag limits: look a little further.
+    let sql = format!(
+        "SELECT run_id, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
+         FROM work_queue
+         WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
+             AND (cardinality($4::text[]) = 0 OR tags LIKE ANY($4))
+         ORDER BY ready_at, created LIMIT $5 FOR UPDATE SKIP LOCKED"
+    );
+    let look_at = limit.saturating_mul(4).max(16) as i64;
+    let rows = transaction
+        .query(
+            &sql,
+            &[
+                &times.now.0,
+                &offer.unservable,
+                &offer.holding,
+                &patterns,
+                &look_at,
+            ],
+        )
+        .await
+        .map_err(backend("claiming queued runs"))?;
+    let mut claimed = Vec::new();
+    for row in rows {
+        if claimed.len() >= limit {
+            break;
+        }
+        let run_id: String = row.get(0);
+        let tags = tags_from_column(row.get(3));
+        let slots =
+            crate::leases::take_slots(&transaction, &tags, &run_id, times.now, times.lease_until)
+                .await
+                .map_err(backend("taking the concurrency slots of a claimed run"))?;
+        if slots != SlotRequest::Granted {
+            continue;
+        }
+        let worker: Option<String> = row.get(6);
+        let worker_name: Option<String> = row.get(7);
+        claimed.push(Claim {
+            fence: Fence {
+                run_id: run_id.clone(),
+                generation: row.get::<_, i64>(5) + 1,
+            },
+            run_id,
+            kind: WorkKind::Task,
+            parent: row.get::<_, Option<String>>(1).map(FlowRunId::from_string),
+            spec: row.get(2),
+            tags,
+            requirements: Requirements::from_key(row.get(4)),
+            lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
+            created: Timestamp(row.get(8)),
+            task_run: None,
+        });
+    }
+    if claimed.is_empty() {
+        return Ok(claimed);
+    }
+    let ids: Vec<&str> = claimed.iter().map(|claim| claim.run_id.as_str()).collect();
+    transaction
+        .execute(
+            "UPDATE work_queue SET generation = generation + 1, worker = $2, worker_name = $3, lease_expires = $4
+             WHERE run_id = ANY($1)",
+            &[&ids, &offer.worker, &offer.name, &times.lease_until.0],
+        )
+        .await
+        .map_err(backend("claiming queued runs"))?;
+    let records = transaction
+        .query(
+            &format!(
+                "UPDATE task_runs SET owner = $2 WHERE id = ANY($1) RETURNING {TASK_RUN_COLUMNS}"
+            ),
+            &[&ids, &offer.worker],
+        )
+        .await
+        .map_err(backend("claiming queued runs"))?;
+    let mut records: std::collections::HashMap<String, weir_store::TaskRunRecord> = records
+        .iter()
+        .map(|row| crate::rows::task_run(row).map(|run| (run.id.to_string(), run)))
+        .collect::<StoreResult<_>>()?;
+    for claim in &mut claimed {
+        claim.task_run = records.remove(&claim.run_id);
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(backend("committing a claim"))?;
+    Ok(claimed)
+}
+
 #[async_trait]
 impl Queue for PostgresStore {
     fn enqueue(&self, work: &NewWork, fence: Option<&Fence>) -> StoreResult<()> {
@@ -259,148 +471,28 @@ impl Queue for PostgresStore {
         &self,
         offer: &WorkerOffer,
         times: ClaimTimes,
-        limit: usize,
+        room: Room,
     ) -> StoreResult<Vec<Claim>> {
-        if limit == 0 {
+        if room.is_empty() {
             return Ok(Vec::new());
         }
         // After this store's own writes (a requeue, say), as on SQLite.
         let mut client = self.read().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(backend("starting a transaction"))?;
-        let mut sql = String::from(
-            "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
-             FROM work_queue
-             WHERE NOT done AND ready_at <= $1 AND (worker IS NULL OR lease_expires <= $1)",
-        );
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(times.now.0)];
-        if !offer.tags.is_empty() {
-            let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
-            params.push(Box::new(patterns));
-            // Tags route task runs; any worker that drives flows drives any flow run.
-            sql.push_str(&format!(
-                " AND (kind = 'flow' OR tags LIKE ANY(${}))",
-                params.len()
-            ));
-        }
-        if offer.kinds.len() == 1 {
-            params.push(Box::new(offer.kinds[0].as_str().to_owned()));
-            sql.push_str(&format!(" AND kind = ${}", params.len()));
-        }
-        if !offer.unservable.is_empty() {
-            params.push(Box::new(offer.unservable.clone()));
-            sql.push_str(&format!(" AND requirements <> ALL(${})", params.len()));
-        }
-        if !offer.holding.is_empty() {
-            params.push(Box::new(offer.holding.clone()));
-            sql.push_str(&format!(" AND run_id <> ALL(${})", params.len()));
-        }
-        // Some rows may be skipped for full tag limits: look a little further.
-        sql.push_str(&format!(
-            " ORDER BY ready_at, created LIMIT {} FOR UPDATE SKIP LOCKED",
-            limit.saturating_mul(4).max(16)
-        ));
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = transaction
-            .query(&sql, &refs)
-            .await
-            .map_err(backend("claiming queued runs"))?;
-        let mut claimed = Vec::new();
-        for row in rows {
-            if claimed.len() >= limit {
-                break;
-            }
-            let run_id: String = row.get(0);
-            let kind = WorkKind::parse(row.get(1)).unwrap_or(WorkKind::Task);
-            let tags = tags_from_column(row.get(4));
-            if kind == WorkKind::Task && !tags.is_empty() {
-                let slots = crate::leases::take_slots(
-                    &transaction,
-                    &tags,
-                    &run_id,
-                    times.now,
-                    times.lease_until,
-                )
-                .await
-                .map_err(backend("taking the concurrency slots of a claimed run"))?;
-                if slots != SlotRequest::Granted {
-                    continue;
-                }
-            }
-            let worker: Option<String> = row.get(7);
-            let worker_name: Option<String> = row.get(8);
-            claimed.push(Claim {
-                fence: Fence {
-                    run_id: run_id.clone(),
-                    generation: row.get::<_, i64>(6) + 1,
-                },
-                run_id,
-                kind,
-                parent: row.get::<_, Option<String>>(2).map(FlowRunId::from_string),
-                spec: row.get(3),
-                tags,
-                requirements: Requirements::from_key(row.get(5)),
-                lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
-                created: Timestamp(row.get(9)),
-                task_run: None,
-            });
-        }
-        if claimed.is_empty() {
-            return Ok(claimed);
-        }
-        let ids = |kind: WorkKind| -> Vec<&str> {
-            claimed
-                .iter()
-                .filter(|claim| claim.kind == kind)
-                .map(|claim| claim.run_id.as_str())
-                .collect()
+        // A worker with tags serves tagged task runs only, which take the slower path.
+        let untagged = match offer.tags.is_empty() {
+            true => room.tasks,
+            false => 0,
         };
-        let all: Vec<&str> = claimed.iter().map(|claim| claim.run_id.as_str()).collect();
-        transaction
-            .execute(
-                "UPDATE work_queue SET generation = generation + 1, worker = $2, worker_name = $3, lease_expires = $4
-                 WHERE run_id = ANY($1)",
-                &[&all, &offer.worker, &offer.name, &times.lease_until.0],
-            )
-            .await
-            .map_err(backend("claiming queued runs"))?;
-        transaction
-            .execute(
-                "UPDATE task_runs SET owner = $2 WHERE id = ANY($1)",
-                &[&ids(WorkKind::Task), &offer.worker],
-            )
-            .await
-            .map_err(backend("claiming queued runs"))?;
-        transaction
-            .execute(
-                "UPDATE flow_runs SET owner = $2 WHERE id = ANY($1)",
-                &[&ids(WorkKind::Flow), &offer.worker],
-            )
-            .await
-            .map_err(backend("claiming queued runs"))?;
-        let records = transaction
-            .query(
-                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"),
-                &[&ids(WorkKind::Task)],
-            )
-            .await
-            .map_err(backend("claiming queued runs"))?;
-        let mut records: std::collections::HashMap<String, weir_store::TaskRunRecord> = records
+        let (mut claimed, tagged_waiting) =
+            claim_untagged(&client, offer, times, untagged, room.flows).await?;
+        let tasks_claimed = claimed
             .iter()
-            .map(|row| crate::rows::task_run(row).map(|run| (run.id.to_string(), run)))
-            .collect::<StoreResult<_>>()?;
-        for claim in &mut claimed {
-            claim.task_run = records.remove(&claim.run_id);
+            .filter(|claim| claim.kind == WorkKind::Task)
+            .count();
+        let room_left = room.tasks.saturating_sub(tasks_claimed);
+        if tagged_waiting && room_left > 0 {
+            claimed.extend(claim_tagged(&mut client, offer, times, room_left).await?);
         }
-        transaction
-            .commit()
-            .await
-            .map_err(backend("committing a claim"))?;
         Ok(claimed)
     }
 

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_schema.sql"),
     include_str!("../migrations/0002_work_queue.sql"),
+    include_str!("../migrations/0003_claim_indexes.sql"),
 ];
 
 /// The schema version this build writes.

@@ -25,6 +25,8 @@ use weir_store::{
 
 use crate::results::PreparedResult;
 
+mod bulk;
+
 /// Writes waiting beyond this make callers wait: back-pressure, not unbounded memory.
 const QUEUE_CAPACITY: usize = 8192;
 /// The most writes committed in one transaction.
@@ -259,6 +261,9 @@ struct Statements {
     insert_result: Statement,
     insert_task_run: Statement,
     insert_task_runs: Statement,
+    insert_results: Statement,
+    change_task_runs: Statement,
+    insert_works: Statement,
     set_task_state: Statement,
     finish_task_run: Statement,
     upsert_cache_entry: Statement,
@@ -334,6 +339,71 @@ impl Statements {
                      INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                      SELECT * FROM unnest($18::text[], $19::integer[], $20::text[], $21::text[], $22::integer[],
                          $23::bigint[])",
+                )
+                .await?,
+            insert_results: client
+                .prepare(
+                    "INSERT INTO results (digest, size, inline_json)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) ORDER BY 1
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            // State changes of many task runs, several per run in order (`n`): the run
+            // takes its last state, the history all of them. A change with a generation
+            // is fenced: it applies only while the run's queue row is at that generation,
+            // locked here as `check_fence` does; a run ending under a fence releases its
+            // row (deleted, or done for the flow run waiting for it) and its slots.
+            change_task_runs: client
+                .prepare(
+                    "WITH changes AS (
+                         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::integer[],
+                             $6::bigint[], $7::boolean[], $8::text[], $9::text[], $10::integer[])
+                             AS c(id, generation, state, message, attempt, at, finishing, result_digest, cache_key, n)),
+                     locked AS (
+                         SELECT q.run_id FROM work_queue q
+                         JOIN (SELECT DISTINCT id, generation FROM changes WHERE generation IS NOT NULL) f
+                             ON q.run_id = f.id AND q.generation = f.generation
+                         WHERE NOT q.done
+                         FOR UPDATE OF q),
+                     allowed AS (
+                         SELECT * FROM changes c
+                         WHERE c.generation IS NULL OR c.id IN (SELECT run_id FROM locked)),
+                     latest AS (
+                         SELECT DISTINCT ON (id) id, generation, state, message, at, finishing, result_digest,
+                             cache_key, max(attempt) OVER (PARTITION BY id) AS attempt,
+                             min(at) FILTER (WHERE state = 'Running') OVER (PARTITION BY id) AS running_at
+                         FROM allowed ORDER BY id, n DESC),
+                     updated AS (
+                         UPDATE task_runs t SET state = l.state, state_message = l.message,
+                             attempts = greatest(t.attempts, l.attempt),
+                             started = coalesce(t.started, l.running_at),
+                             ended = CASE WHEN l.finishing THEN l.at ELSE t.ended END,
+                             result_digest = CASE WHEN l.finishing THEN l.result_digest ELSE t.result_digest END,
+                             cache_key = CASE WHEN l.finishing THEN l.cache_key ELSE t.cache_key END
+                         FROM latest l WHERE t.id = l.id RETURNING t.id),
+                     unawaited AS (
+                         DELETE FROM work_queue q USING latest l
+                         WHERE q.run_id = l.id AND l.finishing AND l.generation IS NOT NULL
+                             AND q.parent_flow_run_id IS NULL),
+                     awaited AS (
+                         UPDATE work_queue q SET done = true, worker = NULL, worker_name = NULL, lease_expires = NULL
+                         FROM latest l
+                         WHERE q.run_id = l.id AND l.finishing AND l.generation IS NOT NULL
+                             AND q.parent_flow_run_id IS NOT NULL),
+                     slots AS (
+                         DELETE FROM concurrency_slots s USING latest l
+                         WHERE s.holder = l.id AND l.finishing AND l.generation IS NOT NULL)
+                     INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
+                     SELECT a.id, (SELECT coalesce(max(s.seq), 0) FROM task_run_states s WHERE s.task_run_id = a.id) + a.n,
+                            a.state, a.message, a.attempt, a.at
+                     FROM allowed a JOIN updated u ON u.id = a.id",
+                )
+                .await?,
+            insert_works: client
+                .prepare(
+                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::bigint[])",
                 )
                 .await?,
             set_task_state: client
@@ -470,8 +540,10 @@ pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 struct Step {
     statement: Statement,
     params: Vec<Param>,
-    /// The error when the statement touched no row (an update of an unknown run).
+    /// The error when the statement touched fewer rows than `expected` (an update of an
+    /// unknown run).
     unless_touched: Option<StoreError>,
+    expected: u64,
     /// Where it goes in a pipelined batch.
     place: Place,
 }
@@ -482,12 +554,16 @@ struct Step {
 /// each other, and PostgreSQL ends one of them ("deadlock detected").
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Place {
-    /// A result or blob row, by its key (written once per batch).
-    First(String),
+    /// A blob, by its digest (written once per batch).
+    Blob(String),
+    /// A result row, by its digest (written once per batch); or all of them, sorted.
+    Result(String),
     /// The batch's new task runs, in one statement.
     Created,
     /// In the order of its operation.
     InOrder,
+    /// The batch's state changes of task runs, in one statement.
+    Bulked,
     /// A cache entry, by its key.
     Last(String),
 }
@@ -507,6 +583,7 @@ fn step(statement: &Statement, params: Vec<Param>) -> Step {
         statement: statement.clone(),
         params,
         unless_touched: None,
+        expected: 1,
         place: Place::InOrder,
     }
 }
@@ -539,7 +616,7 @@ fn result_steps(statements: &Statements, result: &PreparedResult, steps: &mut Ve
             &statements.insert_blob,
             vec![text(&result.digest), Box::new(blob.clone())],
         );
-        blob.place = Place::First(format!("blob {}", result.digest));
+        blob.place = Place::Blob(result.digest.clone());
         steps.push(blob);
     }
     let mut row = step(
@@ -550,8 +627,32 @@ fn result_steps(statements: &Statements, result: &PreparedResult, steps: &mut Ve
             Box::new(result.inline.clone()),
         ],
     );
-    row.place = Place::First(format!("result {}", result.digest));
+    row.place = Place::Result(result.digest.clone());
     steps.push(row);
+}
+
+/// The cache entry a finished task run's result makes.
+fn cache_step(
+    statements: &Statements,
+    cache: &CacheEntryDraft,
+    result_digest: &str,
+    task_run: &str,
+    at: Timestamp,
+) -> Step {
+    let mut entry = step(
+        &statements.upsert_cache_entry,
+        vec![
+            text(cache.key.as_str()),
+            text(&cache.task),
+            text(cache.plugin_digest.as_str()),
+            text(result_digest),
+            text(task_run),
+            Box::new(at.0),
+            Box::new(cache.expires.map(|expires| expires.0)),
+        ],
+    );
+    entry.place = Place::Last(cache.key.as_str().to_owned());
+    entry
 }
 
 fn state_step(statement: &Statement, id: &str, change: &StateChange) -> Step {
@@ -764,23 +865,17 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     optional_text(cache.as_ref().map(|cache| cache.key.as_str())),
                 ],
                 unless_touched: Some(StoreError::UnknownTaskRun(id.to_string())),
+                expected: 1,
                 place: Place::InOrder,
             });
             if let (Some(cache), Some(result)) = (cache, result) {
-                let mut entry = step(
-                    &statements.upsert_cache_entry,
-                    vec![
-                        text(cache.key.as_str()),
-                        text(&cache.task),
-                        text(cache.plugin_digest.as_str()),
-                        text(&result.digest),
-                        text(id.as_str()),
-                        Box::new(change.at.0),
-                        Box::new(cache.expires.map(|expires| expires.0)),
-                    ],
-                );
-                entry.place = Place::Last(cache.key.as_str().to_owned());
-                steps.push(entry);
+                steps.push(cache_step(
+                    statements,
+                    cache,
+                    &result.digest,
+                    id.as_str(),
+                    change.at,
+                ));
             }
             ("finishing a task run", false)
         }
@@ -859,6 +954,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     optional_text(result.as_ref().map(|result| result.digest.as_str())),
                 ],
                 unless_touched: Some(StoreError::UnknownFlowRun(id.to_string())),
+                expected: 1,
                 place: Place::InOrder,
             });
             steps.push(state_step(
@@ -919,10 +1015,10 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
     }
 }
 
-/// An operation planned with no statements: what a run the bulk statement creates needs.
+/// An operation planned with no statements: the batch's shared statements stand for it.
 fn plan_without_steps(op: &WriteOp) -> Planned {
     Planned {
-        action: "creating a task run",
+        action: "writing runs",
         steps: Vec::new(),
         logged_only: false,
         changed: changed_run(op),
@@ -1165,18 +1261,23 @@ async fn reconnect(connect: &Connect) -> Result<Connection, BatchError> {
 
 /// Commits plain writes: pipelined, or operation by operation when something fails.
 async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), BatchError> {
-    let (bulk, bulked) = bulk_creations(&live.statements, ops);
-    // The runs the bulk statement creates need no statements of their own, unless the
+    let bulk = bulk::plan(&live.statements, ops);
+    // What the shared statements stand for needs no statements of its own, unless the
     // batch is taken apart (below).
     let planned: Vec<Planned> = ops
         .iter()
-        .zip(&bulked)
-        .map(|(op, bulked)| match bulked {
-            true => Planned {
-                steps: Vec::new(),
-                ..plan_without_steps(op)
-            },
-            false => plan(&live.statements, op),
+        .zip(&bulk.covered)
+        .map(|(op, covered)| match covered {
+            true => plan_without_steps(op),
+            false => {
+                let mut planned = plan(&live.statements, op);
+                if bulk.results {
+                    planned
+                        .steps
+                        .retain(|step| !matches!(step.place, Place::Result(_)));
+                }
+                planned
+            }
         })
         .collect();
     let mut tail: Vec<Step> = log_step(&live.statements, &planned).into_iter().collect();
@@ -1184,7 +1285,7 @@ async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), Batc
     // A deadlock or serialization failure with another process's transaction is not the
     // batch's fault: it is sent again, a few times, before being taken apart.
     for retry in 0..TRANSIENT_RETRIES {
-        let sent = pipelined(&mut live.client, &planned, &tail, bulk.as_ref());
+        let sent = pipelined(&mut live.client, &planned, &tail, &bulk.steps);
         match sent.await {
             Ok(Pipelined::Committed) => return Ok(()),
             Ok(Pipelined::Failed) => break,
@@ -1219,154 +1320,11 @@ fn transient(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Sends every statement of the batch before reading an answer.
-/// The batch's new task runs without a result, as one statement (and which operations it
-/// stands for). Taking them to the front of the batch is safe: nothing before them in the
-/// batch refers to a run that did not exist yet.
-fn bulk_creations(statements: &Statements, ops: &[WriteOp]) -> (Option<Step>, Vec<bool>) {
-    let mut bulked = vec![false; ops.len()];
-    let mut columns = BulkRuns::default();
-    for (index, op) in ops.iter().enumerate() {
-        if let WriteOp::CreateTaskRun {
-            run,
-            input_json,
-            tags_json,
-            states,
-            result: None,
-        } = op
-        {
-            bulked[index] = true;
-            columns.push(run, input_json, tags_json, states);
-        }
-    }
-    if columns.ids.len() < 2 {
-        return (None, vec![false; ops.len()]);
-    }
-    let mut bulk = step(&statements.insert_task_runs, columns.into_params());
-    bulk.place = Place::Created;
-    (Some(bulk), bulked)
-}
-
-/// The columns of new task runs and of their first states, for `insert_task_runs`.
-#[derive(Default)]
-struct BulkRuns {
-    ids: Vec<String>,
-    names: Vec<String>,
-    tasks: Vec<String>,
-    plugin_names: Vec<String>,
-    plugin_digests: Vec<String>,
-    flow_runs: Vec<Option<String>>,
-    states: Vec<String>,
-    messages: Vec<Option<String>>,
-    attempts: Vec<i32>,
-    inputs: Vec<String>,
-    tags: Vec<String>,
-    created: Vec<i64>,
-    started: Vec<Option<i64>>,
-    ended: Vec<Option<i64>>,
-    nodes: Vec<Option<String>>,
-    map_indexes: Vec<Option<i32>>,
-    owners: Vec<Option<String>>,
-    history_runs: Vec<String>,
-    history_seqs: Vec<i32>,
-    history_states: Vec<String>,
-    history_messages: Vec<Option<String>>,
-    history_attempts: Vec<i32>,
-    history_at: Vec<i64>,
-}
-
-impl BulkRuns {
-    fn push(
-        &mut self,
-        run: &NewTaskRun,
-        input_json: &str,
-        tags_json: &str,
-        states: &[StateChange],
-    ) {
-        let last = states.last();
-        self.ids.push(storable(run.id.as_str()));
-        self.names.push(storable(&run.name));
-        self.tasks.push(storable(&run.task));
-        self.plugin_names.push(storable(&run.plugin_name));
-        self.plugin_digests
-            .push(run.plugin_digest.as_str().to_owned());
-        self.flow_runs
-            .push(run.flow_run_id.as_ref().map(FlowRunId::to_string));
-        self.states.push(
-            last.map_or("Pending", |change| change.state.as_str())
-                .to_owned(),
-        );
-        self.messages.push(
-            last.and_then(|change| change.message.as_deref())
-                .map(storable),
-        );
-        self.attempts.push(last.map_or(0, |change| {
-            i32::try_from(change.attempt).unwrap_or(i32::MAX)
-        }));
-        self.inputs.push(input_json.to_owned());
-        self.tags.push(tags_json.to_owned());
-        self.created.push(run.created.0);
-        self.started.push(
-            states
-                .iter()
-                .find(|change| change.state == weir_core::State::Running)
-                .map(|change| change.at.0),
-        );
-        self.ended.push(
-            last.filter(|change| change.state.is_final())
-                .map(|change| change.at.0),
-        );
-        self.nodes.push(run.node.as_deref().map(storable));
-        self.map_indexes.push(
-            run.map_index
-                .map(|index| i32::try_from(index).unwrap_or(i32::MAX)),
-        );
-        self.owners.push(run.owner.clone());
-        for (seq, change) in (1..).zip(states) {
-            self.history_runs.push(run.id.to_string());
-            self.history_seqs.push(seq);
-            self.history_states.push(change.state.as_str().to_owned());
-            self.history_messages
-                .push(change.message.as_deref().map(storable));
-            self.history_attempts
-                .push(i32::try_from(change.attempt).unwrap_or(i32::MAX));
-            self.history_at.push(change.at.0);
-        }
-    }
-
-    fn into_params(self) -> Vec<Param> {
-        vec![
-            Box::new(self.ids),
-            Box::new(self.names),
-            Box::new(self.tasks),
-            Box::new(self.plugin_names),
-            Box::new(self.plugin_digests),
-            Box::new(self.flow_runs),
-            Box::new(self.states),
-            Box::new(self.messages),
-            Box::new(self.attempts),
-            Box::new(self.inputs),
-            Box::new(self.tags),
-            Box::new(self.created),
-            Box::new(self.started),
-            Box::new(self.ended),
-            Box::new(self.nodes),
-            Box::new(self.map_indexes),
-            Box::new(self.owners),
-            Box::new(self.history_runs),
-            Box::new(self.history_seqs),
-            Box::new(self.history_states),
-            Box::new(self.history_messages),
-            Box::new(self.history_attempts),
-            Box::new(self.history_at),
-        ]
-    }
-}
-
 async fn pipelined(
     client: &mut Client,
     planned: &[Planned],
     tail: &[Step],
-    bulk: Option<&Step>,
+    bulk: &[Step],
 ) -> StoreResult<Pipelined> {
     let transaction = client
         .transaction()
@@ -1380,7 +1338,7 @@ async fn pipelined(
     // Stable: the steps of one place keep their operations' order.
     steps.sort_by(|a, b| a.place.cmp(&b.place));
     steps.dedup_by(|later, earlier| {
-        matches!(&later.place, Place::First(_)) && later.place == earlier.place
+        matches!(&later.place, Place::Blob(_) | Place::Result(_)) && later.place == earlier.place
     });
     steps.extend(tail);
     let all_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| params(step)).collect();
@@ -1395,7 +1353,7 @@ async fn pipelined(
         .iter()
         .zip(&answers)
         .all(|(step, answer)| match answer {
-            Ok(touched) => step.unless_touched.is_none() || *touched > 0,
+            Ok(touched) => step.unless_touched.is_none() || *touched >= step.expected,
             Err(_) => false,
         });
     if !whole {

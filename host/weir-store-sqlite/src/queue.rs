@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weir_core::{FlowRunId, State, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
     SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
 };
 
@@ -229,24 +229,27 @@ fn work_record(row: &rusqlite::Row) -> rusqlite::Result<WorkRecord> {
     })
 }
 
-/// Claims rows on the writer's connection (see [`Queue::claim`]).
+/// Claims rows of one kind on the writer's connection (see [`Queue::claim`]).
 fn claim_rows(
     connection: &Connection,
     offer: &WorkerOffer,
     times: ClaimTimes,
+    kind: WorkKind,
     limit: usize,
 ) -> rusqlite::Result<Vec<Claim>> {
     let mut sql = String::from(
         "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
          FROM work_queue
-         WHERE done = 0 AND ready_at <= ?1 AND (worker IS NULL OR lease_expires <= ?1)",
+         WHERE done = 0 AND ready_at <= ?1 AND (worker IS NULL OR lease_expires <= ?1) AND kind = ?2",
     );
-    let mut values: Vec<rusqlite::types::Value> = vec![times.now.0.into()];
+    let mut values: Vec<rusqlite::types::Value> =
+        vec![times.now.0.into(), kind.as_str().to_owned().into()];
     let placeholder = |values: &mut Vec<rusqlite::types::Value>, value: String| {
         values.push(value.into());
         format!("?{}", values.len())
     };
-    if !offer.tags.is_empty() {
+    // Tags route task runs; any worker that drives flows drives any flow run.
+    if kind == WorkKind::Task && !offer.tags.is_empty() {
         let patterns: Vec<String> = offer
             .tags
             .iter()
@@ -255,15 +258,7 @@ fn claim_rows(
                 format!("tags LIKE {slot} ESCAPE '\\'")
             })
             .collect();
-        // Tags route task runs; any worker that drives flows drives any flow run.
-        sql.push_str(&format!(
-            " AND (kind = 'flow' OR {})",
-            patterns.join(" OR ")
-        ));
-    }
-    if !offer.kinds.is_empty() && offer.kinds.len() < 2 {
-        let slot = placeholder(&mut values, offer.kinds[0].as_str().to_owned());
-        sql.push_str(&format!(" AND kind = {slot}"));
+        sql.push_str(&format!(" AND ({})", patterns.join(" OR ")));
     }
     for key in &offer.unservable {
         let slot = placeholder(&mut values, key.clone());
@@ -455,16 +450,24 @@ impl Queue for SqliteStore {
         &self,
         offer: &WorkerOffer,
         times: ClaimTimes,
-        limit: usize,
+        room: Room,
     ) -> StoreResult<Vec<Claim>> {
-        if limit == 0 {
+        if room.is_empty() {
             return Ok(Vec::new());
         }
         let offer = offer.clone();
         self.writer
             .call(move |connection| {
-                claim_rows(connection, &offer, times, limit)
-                    .map_err(backend("claiming queued runs"))
+                let mut claimed = Vec::new();
+                for kind in [WorkKind::Task, WorkKind::Flow] {
+                    if room.of(kind) > 0 {
+                        claimed.extend(
+                            claim_rows(connection, &offer, times, kind, room.of(kind))
+                                .map_err(backend("claiming queued runs"))?,
+                        );
+                    }
+                }
+                Ok(claimed)
             })
             .await
     }

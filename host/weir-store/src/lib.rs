@@ -298,16 +298,17 @@ pub trait Queue: Send + Sync {
     /// the writes. With a fence (a flow run's driver queueing its task runs), refused
     /// unless the fence holds.
     fn enqueue(&self, work: &NewWork, fence: Option<&Fence>) -> StoreResult<()>;
-    /// Claims up to `limit` rows that are ready and not held by a live lease (or whose
-    /// lease ran out), oldest first, skipping rows another worker is claiming, rows the
-    /// offer does not serve, and task runs whose tags' concurrency limits are full (their
-    /// slots are taken by the claim). Each claimed row moves to a new generation, held
-    /// by `offer.worker` until `times.lease_until`, and the run's owner becomes the worker.
+    /// Claims rows that are ready and not held by a live lease (or whose lease ran out),
+    /// up to `room` of each kind, oldest first, skipping rows another worker is claiming,
+    /// rows the offer does not serve, and task runs whose tags' concurrency limits are
+    /// full (their slots are taken by the claim). Each claimed row moves to a new
+    /// generation, held by `offer.worker` until `times.lease_until`, and the run's owner
+    /// becomes the worker.
     async fn claim(
         &self,
         offer: &WorkerOffer,
         times: ClaimTimes,
-        limit: usize,
+        room: Room,
     ) -> StoreResult<Vec<Claim>>;
     /// Extends the leases `worker` holds (and the slots of their task runs) to `until`;
     /// returns the fences it still holds, so that the worker can drop what it lost.

@@ -152,10 +152,8 @@ pub struct WorkerOffer {
     pub worker: String,
     /// Its name, for messages (`w-host-1234`).
     pub name: String,
-    /// When given, only runs with one of these tags.
+    /// When given, only task runs with one of these tags.
     pub tags: Vec<String>,
-    /// Which kinds it takes.
-    pub kinds: Vec<WorkKind>,
     /// Requirement keys ([`Requirements::key`]) it cannot serve: skipped in the query.
     pub unservable: Vec<String>,
     /// The runs it is running now: never claimed again by it, even when their leases ran
@@ -214,6 +212,34 @@ pub struct Finished {
     /// The result's JSON text when it is stored inline (a large one is a blob: read it by
     /// its digest), so that collecting a map's elements reads no result one by one.
     pub inline_result: Option<String>,
+}
+
+/// How many runs of each kind a claim takes at most: a worker's free room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    pub tasks: usize,
+    pub flows: usize,
+}
+
+impl Room {
+    /// Up to `count` of each kind.
+    pub fn of_each(count: usize) -> Self {
+        Room {
+            tasks: count,
+            flows: count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks == 0 && self.flows == 0
+    }
+
+    pub fn of(&self, kind: WorkKind) -> usize {
+        match kind {
+            WorkKind::Task => self.tasks,
+            WorkKind::Flow => self.flows,
+        }
+    }
 }
 
 /// How a claim takes tag concurrency slots: the claim takes one slot of each limited tag
