@@ -390,7 +390,7 @@ async fn a_flow_with_an_unknown_task_does_not_start() {
         .await
         .unwrap_err();
     let message = error.to_string();
-    assert!(message.ends_with("typo.toml: node `join`, field `task`: plugin `arith` has no task `ad` (its tasks: add, multiply, divide, whoami, cached-add, keyed, slow-add, echo, big, sum)"), "{message}");
+    assert!(message.ends_with("typo.toml: node `join`, field `task`: plugin `arith` has no task `ad` (its tasks: add, multiply, divide, whoami, cached-add, keyed, slow-add, burn, echo, big, sum)"), "{message}");
     assert!(
         harness
             .store

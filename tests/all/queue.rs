@@ -129,12 +129,20 @@ async fn a_claim_takes_a_run_once_and_a_lapsed_lease_is_taken_over(backend: Back
     assert_eq!(first.spec, r#"{"task": "add"}"#);
     assert_eq!(first.fence.generation, 1);
     assert_eq!(first.lost_from, None);
-    let run = one
-        .task_run(&TaskRunId::from_string(work.run_id().to_owned()))
-        .await
-        .unwrap()
+    assert_eq!(
+        first.task_run.as_ref().unwrap().owner.as_deref(),
+        Some("w2"),
+        "the claimer owns the run"
+    );
+    // Recorded with the first state written under the claim.
+    let id = TaskRunId::from_string(work.run_id().to_owned());
+    two.clone()
+        .fenced(first.fence.clone())
+        .set_task_run_state(&id, &change(State::Running, 1, 2_001))
         .unwrap();
-    assert_eq!(run.owner.as_deref(), Some("w2"), "the claimer owns the run");
+    two.flush().await.unwrap();
+    let run = one.task_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.owner.as_deref(), Some("w2"));
 
     // Held: nobody else gets it, and renewing keeps it.
     assert!(claim_one(one.as_ref(), "w1", 3_000).await.is_none());

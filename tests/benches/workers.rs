@@ -1,9 +1,11 @@
 //! The work queue and `weir worker` processes, measured in one run on this machine
 //! (PostgreSQL, the workers and the submitter all share its cores):
-//! - a map of 10,000 trivial tasks (arith add): one `weir run` process on SQLite and on
-//!   PostgreSQL, then submitted to 1, 2 and 4 worker processes on PostgreSQL (and to one
-//!   worker on SQLite); task runs per second, and the ratio to the single-process
-//!   SQLite run;
+//! - a map of 10,000 trivial tasks (arith add), and a map of 10,000 tasks that each spend
+//!   about a millisecond of CPU (arith burn, a fixed count of steps): one `weir run`
+//!   process on SQLite and on PostgreSQL, then submitted to 1, 2 and 4 worker processes
+//!   on PostgreSQL (and to one worker on SQLite); task runs per second, and the ratio to
+//!   the single-process SQLite run. The trivial map measures the queue's own cost; the
+//!   working one whether the queue keeps the machine's cores busy with the tasks' work;
 //! - the queue's latency: a flow of one task submitted to an idle worker, from the task
 //!   run's creation (queued) to its Running state, median and 90th percentile;
 //! - a worker's death: kill -9 of the worker running a long task, to the task running
@@ -103,6 +105,16 @@ async fn ended(store: &dyn Store, id: &FlowRunId) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A map of `count` tasks of `rounds` steps of work each.
+fn burn_flow(count: usize, rounds: u64) -> String {
+    let values: Vec<String> = (0..count).map(|_| rounds.to_string()).collect();
+    format!(
+        "format = 1\nname = \"busy\"\noutput = \"burn\"\n[plugins]\narith = \"{}\"\n[nodes.burn]\ntask = \"arith.burn\"\ninput = {{ rounds = [{}] }}\nmap = [\"rounds\"]\n",
+        plugin_path("arith").display(),
+        values.join(", ")
+    )
 }
 
 fn map_flow(count: usize) -> String {
@@ -257,7 +269,8 @@ async fn takeover(bench: &Bench, postgres: bool) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
-    // Parts by name (`throughput`, `latency`, `takeover`); all of them when none is named.
+    // Parts by name (`throughput`, `busy`, `latency`, `takeover`); all of them when none is
+    // named.
     let named: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
@@ -272,6 +285,8 @@ fn main() {
         dir: tempfile::tempdir().unwrap(),
     };
     let flow = bench.flow("wide.toml", &map_flow(count));
+    let busy_count = if quick { 100 } else { 10_000 };
+    let busy = bench.flow("busy.toml", &burn_flow(busy_count, 1_000_000));
     tokio.block_on(async {
         // Compiled once before any clock starts.
         let warm = bench
@@ -283,7 +298,17 @@ fn main() {
             .unwrap();
         assert!(warm.status.success());
         if part("throughput") {
-            throughput(&bench, &flow, count, quick).await;
+            throughput(&bench, &flow, count, quick, "trivial tasks (arith.add)").await;
+        }
+        if part("busy") {
+            throughput(
+                &bench,
+                &busy,
+                busy_count,
+                quick,
+                "tasks of about 1 ms of CPU each (arith.burn)",
+            )
+            .await;
         }
         if part("latency") {
             for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
@@ -303,10 +328,10 @@ fn main() {
 }
 
 /// Task runs per second of the map, in one process and on workers.
-async fn throughput(bench: &Bench, flow: &Path, count: usize, quick: bool) {
+async fn throughput(bench: &Bench, flow: &Path, count: usize, quick: bool, tasks: &str) {
     let sqlite = in_one_process(bench, flow, count, false).await;
     let postgres = in_one_process(bench, flow, count, true).await;
-    println!("workers: a map of {count} trivial tasks, task runs per second, in one run");
+    println!("workers: a map of {count} {tasks}, task runs per second, in one run");
     println!("{:<52} {:>10} {:>16}", "how", "runs/s", "vs one SQLite");
     let row = |how: &str, per_second: f64| {
         println!(

@@ -44,6 +44,9 @@ pub struct PostgresStore {
     wakeups: queue::Wakeups,
 }
 
+/// The server setting the writer's connection is opened with.
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`,
     /// or any form libpq's URLs take, `?host=/run/postgresql` for a socket) and brings
@@ -60,7 +63,15 @@ impl PostgresStore {
             .build()
             .map_err(|error| StoreError::backend("starting the store's writer runtime", error))?;
         let connect = {
-            let config = config.clone();
+            let mut config = config.clone();
+            // The writer's statements run thousands of times with arrays of any length:
+            // planned once for all (a generic plan), not again at every execution, which
+            // was most of the server's work under a busy queue.
+            let options = match config.get_options() {
+                Some(options) if !options.is_empty() => format!("{options} {GENERIC_PLANS}"),
+                _ => GENERIC_PLANS.to_owned(),
+            };
+            config.options(&options);
             let handle = runtime.handle().clone();
             move || -> futures::future::BoxFuture<'static, Result<tokio_postgres::Client, tokio_postgres::Error>> {
                 let (config, handle) = (config.clone(), handle.clone());

@@ -219,9 +219,22 @@ async fn check_fence(
 const CLAIMABLE: &str = "NOT done AND ready_at <= $1 AND (worker IS NULL OR lease_expires <= $1)
      AND requirements <> ALL($2) AND run_id <> ALL($3)";
 
+/// A claim's row limit as written in its statement: the largest power of two up to
+/// `room` (at most 64). A limit in the text, not a parameter, lets the server plan the
+/// statement once for all and still stop its index scan after that many rows (with a
+/// parameter, the one plan for any limit sorted every queued row).
+fn limit_bucket(room: usize) -> usize {
+    match room {
+        0 => 0,
+        room => 1 << room.min(64).ilog2(),
+    }
+}
+
 /// Claims untagged task runs and flow runs in one statement (no transaction around it:
 /// one statement is atomic): rows picked `FOR UPDATE SKIP LOCKED`, moved to a new
-/// generation under this worker, the runs' owner set, the task runs' records returned.
+/// generation under this worker, the flow runs' owner set, the task runs' records
+/// returned (a task run's owner is set by its first state written under the claim: one
+/// update of its row fewer).
 /// Also says whether tagged task runs this worker serves are waiting.
 async fn claim_untagged(
     client: &deadpool_postgres::Object,
@@ -238,33 +251,32 @@ async fn claim_untagged(
         "WITH picked_tasks AS (
              SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
              WHERE kind = 'task' AND tags = '' AND {CLAIMABLE}
-             ORDER BY ready_at, created LIMIT $4 FOR UPDATE SKIP LOCKED),
+             ORDER BY ready_at, created LIMIT {tasks} FOR UPDATE SKIP LOCKED),
          picked_flows AS (
              SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
              WHERE kind = 'flow' AND {CLAIMABLE}
-             ORDER BY ready_at, created LIMIT $5 FOR UPDATE SKIP LOCKED),
+             ORDER BY ready_at, created LIMIT {flows} FOR UPDATE SKIP LOCKED),
          picked AS (SELECT * FROM picked_tasks UNION ALL SELECT * FROM picked_flows),
          claimed AS (
-             UPDATE work_queue q SET generation = q.generation + 1, worker = $6, worker_name = $7,
-                 lease_expires = $8
+             UPDATE work_queue q SET generation = q.generation + 1, worker = $4, worker_name = $5,
+                 lease_expires = $6
              FROM picked p WHERE q.run_id = p.run_id
              RETURNING q.run_id, q.kind, q.parent_flow_run_id, q.spec, q.tags, q.requirements,
                  q.generation, p.lost_worker, p.lost_name, q.created),
-         owned_tasks AS (
-             UPDATE task_runs t SET owner = $6 FROM claimed c
-             WHERE c.kind = 'task' AND t.id = c.run_id RETURNING t.*),
          owned_flows AS (
-             UPDATE flow_runs f SET owner = $6 FROM claimed c
+             UPDATE flow_runs f SET owner = $4 FROM claimed c
              WHERE c.kind = 'flow' AND f.id = c.run_id RETURNING f.id)
          SELECT {owned}, c.run_id, c.kind, c.parent_flow_run_id, c.spec, c.tags, c.requirements,
              c.generation, c.lost_worker, c.lost_name, c.created, waiting.tagged
          FROM (SELECT EXISTS (
                  SELECT 1 FROM work_queue WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
-                     AND (cardinality($9::text[]) = 0 OR tags LIKE ANY($9))) AS tagged) waiting
+                     AND (cardinality($7::text[]) = 0 OR tags LIKE ANY($7))) AS tagged) waiting
          LEFT JOIN claimed c ON true
-         LEFT JOIN owned_tasks o ON o.id = c.run_id
+         LEFT JOIN task_runs o ON c.kind = 'task' AND o.id = c.run_id
          ORDER BY c.created, c.run_id",
-        owned = owned_columns.join(", ")
+        owned = owned_columns.join(", "),
+        tasks = limit_bucket(tasks),
+        flows = limit_bucket(flows),
     );
     let statement = client
         .prepare_cached(&sql)
@@ -278,8 +290,6 @@ async fn claim_untagged(
                 &times.now.0,
                 &offer.unservable,
                 &offer.holding,
-                &(tasks as i64),
-                &(flows as i64),
                 &offer.worker,
                 &offer.name,
                 &times.lease_until.0,
@@ -297,8 +307,12 @@ async fn claim_untagged(
             continue;
         };
         let kind = WorkKind::parse(row.get(claimed_at + 1)).unwrap_or(WorkKind::Task);
+        // Its owner becomes the worker with its first state written under the claim.
         let task_run = match row.get::<_, Option<String>>(0) {
-            Some(_) => Some(crate::rows::task_run(row)?),
+            Some(_) => Some(weir_store::TaskRunRecord {
+                owner: Some(offer.worker.clone()),
+                ..crate::rows::task_run(row)?
+            }),
             None => None,
         };
         let worker: Option<String> = row.get(claimed_at + 7);
@@ -343,19 +357,13 @@ async fn claim_tagged(
          FROM work_queue
          WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
              AND (cardinality($4::text[]) = 0 OR tags LIKE ANY($4))
-         ORDER BY ready_at, created LIMIT $5 FOR UPDATE SKIP LOCKED"
+         ORDER BY ready_at, created LIMIT {look_at} FOR UPDATE SKIP LOCKED",
+        look_at = limit_bucket(limit.saturating_mul(4).max(16))
     );
-    let look_at = limit.saturating_mul(4).max(16) as i64;
     let rows = transaction
         .query(
             &sql,
-            &[
-                &times.now.0,
-                &offer.unservable,
-                &offer.holding,
-                &patterns,
-                &look_at,
-            ],
+            &[&times.now.0, &offer.unservable, &offer.holding, &patterns],
         )
         .await
         .map_err(backend("claiming queued runs"))?;
@@ -476,8 +484,11 @@ impl Queue for PostgresStore {
         if room.is_empty() {
             return Ok(Vec::new());
         }
-        // After this store's own writes (a requeue, say), as on SQLite.
-        let mut client = self.read().await?;
+        // After this store's own writes that queued runs or gave them back, as on SQLite;
+        // not after the others, which make no row claimable (a claim that waited for
+        // every write would commit each small batch at once).
+        self.writer.wait_for_claimable().await?;
+        let mut client = self.connection().await?;
         // A worker with tags serves tagged task runs only, which take the slower path.
         let untagged = match offer.tags.is_empty() {
             true => room.tasks,
@@ -497,60 +508,28 @@ impl Queue for PostgresStore {
     }
 
     async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>> {
-        let mut client = self.connection().await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(backend("starting a transaction"))?;
-        // Rows this worker's own writes lock now (a fenced write checks its row FOR
-        // UPDATE) are skipped, not waited for: waiting, with rows locked in another order
-        // by the writer's batch, could deadlock, and PostgreSQL takes a second to say so
-        // (longer than a short lease). Their leases are renewed by the next renewal;
-        // they are still held.
-        transaction
-            .execute(
-                "UPDATE work_queue SET lease_expires = $2 WHERE run_id IN
-                   (SELECT run_id FROM work_queue WHERE worker = $1 AND NOT done FOR UPDATE SKIP LOCKED)",
-                &[&worker, &until.0],
-            )
-            .await
-            .map_err(backend("renewing leases"))?;
-        let held = transaction
+        // Through the writer, in order with this worker's writes (see `RenewLeases`);
+        // once committed, the leases still held are read.
+        self.writer.send(WriteOp::RenewLeases {
+            worker: worker.to_owned(),
+            until,
+            now: Timestamp::from_system_time(std::time::SystemTime::now()),
+        })?;
+        let client = self.read().await?;
+        let held = client
             .query(
                 "SELECT run_id, generation FROM work_queue WHERE worker = $1 AND NOT done",
                 &[&worker],
             )
             .await
             .map_err(backend("renewing leases"))?;
-        let fences: Vec<Fence> = held
+        Ok(held
             .iter()
             .map(|row| Fence {
                 run_id: row.get(0),
                 generation: row.get(1),
             })
-            .collect();
-        let ids: Vec<&str> = fences.iter().map(|fence| fence.run_id.as_str()).collect();
-        // Slots are not locked by the writer's fenced writes; a release deletes them.
-        transaction
-            .execute(
-                "UPDATE concurrency_slots SET expires = $2 WHERE holder = ANY($1)",
-                &[&ids, &until.0],
-            )
-            .await
-            .map_err(backend("renewing leases"))?;
-        let now = Timestamp::from_system_time(std::time::SystemTime::now());
-        transaction
-            .execute(
-                "UPDATE workers SET heartbeat = $2 WHERE owner = $1",
-                &[&worker, &now.0],
-            )
-            .await
-            .map_err(backend("renewing leases"))?;
-        transaction
-            .commit()
-            .await
-            .map_err(backend("committing renewed leases"))?;
-        Ok(fences)
+            .collect())
     }
 
     fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()> {
@@ -576,7 +555,9 @@ impl Queue for PostgresStore {
         parent: &FlowRunId,
         fence: Option<&Fence>,
     ) -> StoreResult<Vec<Finished>> {
-        let mut client = self.read().await?;
+        // The rows collected are finished by workers, not by this store's own writes: no
+        // need to wait for them (which would commit every write at once).
+        let mut client = self.connection().await?;
         let transaction = client
             .transaction()
             .await

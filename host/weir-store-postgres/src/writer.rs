@@ -31,6 +31,8 @@ mod bulk;
 const QUEUE_CAPACITY: usize = 8192;
 /// The most writes committed in one transaction.
 const MAX_BATCH: usize = 2048;
+/// How long writes nobody waits for wait for more before they are committed.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) enum WriteOp {
     RecordPlugin {
@@ -98,6 +100,15 @@ pub(crate) enum WriteOp {
         ready_at: Timestamp,
         lost_from: Option<(String, String)>,
     },
+    /// Extends the leases a worker holds, their task runs' slots, and its heartbeat. In
+    /// order with the worker's own writes, which lock the rows they fence: a renewal on
+    /// another connection would wait for them (or, skipping them, let a busy driver's lease
+    /// run out).
+    RenewLeases {
+        worker: String,
+        until: Timestamp,
+        now: Timestamp,
+    },
     /// Writes whose failure is only logged.
     Heartbeat {
         owner: String,
@@ -125,10 +136,50 @@ pub(crate) enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Whether this write may wait a moment for others while many runs are changing:
+    /// task runs created, set, finished, their log lines, heartbeats. Not queued work
+    /// (an idle worker waits for it), a flow run's state, nor anything a caller waits for.
+    fn can_wait(&self) -> bool {
+        match self {
+            WriteOp::Fenced { op, .. } => op.can_wait(),
+            WriteOp::CreateTaskRun { .. }
+            | WriteOp::SetState { .. }
+            | WriteOp::FinishTaskRun { .. }
+            | WriteOp::AppendLogs { .. }
+            | WriteOp::Heartbeat { .. }
+            | WriteOp::RenewSlots { .. }
+            | WriteOp::ExplainWaiting { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The task run whose state this write changes, if any.
+    fn changed_task_run(&self) -> Option<&str> {
+        match self {
+            WriteOp::Fenced { op, .. } => op.changed_task_run(),
+            WriteOp::CreateTaskRun { run, .. } => Some(run.id.as_str()),
+            WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } => Some(id.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a batch changed several task runs: then many are changing (a map's elements,
+/// parallel branches), and the next writes wait a moment for company. A lone chain of
+/// tasks changes one at a time, and its writes go out at once.
+fn many_changing(batch: &[(u64, WriteOp)]) -> bool {
+    let mut changed = batch.iter().filter_map(|(_, op)| op.changed_task_run());
+    let first = changed.next();
+    changed.any(|id| Some(id) != first)
+}
+
 pub(crate) struct Writer {
     sender: Mutex<Option<SyncSender<(u64, WriteOp)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     enqueued: AtomicU64,
+    /// The sequence of the last write that made rows claimable (queued, given back).
+    last_claimable: AtomicU64,
     committed: Arc<AtomicU64>,
 }
 
@@ -186,6 +237,7 @@ impl Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
             enqueued: AtomicU64::new(0),
+            last_claimable: AtomicU64::new(0),
             committed,
         })
     }
@@ -198,8 +250,22 @@ impl Writer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = sender.as_ref().ok_or_else(writer_gone)?;
         let sequence = self.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        let claimable = matches!(op, WriteOp::Enqueue { .. } | WriteOp::Requeue { .. });
         sender.send((sequence, op)).map_err(|_| writer_gone())?;
+        if claimable {
+            self.last_claimable.fetch_max(sequence, Ordering::SeqCst);
+        }
         Ok(sequence)
+    }
+
+    /// Waits until the writes that made rows claimable are committed (not the others:
+    /// a claim after them sees what this store queued or gave back, without making every
+    /// small write commit at once).
+    pub(crate) async fn wait_for_claimable(&self) -> StoreResult<()> {
+        if self.committed.load(Ordering::SeqCst) >= self.last_claimable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.flush_reporting(false).await
     }
 
     pub(crate) fn is_idle(&self) -> bool {
@@ -273,12 +339,17 @@ struct Statements {
     set_flow_state: Statement,
     upsert_node_output: Statement,
     heartbeat: Statement,
+    renew_leases: Statement,
+    renew_held_slots: Statement,
+    worker_heartbeat: Statement,
     renew_slots: Statement,
     release_slots: Statement,
     log_changes: Statement,
+    log_changes_and_notify: Statement,
     /// Locks a queue row at a generation (none when the lease was lost).
     check_fence: Statement,
     release_unawaited: Statement,
+    take_ownership: Statement,
     release_awaited: Statement,
     insert_work: Statement,
     requeue: Statement,
@@ -360,22 +431,23 @@ impl Statements {
                              $6::bigint[], $7::boolean[], $8::text[], $9::text[], $10::integer[])
                              AS c(id, generation, state, message, attempt, at, finishing, result_digest, cache_key, n)),
                      locked AS (
-                         SELECT q.run_id FROM work_queue q
+                         SELECT q.run_id, q.worker FROM work_queue q
                          JOIN (SELECT DISTINCT id, generation FROM changes WHERE generation IS NOT NULL) f
                              ON q.run_id = f.id AND q.generation = f.generation
                          WHERE NOT q.done
                          FOR UPDATE OF q),
                      allowed AS (
-                         SELECT * FROM changes c
-                         WHERE c.generation IS NULL OR c.id IN (SELECT run_id FROM locked)),
+                         SELECT c.*, k.worker FROM changes c LEFT JOIN locked k ON k.run_id = c.id
+                         WHERE c.generation IS NULL OR k.run_id IS NOT NULL),
                      latest AS (
-                         SELECT DISTINCT ON (id) id, generation, state, message, at, finishing, result_digest,
-                             cache_key, max(attempt) OVER (PARTITION BY id) AS attempt,
+                         SELECT DISTINCT ON (id) id, generation, worker, state, message, at, finishing,
+                             result_digest, cache_key, max(attempt) OVER (PARTITION BY id) AS attempt,
                              min(at) FILTER (WHERE state = 'Running') OVER (PARTITION BY id) AS running_at
                          FROM allowed ORDER BY id, n DESC),
                      updated AS (
                          UPDATE task_runs t SET state = l.state, state_message = l.message,
                              attempts = greatest(t.attempts, l.attempt),
+                             owner = coalesce(l.worker, t.owner),
                              started = coalesce(t.started, l.running_at),
                              ended = CASE WHEN l.finishing THEN l.at ELSE t.ended END,
                              result_digest = CASE WHEN l.finishing THEN l.result_digest ELSE t.result_digest END,
@@ -478,6 +550,18 @@ impl Statements {
             heartbeat: client
                 .prepare("UPDATE owners SET heartbeat = greatest(heartbeat, $2) WHERE id = $1")
                 .await?,
+            renew_leases: client
+                .prepare("UPDATE work_queue SET lease_expires = $2 WHERE worker = $1 AND NOT done")
+                .await?,
+            renew_held_slots: client
+                .prepare(
+                    "UPDATE concurrency_slots SET expires = $2 WHERE holder IN
+                       (SELECT run_id FROM work_queue WHERE worker = $1 AND NOT done)",
+                )
+                .await?,
+            worker_heartbeat: client
+                .prepare("UPDATE workers SET heartbeat = $2 WHERE owner = $1")
+                .await?,
             renew_slots: client
                 .prepare("UPDATE concurrency_slots SET expires = $2 WHERE holder = $1")
                 .await?,
@@ -487,10 +571,23 @@ impl Statements {
             log_changes: client
                 .prepare("INSERT INTO run_changes (run_ids) VALUES ($1)")
                 .await?,
+            // A batch's change log row and its notifications, most batches' tail, in one.
+            log_changes_and_notify: client
+                .prepare(
+                    "WITH logged AS (INSERT INTO run_changes (run_ids) VALUES ($1))
+                     SELECT pg_notify(channel, '') FROM unnest($2::text[]) AS channel",
+                )
+                .await?,
             // FOR UPDATE: a claim (SKIP LOCKED) passes the row by until this commits.
             check_fence: client
                 .prepare(
                     "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR UPDATE",
+                )
+                .await?,
+            take_ownership: client
+                .prepare(
+                    "UPDATE task_runs t SET owner = q.worker FROM work_queue q
+                     WHERE t.id = $1 AND q.run_id = $1 AND t.owner IS DISTINCT FROM q.worker",
                 )
                 .await?,
             release_unawaited: client
@@ -698,6 +795,15 @@ fn plan_queued(statements: &Statements, op: &WriteOp) -> Option<Planned> {
         WriteOp::Fenced { fence, op: inner } => {
             let mut planned = plan(statements, inner);
             planned.steps.insert(0, fence_step(statements, fence));
+            // The claimer owns the task run from its first state on (as `change_task_runs`).
+            if let WriteOp::SetState { id, .. } | WriteOp::FinishTaskRun { id, .. } = inner.as_ref()
+                && id.as_str() == fence.run_id
+            {
+                planned.steps.insert(
+                    1,
+                    step(&statements.take_ownership, vec![text(&fence.run_id)]),
+                );
+            }
             if ends_fenced_run(inner, fence) {
                 for statement in [
                     &statements.release_unawaited,
@@ -979,6 +1085,16 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
             ));
             ("recording a heartbeat", true)
         }
+        WriteOp::RenewLeases { worker, until, now } => {
+            for (statement, at) in [
+                (&statements.renew_leases, until),
+                (&statements.renew_held_slots, until),
+                (&statements.worker_heartbeat, now),
+            ] {
+                steps.push(step(statement, vec![text(worker), Box::new(at.0)]));
+            }
+            ("renewing leases", true)
+        }
         WriteOp::RenewSlots { holder, expires } => {
             steps.push(step(
                 &statements.renew_slots,
@@ -1040,9 +1156,34 @@ fn changed_run(op: &WriteOp) -> Option<String> {
     }
 }
 
+/// What ends every batch: its change log row, and its notifications.
+fn tail_steps(statements: &Statements, planned: &[Planned], ops: &[WriteOp]) -> Vec<Step> {
+    let channels = notified_channels(ops);
+    match log_step(statements, planned) {
+        Some(log) if !channels.is_empty() => {
+            let mut params = log.params;
+            params.push(Box::new(
+                channels
+                    .iter()
+                    .map(|channel| (*channel).to_owned())
+                    .collect::<Vec<String>>(),
+            ));
+            vec![step(&statements.log_changes_and_notify, params)]
+        }
+        log => log
+            .into_iter()
+            .chain(
+                channels
+                    .into_iter()
+                    .map(|channel| step(&statements.notify, vec![text(channel)])),
+            )
+            .collect(),
+    }
+}
+
 /// Notifications sent when the batch commits: work queued or given back (idle workers
 /// wake), queued runs ended (the drivers waiting for them wake).
-fn notify_steps(statements: &Statements, ops: &[WriteOp]) -> Vec<Step> {
+fn notified_channels(ops: &[WriteOp]) -> Vec<&'static str> {
     let work = ops
         .iter()
         .any(|op| matches!(op, WriteOp::Enqueue { .. } | WriteOp::Requeue { .. }));
@@ -1056,7 +1197,7 @@ fn notify_steps(statements: &Statements, ops: &[WriteOp]) -> Vec<Step> {
     ]
     .into_iter()
     .filter(|(send, _)| *send)
-    .map(|(_, channel)| step(&statements.notify, vec![text(channel)]))
+    .map(|(_, channel)| channel)
     .collect()
 }
 
@@ -1102,14 +1243,33 @@ fn write_loop(
 ) {
     let mut connection = Some(connection);
     let mut pending_error: Option<StoreError> = None;
+    let mut lingering = false;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
+        let drain = |batch: &mut Vec<(u64, WriteOp)>| {
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        };
+        drain(&mut batch);
+        // While many runs change, writes nobody waits for wait a moment for company: a
+        // batch's cost to the server is mostly per transaction and statement, whatever
+        // its size, and the machine's cores are better spent on the tasks.
+        let linger_until = std::time::Instant::now() + LINGER;
+        while lingering && batch.len() < MAX_BATCH && batch.iter().all(|(_, op)| op.can_wait()) {
+            let left = linger_until.saturating_duration_since(std::time::Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(next) => {
+                    batch.push(next);
+                    drain(&mut batch);
+                }
                 Err(_) => break,
             }
         }
+        lingering = many_changing(&batch);
         let last_sequence = batch.last().map_or(0, |(sequence, _)| *sequence);
         let mut flushes = Vec::new();
         let mut ops = Vec::with_capacity(batch.len());
@@ -1280,8 +1440,7 @@ async fn commit_batch(live: &mut Connection, ops: &[WriteOp]) -> Result<(), Batc
             }
         })
         .collect();
-    let mut tail: Vec<Step> = log_step(&live.statements, &planned).into_iter().collect();
-    tail.extend(notify_steps(&live.statements, ops));
+    let tail = tail_steps(&live.statements, &planned, ops);
     // A deadlock or serialization failure with another process's transaction is not the
     // batch's fault: it is sent again, a few times, before being taken apart.
     for retry in 0..TRANSIENT_RETRIES {

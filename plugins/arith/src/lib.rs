@@ -62,6 +62,20 @@ fn slow_add(a: i64, b: i64, ms: u64) -> i64 {
     a + b
 }
 
+/// Spends CPU, the same for any machine's clock: `rounds` steps of a xorshift generator
+/// (about a millisecond per million); returns the last value.
+#[weir::task]
+fn burn(rounds: u64) -> u64 {
+    let mut value: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..rounds {
+        value ^= value << 13;
+        value ^= value >> 7;
+        value ^= value << 17;
+        value = std::hint::black_box(value);
+    }
+    value
+}
+
 /// Returns its input value unchanged.
 #[weir::task]
 fn echo(value: Value) -> Value {
@@ -81,5 +95,5 @@ fn sum(values: Vec<f64>) -> f64 {
 }
 
 weir::export!(
-    add, multiply, divide, context, cached_add, keyed, slow_add, echo, big, sum
+    add, multiply, divide, context, cached_add, keyed, slow_add, burn, echo, big, sum
 );
