@@ -274,9 +274,12 @@ map = ["a"]
 async fn three_workers_share_a_map_of_a_thousand(backend: Backend) {
     let mut cluster = Cluster::new(backend).await;
     cluster.write("adds.toml", MAP);
+    // A short lease: the busy driver must keep its flow run's lease while its own writes
+    // lock the row (a renewal that skipped locked rows lost it, and the flow run was
+    // taken over mid-map).
     let pids: Vec<u32> = ["one", "two", "three"]
         .iter()
-        .map(|name| cluster.start_worker(name, &["--concurrency", "8"]))
+        .map(|name| cluster.start_worker(name, &["--concurrency", "8", "--lease", "1s"]))
         .collect();
     let values: Vec<u32> = (0..1000).collect();
     let (report, lines) = cluster.submit_and_wait(
@@ -335,9 +338,22 @@ async fn three_workers_share_a_map_of_a_thousand(backend: Backend) {
         store.work(10).await.unwrap().is_empty(),
         "the queue is empty"
     );
+    let mut flow_claims = 0;
     for name in ["one", "two", "three"] {
         cluster.stop(name);
+        let log = cluster.log(name);
+        assert!(log.contains(" 0 leases lost"), "{name}: {log}");
+        flow_claims += log
+            .split(" flow-run claims")
+            .next()
+            .and_then(|before| before.rsplit(' ').next())
+            .and_then(|count| count.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("{name} says how many flow runs it claimed: {log}"));
     }
+    assert_eq!(
+        flow_claims, 1,
+        "one worker drove the flow run, start to end"
+    );
 }
 
 fn sleepers(count: usize, ms: u64, retries: u32, tags: &str) -> String {
