@@ -44,7 +44,7 @@ pub struct PostgresStore {
     wakeups: queue::Wakeups,
 }
 
-/// The server setting the writer's connection is opened with.
+/// The server setting every connection of the store is opened with.
 const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 
 impl PostgresStore {
@@ -53,9 +53,18 @@ impl PostgresStore {
     /// its schema up to date, creating it in an empty database.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let location = redact_url(url);
-        let config = tokio_postgres::Config::from_str(url).map_err(|error| {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|error| {
             StoreError::backend(format!("reading the store URL {location}"), error)
         })?;
+        // The store's statements run thousands of times, with arrays of any length:
+        // planned once for all (a generic plan) rather than again at every execution,
+        // which was most of the server's work under a busy queue. Limits are written in
+        // the statements' text, where one plan for any limit would sort every row.
+        let options = match config.get_options() {
+            Some(options) if !options.is_empty() => format!("{options} {GENERIC_PLANS}"),
+            _ => GENERIC_PLANS.to_owned(),
+        };
+        config.options(&options);
         // The writer's runtime: its connection is driven there, whatever runtime (or
         // thread) the caller is on.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,15 +72,7 @@ impl PostgresStore {
             .build()
             .map_err(|error| StoreError::backend("starting the store's writer runtime", error))?;
         let connect = {
-            let mut config = config.clone();
-            // The writer's statements run thousands of times with arrays of any length:
-            // planned once for all (a generic plan), not again at every execution, which
-            // was most of the server's work under a busy queue.
-            let options = match config.get_options() {
-                Some(options) if !options.is_empty() => format!("{options} {GENERIC_PLANS}"),
-                _ => GENERIC_PLANS.to_owned(),
-            };
-            config.options(&options);
+            let config = config.clone();
             let handle = runtime.handle().clone();
             move || -> futures::future::BoxFuture<'static, Result<tokio_postgres::Client, tokio_postgres::Error>> {
                 let (config, handle) = (config.clone(), handle.clone());

@@ -1,7 +1,7 @@
 //! The work queue on PostgreSQL: workers claim rows with `FOR UPDATE SKIP LOCKED`, so
 //! any number of them claim at once without waiting for each other or taking a row
-//! twice; a fenced write locks its row (`FOR UPDATE`), so a claim passes it by until the
-//! write commits.
+//! twice; a fenced write locks its row (`FOR NO KEY UPDATE`), so a claim passes it by
+//! until the write commits.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -192,14 +192,16 @@ fn work_record(row: &tokio_postgres::Row) -> WorkRecord {
     }
 }
 
-/// Locks the fence's row at its generation, or says the lease was lost.
+/// Locks the fence's row at its generation, or says the lease was lost. `FOR KEY SHARE`:
+/// a claim (which wants `FOR UPDATE`) passes the row by meanwhile, but the driver's own
+/// writes (`FOR NO KEY UPDATE`) do not wait for its collection, nor it for them.
 async fn check_fence(
     transaction: &tokio_postgres::Transaction<'_>,
     fence: &Fence,
 ) -> StoreResult<()> {
     let held = transaction
         .query_opt(
-            "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR UPDATE",
+            "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR KEY SHARE",
             &[&fence.run_id, &fence.generation],
         )
         .await
@@ -219,13 +221,15 @@ async fn check_fence(
 const CLAIMABLE: &str = "NOT done AND ready_at <= $1 AND (worker IS NULL OR lease_expires <= $1)
      AND requirements <> ALL($2) AND run_id <> ALL($3)";
 
-/// A claim's row limit as written in its statement: the largest power of two up to
-/// `room` (at most 64). A limit in the text, not a parameter, lets the server plan the
-/// statement once for all and still stop its index scan after that many rows (with a
-/// parameter, the one plan for any limit sorted every queued row).
+/// A claim's row limit as written in its statement: `room` itself up to 16 (a worker's
+/// usual room, which a smaller claim would leave unfilled), else the largest power of two
+/// up to it (at most 64), so that a connection prepares a handful of variants. A limit in
+/// the text, not a parameter, lets the server plan the statement once for all and still
+/// stop its index scan after that many rows (with a parameter, the one plan for any limit
+/// sorted every queued row).
 fn limit_bucket(room: usize) -> usize {
     match room {
-        0 => 0,
+        0..=16 => room,
         room => 1 << room.min(64).ilog2(),
     }
 }
@@ -272,7 +276,8 @@ async fn claim_untagged(
                  SELECT 1 FROM work_queue WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
                      AND (cardinality($7::text[]) = 0 OR tags LIKE ANY($7))) AS tagged) waiting
          LEFT JOIN claimed c ON true
-         LEFT JOIN task_runs o ON c.kind = 'task' AND o.id = c.run_id
+         LEFT JOIN LATERAL (SELECT * FROM task_runs t WHERE c.kind = 'task' AND t.id = c.run_id) o
+             ON true
          ORDER BY c.created, c.run_id",
         owned = owned_columns.join(", "),
         tasks = limit_bucket(tasks),
@@ -569,13 +574,17 @@ impl Queue for PostgresStore {
             .query(
                 "WITH done AS (
                      DELETE FROM work_queue WHERE parent_flow_run_id = $1 AND done RETURNING run_id, kind)
-                 SELECT d.run_id, d.kind, coalesce(t.name, f.name), coalesce(t.state, f.state),
-                        coalesce(t.state_message, f.state_message), coalesce(t.result_digest, f.result_digest),
-                        coalesce(t.attempts, f.attempts), r.inline_json
+                 SELECT d.run_id, d.kind, x.name, x.state, x.state_message, x.result_digest, x.attempts,
+                        (SELECT r.inline_json FROM results r WHERE r.digest = x.result_digest)
                  FROM done d
-                 LEFT JOIN task_runs t ON d.kind = 'task' AND t.id = d.run_id
-                 LEFT JOIN flow_runs f ON d.kind = 'flow' AND f.id = d.run_id
-                 LEFT JOIN results r ON r.digest = coalesce(t.result_digest, f.result_digest)",
+                 -- Lookups by key, row by row: one plan serves every collection, and a
+                 -- join would scan whole tables of runs and results.
+                 LEFT JOIN LATERAL (
+                     SELECT name, state, state_message, result_digest, attempts FROM task_runs
+                     WHERE d.kind = 'task' AND id = d.run_id
+                     UNION ALL
+                     SELECT name, state, state_message, result_digest, attempts FROM flow_runs
+                     WHERE d.kind = 'flow' AND id = d.run_id) x ON true",
                 &[&parent.as_str()],
             )
             .await
@@ -609,8 +618,10 @@ impl Queue for PostgresStore {
         let client = self.read().await?;
         let rows = client
             .query(
-                &format!("SELECT {WORK_COLUMNS} FROM work_queue ORDER BY created, run_id LIMIT $1"),
-                &[&(limit as i64)],
+                &format!(
+                    "SELECT {WORK_COLUMNS} FROM work_queue ORDER BY created, run_id LIMIT {limit}"
+                ),
+                &[],
             )
             .await
             .map_err(backend("listing the queue"))?;

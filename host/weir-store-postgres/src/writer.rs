@@ -435,7 +435,7 @@ impl Statements {
                          JOIN (SELECT DISTINCT id, generation FROM changes WHERE generation IS NOT NULL) f
                              ON q.run_id = f.id AND q.generation = f.generation
                          WHERE NOT q.done
-                         FOR UPDATE OF q),
+                         FOR NO KEY UPDATE OF q),
                      allowed AS (
                          SELECT c.*, k.worker FROM changes c LEFT JOIN locked k ON k.run_id = c.id
                          WHERE c.generation IS NULL OR k.run_id IS NOT NULL),
@@ -578,10 +578,12 @@ impl Statements {
                      SELECT pg_notify(channel, '') FROM unnest($2::text[]) AS channel",
                 )
                 .await?,
-            // FOR UPDATE: a claim (SKIP LOCKED) passes the row by until this commits.
+            // A claim (FOR UPDATE SKIP LOCKED) passes the row by until this commits; a
+            // collection of the same driver (FOR KEY SHARE) does not wait for it.
             check_fence: client
                 .prepare(
-                    "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done FOR UPDATE",
+                    "SELECT 1 FROM work_queue WHERE run_id = $1 AND generation = $2 AND NOT done
+                     FOR NO KEY UPDATE",
                 )
                 .await?,
             take_ownership: client

@@ -5,7 +5,7 @@
 //! statements, not thousands.
 //!
 //! A fenced write checks its lease inside the shared statement (its queue row is locked
-//! `FOR UPDATE` at the claimed generation, or the run is left alone). A shared statement
+//! `FOR NO KEY UPDATE` at the claimed generation, or the run is left alone). A shared statement
 //! that did less than all its operations ask (a lease lost, a run unknown) fails the
 //! batch as a whole; the writer then applies it one operation at a time, which says which
 //! operation failed and commits the others.
