@@ -97,6 +97,17 @@ fn at(now: i64, lease: i64) -> ClaimTimes {
     }
 }
 
+/// A task run's states, in order.
+async fn states_of(store: &dyn weir_store::Store, id: &TaskRunId) -> Vec<State> {
+    store
+        .state_history(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|change| change.state)
+        .collect()
+}
+
 async fn claim_one(store: &dyn weir_store::Store, worker: &str, now: i64) -> Option<Claim> {
     // A task run first, else a flow run.
     for room in [Room { tasks: 1, flows: 0 }, Room { tasks: 0, flows: 1 }] {
@@ -236,13 +247,7 @@ async fn a_worker_that_lost_its_lease_cannot_overwrite_the_run(backend: Backend)
             .unwrap(),
         json!(3)
     );
-    let states: Vec<State> = paused
-        .state_history(&id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|change| change.state)
-        .collect();
+    let states: Vec<State> = states_of(paused.as_ref(), &id).await;
     assert_eq!(
         states,
         vec![
@@ -505,13 +510,7 @@ async fn writes_sent_together_keep_the_held_runs_and_refuse_a_lost_one(backend: 
                 .unwrap(),
             json!(work.run_id())
         );
-        let history: Vec<State> = paused
-            .state_history(&id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|change| change.state)
-            .collect();
+        let history: Vec<State> = states_of(paused.as_ref(), &id).await;
         assert_eq!(
             history,
             vec![State::Pending, State::Running, State::Completed]
