@@ -234,6 +234,34 @@ fn limit_bucket(room: usize) -> usize {
     }
 }
 
+/// The columns a claim reads of a queue row, in the order [`claimed_row`] takes them.
+const CLAIMED_COLUMNS: &str = "run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created";
+
+/// A claim from the [`CLAIMED_COLUMNS`] of a row, from column `at` on, at `generation`
+/// (the row's worker and its name, if any, are the worker that lost it).
+fn claimed_row(row: &tokio_postgres::Row, at: usize, generation: i64) -> Claim {
+    let run_id: String = row.get(at);
+    let worker: Option<String> = row.get(at + 7);
+    let worker_name: Option<String> = row.get(at + 8);
+    Claim {
+        fence: Fence {
+            run_id: run_id.clone(),
+            generation,
+        },
+        run_id,
+        kind: WorkKind::parse(row.get(at + 1)).unwrap_or(WorkKind::Task),
+        parent: row
+            .get::<_, Option<String>>(at + 2)
+            .map(FlowRunId::from_string),
+        spec: row.get(at + 3),
+        tags: tags_from_column(row.get(at + 4)),
+        requirements: Requirements::from_key(row.get(at + 5)),
+        lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
+        created: Timestamp(row.get(at + 9)),
+        task_run: None,
+    }
+}
+
 /// Claims untagged task runs and flow runs in one statement (no transaction around it:
 /// one statement is atomic): rows picked `FOR UPDATE SKIP LOCKED`, moved to a new
 /// generation under this worker, the flow runs' owner set, the task runs' records
@@ -266,12 +294,11 @@ async fn claim_untagged(
                  lease_expires = $6
              FROM picked p WHERE q.run_id = p.run_id
              RETURNING q.run_id, q.kind, q.parent_flow_run_id, q.spec, q.tags, q.requirements,
-                 q.generation, p.lost_worker, p.lost_name, q.created),
+                 q.generation, p.lost_worker AS worker, p.lost_name AS worker_name, q.created),
          owned_flows AS (
              UPDATE flow_runs f SET owner = $4 FROM claimed c
              WHERE c.kind = 'flow' AND f.id = c.run_id RETURNING f.id)
-         SELECT {owned}, c.run_id, c.kind, c.parent_flow_run_id, c.spec, c.tags, c.requirements,
-             c.generation, c.lost_worker, c.lost_name, c.created, waiting.tagged
+         SELECT {owned}, {claimed}, waiting.tagged
          FROM (SELECT EXISTS (
                  SELECT 1 FROM work_queue WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
                      AND (cardinality($7::text[]) = 0 OR tags LIKE ANY($7))) AS tagged) waiting
@@ -280,6 +307,11 @@ async fn claim_untagged(
              ON true
          ORDER BY c.created, c.run_id",
         owned = owned_columns.join(", "),
+        claimed = CLAIMED_COLUMNS
+            .split(", ")
+            .map(|column| format!("c.{column}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         tasks = limit_bucket(tasks),
         flows = limit_bucket(flows),
     );
@@ -308,10 +340,9 @@ async fn claim_untagged(
     let mut claimed = Vec::new();
     for row in &rows {
         tagged_waiting |= row.get::<_, bool>(claimed_at + 10);
-        let Some(run_id) = row.get::<_, Option<String>>(claimed_at) else {
+        if row.get::<_, Option<String>>(claimed_at).is_none() {
             continue;
-        };
-        let kind = WorkKind::parse(row.get(claimed_at + 1)).unwrap_or(WorkKind::Task);
+        }
         // Its owner becomes the worker with its first state written under the claim.
         let task_run = match row.get::<_, Option<String>>(0) {
             Some(_) => Some(weir_store::TaskRunRecord {
@@ -320,24 +351,10 @@ async fn claim_untagged(
             }),
             None => None,
         };
-        let worker: Option<String> = row.get(claimed_at + 7);
-        let worker_name: Option<String> = row.get(claimed_at + 8);
         claimed.push(Claim {
-            fence: Fence {
-                run_id: run_id.clone(),
-                generation: row.get(claimed_at + 6),
-            },
-            run_id,
-            kind,
-            parent: row
-                .get::<_, Option<String>>(claimed_at + 2)
-                .map(FlowRunId::from_string),
-            spec: row.get(claimed_at + 3),
-            tags: tags_from_column(row.get(claimed_at + 4)),
-            requirements: Requirements::from_key(row.get(claimed_at + 5)),
-            lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
-            created: Timestamp(row.get(claimed_at + 9)),
             task_run,
+            // RETURNING gives the generation the claim moved the row to.
+            ..claimed_row(row, claimed_at, row.get(claimed_at + 6))
         });
     }
     Ok((claimed, tagged_waiting))
@@ -358,7 +375,7 @@ async fn claim_tagged(
     let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
     // Some rows may be passed by for full tag limits: look a little further.
     let sql = format!(
-        "SELECT run_id, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
+        "SELECT {CLAIMED_COLUMNS}
          FROM work_queue
          WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
              AND (cardinality($4::text[]) = 0 OR tags LIKE ANY($4))
@@ -377,32 +394,21 @@ async fn claim_tagged(
         if claimed.len() >= limit {
             break;
         }
-        let run_id: String = row.get(0);
-        let tags = tags_from_column(row.get(3));
-        let slots =
-            crate::leases::take_slots(&transaction, &tags, &run_id, times.now, times.lease_until)
-                .await
-                .map_err(backend("taking the concurrency slots of a claimed run"))?;
+        // The generation the update below moves the row to.
+        let claim = claimed_row(&row, 0, row.get::<_, i64>(6) + 1);
+        let slots = crate::leases::take_slots(
+            &transaction,
+            &claim.tags,
+            &claim.run_id,
+            times.now,
+            times.lease_until,
+        )
+        .await
+        .map_err(backend("taking the concurrency slots of a claimed run"))?;
         if slots != SlotRequest::Granted {
             continue;
         }
-        let worker: Option<String> = row.get(6);
-        let worker_name: Option<String> = row.get(7);
-        claimed.push(Claim {
-            fence: Fence {
-                run_id: run_id.clone(),
-                generation: row.get::<_, i64>(5) + 1,
-            },
-            run_id,
-            kind: WorkKind::Task,
-            parent: row.get::<_, Option<String>>(1).map(FlowRunId::from_string),
-            spec: row.get(2),
-            tags,
-            requirements: Requirements::from_key(row.get(4)),
-            lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
-            created: Timestamp(row.get(8)),
-            task_run: None,
-        });
+        claimed.push(claim);
     }
     if claimed.is_empty() {
         return Ok(claimed);

@@ -709,15 +709,19 @@ fn attempt(value: u32) -> Param {
     Box::new(i32::try_from(value).unwrap_or(i32::MAX))
 }
 
+/// The blob a result too large to keep inline is stored in, if it is one.
+fn blob_step(statements: &Statements, result: &PreparedResult) -> Option<Step> {
+    let blob = result.blob.as_ref()?;
+    let mut blob = step(
+        &statements.insert_blob,
+        vec![text(&result.digest), Box::new(blob.clone())],
+    );
+    blob.place = Place::Blob(result.digest.clone());
+    Some(blob)
+}
+
 fn result_steps(statements: &Statements, result: &PreparedResult, steps: &mut Vec<Step>) {
-    if let Some(blob) = &result.blob {
-        let mut blob = step(
-            &statements.insert_blob,
-            vec![text(&result.digest), Box::new(blob.clone())],
-        );
-        blob.place = Place::Blob(result.digest.clone());
-        steps.push(blob);
-    }
+    steps.extend(blob_step(statements, result));
     let mut row = step(
         &statements.insert_result,
         vec![

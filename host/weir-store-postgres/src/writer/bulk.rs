@@ -5,16 +5,16 @@
 //! statements, not thousands.
 //!
 //! A fenced write checks its lease inside the shared statement (its queue row is locked
-//! `FOR NO KEY UPDATE` at the claimed generation, or the run is left alone). A shared statement
-//! that did less than all its operations ask (a lease lost, a run unknown) fails the
-//! batch as a whole; the writer then applies it one operation at a time, which says which
-//! operation failed and commits the others.
+//! `FOR NO KEY UPDATE` at the claimed generation, or the run is left alone). A shared
+//! statement that did less than all its operations ask (a lease lost, a run unknown)
+//! fails the batch as a whole; the writer then applies it one operation at a time, which
+//! says which operation failed and commits the others.
 
 use std::collections::{BTreeMap, HashMap};
 use weir_core::FlowRunId;
 use weir_store::{Fence, NewTaskRun, StateChange, StoreError};
 
-use super::{Param, Place, Statements, Step, WriteOp, fence_step, step, storable, text};
+use super::{Param, Place, Statements, Step, WriteOp, blob_step, fence_step, step, storable};
 use crate::queue::QueueRow;
 use crate::results::PreparedResult;
 
@@ -36,15 +36,8 @@ pub(super) fn plan(statements: &Statements, ops: &[WriteOp]) -> Bulk {
     let results = results_step(statements, ops);
     // Blobs of the operations it stands for; the others plan their own.
     for (op, covered) in ops.iter().zip(&covered) {
-        if let (true, Some(result)) = (*covered, result_of(op))
-            && let Some(blob) = &result.blob
-        {
-            let mut blob = step(
-                &statements.insert_blob,
-                vec![text(&result.digest), Box::new(blob.clone())],
-            );
-            blob.place = Place::Blob(result.digest.clone());
-            steps.push(blob);
+        if let (true, Some(result)) = (*covered, result_of(op)) {
+            steps.extend(blob_step(statements, result));
         }
     }
     let bulked_results = results.is_some();
