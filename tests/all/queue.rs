@@ -72,6 +72,7 @@ fn flow_work() -> NewWork {
                 parent: None,
                 created: Timestamp(1_000),
                 owner: None,
+                graph: None,
             },
             states: vec![change(State::Pending, 0, 1_000)],
         },

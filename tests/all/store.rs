@@ -62,6 +62,7 @@ on_both_backends!(
     a_store_of_a_newer_schema_is_a_clear_error,
     plugins_are_recorded_once_by_digest,
     text_from_a_plugin_with_a_nul_is_recorded,
+    a_flow_runs_graph_is_recorded_with_it,
 );
 
 fn new_run(name: &str) -> NewTaskRun {
@@ -124,6 +125,7 @@ fn new_flow_run(name: &str, parent: Option<&FlowRunId>, owner: Option<&str>) -> 
         parent: parent.map(|parent| (parent.clone(), "total".to_owned())),
         created: Timestamp(1_000),
         owner: owner.map(str::to_owned),
+        graph: None,
     }
 }
 
@@ -521,6 +523,33 @@ async fn lists_filter_and_page_by_cursor(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(named.len(), 1);
+    // A search by part of the name ignores case; `%` and `_` in it are plain text.
+    let searched = store
+        .flow_runs(&FlowRunFilter {
+            name_contains: Some("HILD-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut found: Vec<&str> = searched.iter().map(|run| run.name.as_str()).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "child-1", "child-10", "child-11", "child-12", "child-13", "child-14", "child-15",
+            "child-16", "child-17", "child-18", "child-19"
+        ]
+    );
+    for wildcard in ["child%", "child_1"] {
+        let none = store
+            .flow_runs(&FlowRunFilter {
+                name_contains: Some(wildcard.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "`{wildcard}` matched {none:?}");
+    }
 
     // Task runs of a flow run, paged, and counted by state.
     let mut runs = Vec::new();
@@ -1020,4 +1049,40 @@ async fn a_missing_postgres_database_is_a_clear_error() {
         .unwrap()
         .describe();
     assert!(error.contains("connecting to the store"), "{error}");
+}
+
+async fn a_flow_runs_graph_is_recorded_with_it(backend: Backend) {
+    let location = Location::new(backend).await;
+    let store = location.open().await;
+    let graph = weir_store::FlowGraph {
+        nodes: vec![
+            weir_store::GraphNode {
+                id: "square".into(),
+                kind: weir_store::GraphNodeKind::Task,
+                runs: "arith.square".into(),
+                mapped: true,
+                inputs_from: Vec::new(),
+                wait_for: Vec::new(),
+            },
+            weir_store::GraphNode {
+                id: "total".into(),
+                kind: weir_store::GraphNodeKind::Subflow,
+                runs: "sum.toml".into(),
+                mapped: false,
+                inputs_from: vec!["square".into()],
+                wait_for: vec!["square".into()],
+            },
+        ],
+    };
+    let mut drawn = new_flow_run("drawn-run", None, None);
+    drawn.graph = Some(graph.clone());
+    running_flow(store.as_ref(), &drawn);
+    let plain = new_flow_run("plain-run", None, None);
+    running_flow(store.as_ref(), &plain);
+    assert_eq!(store.flow_graph(&drawn.id).await.unwrap(), Some(graph));
+    assert_eq!(store.flow_graph(&plain.id).await.unwrap(), None);
+    assert_eq!(
+        store.flow_graph(&FlowRunId::generate()).await.unwrap(),
+        None
+    );
 }

@@ -17,6 +17,7 @@ mod interrupt;
 mod limits;
 mod project;
 mod runs;
+mod serve;
 mod store;
 mod task_run;
 mod terminal;
@@ -59,6 +60,9 @@ enum Command {
     /// Tag concurrency limits: how many task runs with a tag may run at once.
     #[command(subcommand)]
     ConcurrencyLimit(limits::LimitCommand),
+    /// Serve the HTTP API and the web UI over the store, and run submitted work (unless
+    /// --no-worker), until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
     /// Start a plugin project (Rust, Python or JavaScript) with an example task and its test.
     New(project::NewArgs),
     /// Build a plugin project into a component and check it against the weir:task world.
@@ -191,6 +195,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => flow_run::run(&store, args).await,
             Command::Task(TaskCommand::Run(args)) => task_run::run(&store, args).await,
             Command::Worker(args) => worker::run(&store, args).await,
+            Command::Serve(args) => serve::run(&store, args).await,
             Command::Inspect(args) => inspect::run(&store, args).await,
             Command::Runs(command) => runs::runs(&store, command).await,
             Command::Cache(command) => runs::cache(&store, command).await,

@@ -54,6 +54,12 @@ pub(crate) struct WorkerArgs {
     secrets_file: Option<PathBuf>,
 }
 
+impl WorkerArgs {
+    pub(crate) fn secrets_file(&self) -> Option<&std::path::Path> {
+        self.secrets_file.as_deref()
+    }
+}
+
 fn ceilings(args: &WorkerArgs) -> Result<Grants, Failure> {
     let mut grants = Grants::default();
     for dir in &args.allow_dirs {
@@ -88,8 +94,20 @@ fn ceilings(args: &WorkerArgs) -> Result<Grants, Failure> {
     Ok(grants)
 }
 
-pub(crate) async fn run(store: &StoreLocation, args: WorkerArgs) -> Result<u8, Failure> {
-    let ceilings = ceilings(&args)?;
+/// A worker set up and announced, not yet claiming.
+pub(crate) struct ReadyWorker {
+    pub(crate) flows: Arc<FlowRunner>,
+    worker: Arc<Worker>,
+    name: String,
+    grace: Duration,
+}
+
+/// Opens the store and sets up a worker over it, as `args` say.
+pub(crate) async fn prepare(
+    store: &StoreLocation,
+    args: &WorkerArgs,
+) -> Result<ReadyWorker, Failure> {
+    let ceilings = ceilings(args)?;
     let tasks = Arc::new(open_runner(store, args.secrets_file.as_deref()).await?);
     let concurrency = args
         .concurrency
@@ -108,12 +126,7 @@ pub(crate) async fn run(store: &StoreLocation, args: WorkerArgs) -> Result<u8, F
         true => "any tags".to_owned(),
         false => format!("tags {}", config.tags.join(", ")),
     };
-    let worker = Worker::new(flows, config);
-    let stop = CancelToken::new();
-    let _interrupts = crate::interrupt::Interrupts::watch_with("stopping the worker", {
-        let stop = stop.clone();
-        move |reason| stop.cancel(reason)
-    });
+    let worker = Worker::new(flows.clone(), config);
     tasks.observer().worker(
         &name,
         &format!(
@@ -121,16 +134,41 @@ pub(crate) async fn run(store: &StoreLocation, args: WorkerArgs) -> Result<u8, F
             args.lease.as_secs_f64()
         ),
     );
-    let summary = worker
-        .run(stop, args.grace)
-        .await
-        .map_err(Failure::internal)?;
-    tasks.observer().worker(
-        &name,
-        &format!(
-            "stopped: {} task-run claims, {} flow-run claims, {} given back, {} leases lost",
-            summary.task_claims, summary.flow_claims, summary.handed_back, summary.leases_lost
-        ),
-    );
+    Ok(ReadyWorker {
+        flows,
+        worker,
+        name,
+        grace: args.grace,
+    })
+}
+
+impl ReadyWorker {
+    /// Claims and runs work until `stop` is cancelled, then winds down.
+    pub(crate) async fn run(self, stop: CancelToken) -> Result<(), Failure> {
+        let summary = self
+            .worker
+            .run(stop, self.grace)
+            .await
+            .map_err(Failure::internal)?;
+        self.flows.tasks().observer().worker(
+            &self.name,
+            &format!(
+                "stopped: {} task-run claims, {} flow-run claims, {} given back, {} leases lost",
+                summary.task_claims, summary.flow_claims, summary.handed_back, summary.leases_lost
+            ),
+        );
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(store: &StoreLocation, args: WorkerArgs) -> Result<u8, Failure> {
+    let stop = CancelToken::new();
+    // Watched before the worker says it started, so that a signal from then on stops it.
+    let _interrupts = crate::interrupt::Interrupts::watch_with("stopping the worker", {
+        let stop = stop.clone();
+        move |reason| stop.cancel(reason)
+    });
+    let worker = prepare(store, &args).await?;
+    worker.run(stop).await?;
     Ok(0)
 }

@@ -5,6 +5,7 @@ use crate::json::canonical_json;
 
 /// blake3 of a component's bytes, in hex: what a plugin is known by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct ComponentDigest(String);
 
@@ -36,6 +37,7 @@ impl fmt::Display for ComponentDigest {
 /// Whether and how a task's result is reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CachePolicy {
     /// Never reuse a result.
     #[default]
@@ -59,6 +61,7 @@ impl CachePolicy {
 /// The key a cached result is stored under: blake3 over the component digest, the
 /// task name and version, and either the canonical input JSON or the plugin's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct CacheKey(String);
 

@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 /// The state of a task run (and later, a flow run), named as in Prefect where the meaning is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum State {
     /// Created, not started (waiting for a slot, an upstream, or a retry delay's start).
     Pending,

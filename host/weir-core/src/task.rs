@@ -7,6 +7,7 @@ use crate::cache::CachePolicy;
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -48,14 +49,18 @@ impl fmt::Display for LogLevel {
 /// The waits between attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RetryDelays {
-    /// One delay per retry; the last one repeats; none means no wait.
+    /// One delay per retry, in milliseconds; the last one repeats; none means no wait.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u64>))]
     PerRetry(#[serde(with = "millis_list")] Vec<Duration>),
-    /// `base * 2^n` before retry n (from 0), capped at `max`.
+    /// `base * 2^n` before retry n (from 0), capped at `max` (milliseconds).
     Exponential {
         #[serde(with = "millis")]
+        #[cfg_attr(feature = "openapi", schema(value_type = u64))]
         base: Duration,
         #[serde(with = "optional_millis")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
         max: Option<Duration>,
     },
 }
@@ -68,6 +73,7 @@ impl Default for RetryDelays {
 
 /// How many times to retry and how long to wait in between.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     pub retries: u32,
     pub delays: RetryDelays,
@@ -159,23 +165,32 @@ impl RetryPolicy {
 
 /// A task's metadata and defaults, as its plugin declares them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskInfo {
     pub name: String,
     pub description: Option<String>,
     pub version: Option<String>,
     pub tags: Vec<String>,
     pub retry: RetryPolicy,
+    /// Milliseconds.
     #[serde(with = "optional_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub timeout: Option<Duration>,
     pub cache_policy: CachePolicy,
+    /// Milliseconds.
     #[serde(with = "optional_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub cache_expiration: Option<Duration>,
     pub log_prints: bool,
     pub run_name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub input_schema: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub output_schema: Option<serde_json::Value>,
-    /// What the task cannot run without; a run must be granted each.
+    /// What the task cannot run without (`env:NAME`, `dir:/path[:rw]`, `http`,
+    /// `http:HOST`); a run must be granted each.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub needs: Vec<crate::Need>,
 }
 

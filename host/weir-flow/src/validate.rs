@@ -360,8 +360,8 @@ fn list_or_none(names: &[&str]) -> String {
 }
 
 impl Node {
-    /// The nodes this one depends on: those its input references, and its `wait_for`.
-    pub fn dependencies(&self) -> Vec<String> {
+    /// The nodes whose output this one's input (or subflow parameters) references.
+    pub fn inputs_from(&self) -> Vec<String> {
         let template = match &self.kind {
             NodeKind::Task { input, .. } => input,
             NodeKind::Subflow { parameters, .. } => parameters,
@@ -372,6 +372,12 @@ impl Node {
                 found.insert(upstream);
             }
         }
+        found.into_iter().collect()
+    }
+
+    /// The nodes this one depends on: those its input references, and its `wait_for`.
+    pub fn dependencies(&self) -> Vec<String> {
+        let mut found: BTreeSet<String> = self.inputs_from().into_iter().collect();
         found.extend(self.wait_for.iter().cloned());
         found.into_iter().collect()
     }

@@ -27,6 +27,7 @@
 //! ```
 
 mod cancel;
+mod cancelling;
 mod flow;
 mod logs;
 mod naming;
@@ -41,7 +42,8 @@ mod work;
 mod worker;
 
 pub use cancel::CancelToken;
-pub use flow::{ClaimedFlow, FlowRunError, FlowRunOutcome, FlowRunner, SubmittedRun};
+pub use cancelling::{CancelOutcome, cancel_run};
+pub use flow::{ClaimedFlow, FlowRunError, FlowRunOutcome, FlowRunner, SubmittedRun, graph_of};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
 pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, live_owner, owner_gone, reap_orphans};
 pub use runner::{

@@ -60,6 +60,7 @@ pub async fn find_flow_run(store: &dyn Store, run: &str) -> Result<FlowRunRecord
 
 /// The live process running an unfinished run.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunningIn {
     pub owner: String,
     pub pid: u32,
@@ -89,6 +90,7 @@ async fn running_in(
 
 /// A task run with its history and result.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskRunView {
     pub task_run: TaskRunRecord,
     pub states: Vec<StateChange>,
@@ -98,6 +100,7 @@ pub struct TaskRunView {
 
 /// The task runs of one node of a flow run.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeView {
     pub node: String,
     pub task_runs: usize,
@@ -108,6 +111,7 @@ pub struct NodeView {
 /// A flow run with its history, its task runs (oldest first), nodes, subflow runs and
 /// result.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowRunView {
     pub flow_run: FlowRunRecord,
     pub states: Vec<StateChange>,
@@ -217,6 +221,7 @@ pub async fn inspect(store: &dyn Store, run: &str, now: Timestamp) -> Result<Run
 
 /// One log line of a run, with the task run that wrote it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// The task run's name.
     pub task_run: String,
@@ -250,6 +255,7 @@ pub async fn logs(store: &dyn Store, run: &str) -> Result<Vec<LogLine>, ViewErro
 
 /// Flow runs, newest first, each with how many of its task runs are in each state.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowRunSummary {
     #[serde(flatten)]
     pub flow_run: FlowRunRecord,

@@ -31,6 +31,15 @@ impl Query {
         }
     }
 
+    /// A condition whose value is followed by more text (`LIKE $1 ESCAPE …`).
+    fn text_then(&mut self, condition: &str, after: &str, value: Option<String>) {
+        if let Some(value) = value {
+            self.params.push(Box::new(value));
+            self.conditions
+                .push(format!("{condition}${}{after}", self.params.len()));
+        }
+    }
+
     fn number(&mut self, condition: &str, value: Option<i64>) {
         if let Some(value) = value {
             self.params.push(Box::new(value));
@@ -106,11 +115,22 @@ impl History for PostgresStore {
         );
         query.number("created >= ", filter.since.map(|since| since.0));
         query.text("name = ", filter.name.clone());
+        query.text_then(
+            "name ILIKE ",
+            " ESCAPE '\\'",
+            filter
+                .name_contains
+                .as_deref()
+                .map(weir_store::like_contains),
+        );
         query.text(
             "parent_flow_run_id = ",
             filter.parent.as_ref().map(FlowRunId::to_string),
         );
         query.text("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        if filter.top_level {
+            query.conditions.push("parent_flow_run_id IS NULL".into());
+        }
         let sql = query.sql(
             &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs"),
             filter.limit,
@@ -150,6 +170,19 @@ impl History for PostgresStore {
             outputs.push((row.get(0), results::read(&client, &digest).await?));
         }
         Ok(outputs)
+    }
+
+    async fn flow_graph(&self, id: &FlowRunId) -> StoreResult<Option<weir_store::FlowGraph>> {
+        let client = self.read().await?;
+        let row = client
+            .query_opt(
+                "SELECT graph_json FROM flow_runs WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(backend("reading a flow run's graph"))?;
+        let text: Option<String> = row.and_then(|row| row.get(0));
+        Ok(weir_store::graph_from_json(text.as_deref()))
     }
 
     async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {

@@ -522,8 +522,8 @@ impl Statements {
             insert_flow_run: client
                 .prepare(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                         state, state_message, attempts, created, started, owner, graph_json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .await?,
             insert_flow_state: client
@@ -1039,6 +1039,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     Box::new(run.created.0),
                     Box::new(started),
                     Box::new(run.owner.clone()),
+                    Box::new(weir_store::graph_json(run.graph.as_ref())),
                 ],
             ));
             for change in states {

@@ -57,6 +57,20 @@ impl Query {
         }
     }
 
+    /// A condition whose value is followed by more text (`LIKE ?1 ESCAPE …`).
+    fn condition_then(
+        &mut self,
+        condition: &str,
+        after: &str,
+        value: Option<impl Into<rusqlite::types::Value>>,
+    ) {
+        if let Some(value) = value {
+            self.params.push(value.into());
+            self.conditions
+                .push(format!("{condition}?{}{after}", self.params.len()));
+        }
+    }
+
     /// Newest first (ids sort by creation time), at most `limit`.
     fn sql(&mut self, select: &str, limit: Option<usize>) -> String {
         let mut sql = select.to_owned();
@@ -99,11 +113,22 @@ impl History for SqliteStore {
         );
         query.condition("created >= ", filter.since.map(|since| since.0));
         query.condition("name = ", filter.name.clone());
+        query.condition_then(
+            "name LIKE ",
+            " ESCAPE '\\'",
+            filter
+                .name_contains
+                .as_deref()
+                .map(weir_store::like_contains),
+        );
         query.condition(
             "parent_flow_run_id = ",
             filter.parent.as_ref().map(FlowRunId::to_string),
         );
         query.condition("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        if filter.top_level {
+            query.conditions.push("parent_flow_run_id IS NULL".into());
+        }
         let sql = query.sql(
             &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs"),
             filter.limit,
@@ -141,6 +166,20 @@ impl History for SqliteStore {
             .into_iter()
             .map(|(node, digest)| Ok((node, results::read(&connection, &self.blobs, &digest)?)))
             .collect()
+    }
+
+    async fn flow_graph(&self, id: &FlowRunId) -> StoreResult<Option<weir_store::FlowGraph>> {
+        let text: Option<Option<String>> = self
+            .read()
+            .await?
+            .prepare_cached("SELECT graph_json FROM flow_runs WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend("reading a flow run's graph"))?;
+        Ok(weir_store::graph_from_json(text.flatten().as_deref()))
     }
 
     async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>> {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_owners_and_cancellation.sql"),
     include_str!("../migrations/0006_change_feed.sql"),
     include_str!("../migrations/0007_work_queue.sql"),
+    include_str!("../migrations/0008_flow_graphs.sql"),
 ];
 
 /// The schema version this build writes.

@@ -174,6 +174,9 @@ pub trait History: Send + Sync {
     async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>>;
     /// The outputs of the flow run's completed nodes.
     async fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>>;
+    /// The graph recorded with a flow run (None for a run recorded without one, or an
+    /// unknown run).
+    async fn flow_graph(&self, id: &FlowRunId) -> StoreResult<Option<FlowGraph>>;
     async fn task_run(&self, id: &TaskRunId) -> StoreResult<Option<TaskRunRecord>>;
     /// Newest first.
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>>;

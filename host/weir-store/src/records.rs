@@ -1,6 +1,6 @@
 //! What is recorded about runs: the records the role traits take and return.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weir_core::{
     CacheKey, ComponentDigest, FlowRunId, LogLevel, State, TaskInfo, TaskRunId, Timestamp,
 };
@@ -27,6 +27,7 @@ pub struct NewTaskRun {
 
 /// A task run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskRunRecord {
     pub id: TaskRunId,
     pub name: String,
@@ -54,6 +55,7 @@ pub struct TaskRunRecord {
 
 /// One entry of a run's state history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateChange {
     pub state: State,
     pub message: Option<String>,
@@ -63,6 +65,7 @@ pub struct StateChange {
 
 /// One log line of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogRecord {
     pub at: Timestamp,
     pub level: LogLevel,
@@ -71,6 +74,7 @@ pub struct LogRecord {
 
 /// A reusable result.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CacheEntry {
     pub key: CacheKey,
     pub task: String,
@@ -84,6 +88,7 @@ pub struct CacheEntry {
 
 /// A plugin the store has seen, by digest.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginRecord {
     pub digest: ComponentDigest,
     pub name: String,
@@ -106,10 +111,73 @@ pub struct NewFlowRun {
     pub created: Timestamp,
     /// The process driving it (an [`OwnerRecord`] id).
     pub owner: Option<String>,
+    /// The flow's nodes and their dependencies, so that a reader can draw the run's
+    /// graph without the flow file.
+    pub graph: Option<FlowGraph>,
+}
+
+/// The shape of a flow as recorded with its runs: its nodes and the edges between them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FlowGraph {
+    /// In the flow file's order.
+    pub nodes: Vec<GraphNode>,
+}
+
+/// One node of a [`FlowGraph`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GraphNode {
+    pub id: String,
+    /// `task` or `subflow`.
+    pub kind: GraphNodeKind,
+    /// What it runs: `plugin.task`, or the subflow's file.
+    pub runs: String,
+    /// Whether it maps over a list (one task run per element).
+    pub mapped: bool,
+    /// Nodes whose output its input references.
+    pub inputs_from: Vec<String>,
+    /// Nodes it waits for without using their output.
+    pub wait_for: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum GraphNodeKind {
+    Task,
+    Subflow,
+}
+
+/// A `LIKE` pattern that matches text containing `text`, with `\\` escaping `%`, `_` and
+/// itself (the backends add `ESCAPE '\\'`).
+pub fn like_contains(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for character in text.chars() {
+        if matches!(character, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(character);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A graph as the backends store it (JSON text).
+pub fn graph_json(graph: Option<&FlowGraph>) -> Option<String> {
+    // A graph is plain strings and lists: serializing it cannot fail.
+    graph.and_then(|graph| serde_json::to_string(graph).ok())
+}
+
+/// A stored graph read back; text that is not a graph (written by a newer weir) reads as
+/// none, which only costs a reader its edges.
+pub fn graph_from_json(text: Option<&str>) -> Option<FlowGraph> {
+    text.and_then(|text| serde_json::from_str(text).ok())
 }
 
 /// A flow run as stored.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowRunRecord {
     pub id: FlowRunId,
     pub name: String,
@@ -135,8 +203,12 @@ pub struct FlowRunFilter {
     pub flow: Option<String>,
     /// The run's name (e.g. `great-ammonite`).
     pub name: Option<String>,
+    /// Runs whose name contains this text (case-insensitive).
+    pub name_contains: Option<String>,
     /// Only the subflow runs of this flow run.
     pub parent: Option<FlowRunId>,
+    /// Only top-level runs (no subflow runs).
+    pub top_level: bool,
     pub state: Option<State>,
     pub since: Option<Timestamp>,
     /// A cursor: only runs older than this one (ids sort by creation time), so a page
@@ -160,6 +232,7 @@ pub struct TaskRunFilter {
 /// A process that runs work: it heartbeats while it lives, so that the runs it leaves
 /// behind when it dies can be told from runs still going on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnerRecord {
     /// `own_…`, new for every process.
     pub id: String,
@@ -218,6 +291,7 @@ pub struct CancelRequest {
 
 /// A tag's concurrency limit and the slots in use now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConcurrencyLimit {
     pub tag: String,
     pub limit: u32,

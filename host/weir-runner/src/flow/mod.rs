@@ -232,6 +232,7 @@ impl FlowRunner {
                     parent: parent.clone(),
                     created: clock.now(),
                     owner: Some(self.tasks.owner_id().to_owned()),
+                    graph: Some(graph_of(flow)),
                 },
                 &[change(State::Pending, 0), change(State::Running, 1)],
             )?;
@@ -470,4 +471,37 @@ fn flow_output(flow: &Flow, completed: &HashMap<String, Value>) -> Option<Value>
                 .collect(),
         )),
     }
+}
+
+/// The shape of a flow as recorded with its runs (see [`weir_store::FlowGraph`]).
+pub fn graph_of(flow: &Flow) -> weir_store::FlowGraph {
+    use weir_flow::NodeKind;
+    use weir_store::{GraphNode, GraphNodeKind};
+    let nodes = flow
+        .nodes
+        .iter()
+        .map(|node| {
+            let (kind, runs, mapped) = match &node.kind {
+                NodeKind::Task {
+                    plugin, task, map, ..
+                } => (
+                    GraphNodeKind::Task,
+                    format!("{plugin}.{task}"),
+                    !map.is_empty(),
+                ),
+                NodeKind::Subflow { path, .. } => {
+                    (GraphNodeKind::Subflow, path.display().to_string(), false)
+                }
+            };
+            GraphNode {
+                id: node.id.clone(),
+                kind,
+                runs,
+                mapped,
+                inputs_from: node.inputs_from(),
+                wait_for: node.wait_for.clone(),
+            }
+        })
+        .collect();
+    weir_store::FlowGraph { nodes }
 }

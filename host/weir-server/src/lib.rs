@@ -1,0 +1,171 @@
+//! weir's HTTP server: the JSON API under `/api/v1` (described by the OpenAPI document at
+//! `/api/v1/openapi.json`), live run events over Server-Sent Events, and the web UI,
+//! over any store.
+//!
+//! The server reads and writes through the same role traits and views as the CLI
+//! (`weir_runner::views`), and submits flow runs to the store's queue; whoever runs work
+//! (`weir serve` itself unless `--no-worker`, or `weir worker` processes) runs them.
+//!
+//! ```no_run
+//! # async fn example(flows: std::sync::Arc<weir_runner::FlowRunner>) -> anyhow::Result<()> {
+//! let server = weir_server::Server::new(flows, weir_server::ServerConfig::default())?;
+//! let listener = server.bind().await?;
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ```
+//! // Bound beyond loopback, the server needs a token.
+//! let config = weir_server::ServerConfig {
+//!     bind: "0.0.0.0:4200".parse().unwrap(),
+//!     ..Default::default()
+//! };
+//! assert!(config.check().is_err());
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use weir_runner::FlowRunner;
+use weir_store::Store;
+
+pub mod api;
+mod auth;
+mod catalog;
+mod error;
+mod extract;
+mod feed;
+mod ui;
+
+pub use catalog::{CatalogEntry, FlowCatalog};
+pub use error::{ApiError, ErrorBody};
+
+/// The default address: loopback, on Prefect's port, where a Prefect user looks for the UI.
+pub const DEFAULT_BIND: &str = "127.0.0.1:4200";
+/// The default bound on an uploaded plugin.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 256 << 20;
+
+/// How the server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// The API token every call must bear (`Authorization: Bearer …`); required when
+    /// `bind` is not a loopback address.
+    pub token: Option<String>,
+    /// Directories whose `*.toml` flow files the API lists and can run.
+    pub flow_dirs: Vec<PathBuf>,
+    /// The largest plugin an upload may carry.
+    pub max_plugin_bytes: usize,
+    /// Whether this process also runs work (it then resumes runs itself).
+    pub runs_work: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: DEFAULT_BIND.parse().expect("the default address parses"),
+            token: None,
+            flow_dirs: Vec::new(),
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            runs_work: true,
+        }
+    }
+}
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "refusing to listen on {0} without an API token: anyone who can reach it could run code; give a token with --token-file FILE, or bind to 127.0.0.1"
+    )]
+    NoToken(SocketAddr),
+    #[error("the API token is empty")]
+    EmptyToken,
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServerConfig {
+    /// Checks that the server may start as set up.
+    pub fn check(&self) -> Result<(), ServerError> {
+        match &self.token {
+            Some(token) if token.trim().is_empty() => Err(ServerError::EmptyToken),
+            None if !self.bind.ip().is_loopback() => Err(ServerError::NoToken(self.bind)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub flows: Arc<FlowRunner>,
+    pub store: Arc<dyn Store>,
+    pub config: ServerConfig,
+    pub catalog: FlowCatalog,
+    pub feed: feed::Feed,
+}
+
+impl AppState {
+    pub fn clock(&self) -> &dyn weir_core::Clock {
+        self.flows.tasks().clock().as_ref()
+    }
+}
+
+/// The server: build it, bind it, serve until a shutdown signal.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    pub fn new(flows: Arc<FlowRunner>, config: ServerConfig) -> Result<Self, ServerError> {
+        config.check()?;
+        let store = flows.tasks().store().clone();
+        let state = AppState {
+            catalog: FlowCatalog::new(config.flow_dirs.clone()),
+            feed: feed::Feed::new(store.clone()),
+            store,
+            flows,
+            config,
+        };
+        Ok(Server {
+            state: Arc::new(state),
+        })
+    }
+
+    /// Every route: the API, the UI and its assets.
+    pub fn router(&self) -> axum::Router {
+        let api = api::router(self.state.clone());
+        let api = auth::guard(api, self.state.config.token.clone());
+        axum::Router::new().nest("/api/v1", api).merge(ui::router())
+    }
+
+    /// Listens on the configured address.
+    pub async fn bind(&self) -> Result<tokio::net::TcpListener, ServerError> {
+        let address = self.state.config.bind;
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting and lets requests in
+    /// flight finish (live event streams end at once).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let feed = self.state.feed.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                feed.close();
+            })
+            .await
+    }
+}
