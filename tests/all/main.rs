@@ -38,6 +38,7 @@ mod queue;
 mod repo_info;
 mod runs;
 mod sandbox;
+mod server;
 mod shared_store;
 mod store;
 mod store_failures;

@@ -4,6 +4,7 @@
 
 pub mod bare;
 pub mod postgres;
+pub mod server;
 pub mod shapes;
 
 use std::collections::HashMap;

@@ -172,6 +172,12 @@ async fn submit(
         weir_runner::waiting::explain_waiting_runs(store.as_ref(), &weir_core::SystemClock)
             .await
             .map_err(Failure::internal)?;
+    if let Some(address) = observer.run_address(&submitted.id) {
+        observer.note(
+            &format!("Flow run '{}'", submitted.name),
+            &format!("View at {address}"),
+        );
+    }
     if let Some((_, message)) = waiting
         .iter()
         .find(|(run, _)| run.as_str() == submitted.id.as_str())

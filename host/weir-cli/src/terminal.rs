@@ -15,6 +15,9 @@ pub(crate) struct TerminalObserver {
     /// Redraws a progress line in place; off when stderr is a file or a pipe.
     interactive: bool,
     state: Mutex<Screen>,
+    /// The UI of a weir server over the same store (`WEIR_UI_URL`): each flow run's
+    /// address there is printed when it is created, as Prefect does.
+    ui_url: Option<String>,
 }
 
 struct Screen {
@@ -25,7 +28,20 @@ struct Screen {
     progress: Option<String>,
 }
 
+/// `WEIR_UI_URL`, without a trailing `/`; empty is none.
+fn ui_url() -> Option<String> {
+    std::env::var("WEIR_UI_URL")
+        .ok()
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+}
+
 impl TerminalObserver {
+    /// A flow run's address in the UI, when one is configured.
+    pub(crate) fn run_address(&self, id: &FlowRunId) -> Option<String> {
+        self.ui_url.as_ref().map(|url| format!("{url}/runs/{id}"))
+    }
+
     pub(crate) fn stderr() -> Self {
         use std::io::IsTerminal;
         Self::new(Box::new(std::io::stderr()), std::io::stderr().is_terminal())
@@ -34,6 +50,7 @@ impl TerminalObserver {
     pub(crate) fn new(out: Box<dyn Write + Send>, interactive: bool) -> Self {
         TerminalObserver {
             interactive,
+            ui_url: ui_url(),
             state: Mutex::new(Screen {
                 out,
                 long_maps: HashMap::new(),
@@ -94,6 +111,13 @@ impl RunObserver for TerminalObserver {
             &format!("Flow run '{}'", run.name),
             &format!("Created flow run '{}' for flow '{}'", run.name, run.flow),
         );
+        if let Some(address) = self.run_address(&run.id) {
+            self.print(
+                LogLevel::Info,
+                &format!("Flow run '{}'", run.name),
+                &format!("View at {address}"),
+            );
+        }
     }
 
     fn flow_run_state(&self, run: &FlowRunLabel, state: State, message: Option<&str>) {
