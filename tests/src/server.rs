@@ -56,13 +56,21 @@ impl ServerProcess {
         }
         adjust(&mut command);
         let watchdog = command.spawn().expect("weir serve starts");
+        // Owned from here on: dropping it stops the server, on every path.
+        let mut server = ServerProcess {
+            url: String::new(),
+            log,
+            watchdog,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = server.output();
             if let Some(url) = listening_at(&text) {
-                return ServerProcess { url, log, watchdog };
+                server.url = url;
+                return server;
             }
             if Instant::now() > deadline || text.contains("error:") {
+                drop(server);
                 panic!("weir serve did not start:\n{text}");
             }
             std::thread::sleep(Duration::from_millis(20));
