@@ -42,4 +42,5 @@ mod server;
 mod shared_store;
 mod store;
 mod store_failures;
+mod ui;
 mod workers;

@@ -48,6 +48,23 @@ input = { name = "${params.label} ${total}" }
 wait_for = ["squares"]
 "#;
 
+pub(crate) const LEVELS_FLOW: &str = r#"
+format = 1
+name = "levels"
+
+[plugins]
+misbehave = "{misbehave}"
+
+[nodes.talk]
+task = "misbehave.chatty"
+input = { lines = 2 }
+
+[nodes.boom]
+task = "misbehave.boom"
+input = { message = "kaboom" }
+wait_for = ["talk"]
+"#;
+
 pub(crate) const SLOW_FLOW: &str = r#"
 format = 1
 name = "slow"
@@ -73,7 +90,11 @@ wait_for = ["nap"]
 pub(crate) fn write_flows(dir: &Path) -> PathBuf {
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
-    for (file, body) in [("quick.toml", QUICK_FLOW), ("slow.toml", SLOW_FLOW)] {
+    for (file, body) in [
+        ("quick.toml", QUICK_FLOW),
+        ("slow.toml", SLOW_FLOW),
+        ("levels.toml", LEVELS_FLOW),
+    ] {
         let mut body = body.to_owned();
         for plugin in ["arith", "hello", "misbehave"] {
             body = body.replace(
@@ -126,11 +147,11 @@ pub(crate) async fn shared(backend: Backend) -> &'static Shared {
     .await
 }
 
-async fn api(backend: Backend) -> Api {
+pub(crate) async fn api(backend: Backend) -> Api {
     Api::new(&shared(backend).await.server.url)
 }
 
-async fn submit(api: &Api, flow: &str, parameters: Value) -> String {
+pub(crate) async fn submit(api: &Api, flow: &str, parameters: Value) -> String {
     let (status, body) = api
         .post(
             &format!("/flows/{flow}/runs"),
@@ -152,7 +173,7 @@ async fn a_flow_submitted_through_the_api_runs_and_every_view_shows_it(backend: 
         .iter()
         .map(|flow| flow["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "quick", "slow"]);
+    assert_eq!(names, ["broken", "levels", "quick", "slow"]);
     assert!(
         flows[0]["error"].as_str().unwrap().contains("nodez"),
         "{flows}"

@@ -3,6 +3,7 @@
 //! temporary directory.
 
 pub mod bare;
+pub mod browser;
 pub mod postgres;
 pub mod server;
 pub mod shapes;

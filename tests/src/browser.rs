@@ -1,0 +1,116 @@
+//! A real headless Chromium for the UI's tests, driven over WebDriver: one chromedriver
+//! for the whole test run (started on first use, stopped with the test process), and a
+//! browser session per test. Sessions take turns: two Chromiums on a two-core machine
+//! would time each other out.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Driver {
+    url: String,
+    _watchdog: Child,
+}
+
+// Never dropped: the shell stops chromedriver when this process's end of its stdin
+// closes, at exit.
+static DRIVER: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn driver() -> &'static Driver {
+    DRIVER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$@" & pid=$!; read _ignored; kill -TERM $pid 2>/dev/null; wait $pid"#)
+            .arg("chromedriver")
+            .arg("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts (scripts/install-deps installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            url: format!("http://127.0.0.1:{port}"),
+            _watchdog: watchdog,
+        }
+    })
+}
+
+/// A browser session; the next test's waits until this one is dropped.
+pub struct Browser {
+    pub client: Client,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Browser {
+    pub async fn open() -> Self {
+        let turn = TURN.lock().await;
+        let driver = driver();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                // --no-sandbox: the tests run as root in CI, where Chromium's own sandbox
+                // cannot start.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1440,1000"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+            .expect("a Chromium session");
+        Browser {
+            client,
+            _turn: turn,
+        }
+    }
+
+    /// Waits (up to `within`) for an element matching `css`.
+    pub async fn wait_for(&self, css: &str, within: Duration) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(within)
+            .every(Duration::from_millis(25))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("no `{css}` within {within:?}: {error}"))
+    }
+
+    /// Runs JavaScript in the page and returns its value.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|error| panic!("running `{script}`: {error}"))
+    }
+
+    /// Writes a screenshot of the page to `target/ui-screenshots/NAME.png`.
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut file = std::fs::File::create(dir.join(format!("{name}.png"))).unwrap();
+        file.write_all(&png).unwrap();
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
