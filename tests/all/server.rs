@@ -557,14 +557,23 @@ async fn submissions_with_bad_parameters_or_bodies_are_refused_naming_the_field(
         )
         .await;
     assert_eq!(status, 415, "{answer}");
-    let (status, answer) = api
-        .send(
-            api.request(reqwest::Method::POST, "/flows/quick/runs")
-                .header("content-type", "application/json")
-                .body(vec![b' '; 2 << 20]),
+    // Refused from its declared length, before the body is sent.
+    let address = shared(Backend::Sqlite)
+        .await
+        .server
+        .url
+        .trim_start_matches("http://")
+        .to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            &address,
+            b"POST /api/v1/flows/quick/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\n\r\n",
+            Duration::from_secs(10),
         )
-        .await;
-    assert_eq!(status, 413, "{answer}");
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     let (status, _) = api.post("/flows/broken/runs", json!({})).await;
     assert_eq!(status, 404);
     let (status, answer) = api.get("/no/such/route").await;
@@ -864,20 +873,29 @@ async fn beyond_loopback_every_call_needs_the_token_and_an_upload_over_the_bound
         .await;
     assert_eq!(status, 413, "{body}");
     assert!(body["error"].as_str().unwrap().contains("64 KiB"), "{body}");
-    // A client that sends half a request holds no thread: others are answered meanwhile.
+    // A client that sends half a request holds no thread (others are answered meanwhile)
+    // and is disconnected after the 10 s the server gives a request's head.
     let address = url.trim_start_matches("http://").to_owned();
     let slow = std::thread::spawn(move || {
-        raw_exchange(
+        let started = Instant::now();
+        let answer = raw_exchange(
             &address,
             b"GET /api/v1/flow-runs HTTP/1.1\r\nHost:",
-            Duration::from_secs(3),
-        )
+            Duration::from_secs(30),
+        );
+        (answer, started.elapsed())
     });
     for _ in 0..20 {
         let (status, _) = api.get("/flow-runs").await;
         assert_eq!(status, 200);
     }
-    slow.join().unwrap();
+    let (answer, after) = tokio::task::spawn_blocking(move || slow.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        after >= Duration::from_secs(9) && after < Duration::from_secs(25),
+        "the slow client was let go after {after:?}: {answer}"
+    );
     let (status, _) = api.get("/flow-runs").await;
     assert_eq!(status, 200);
     let output = server.stop();

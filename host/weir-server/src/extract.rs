@@ -34,6 +34,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 "the body must be JSON, sent with `Content-Type: application/json`",
             ));
         }
+        if declared_length(request.headers()).is_some_and(|length| length > MAX_JSON_BYTES as u64) {
+            return Err(too_large_error(MAX_JSON_BYTES));
+        }
         let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(&mut deserializer) {
@@ -56,6 +59,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             }
         }
     }
+}
+
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
 }
 
 /// Reads a whole body of at most `limit` bytes: a declared length above it is refused

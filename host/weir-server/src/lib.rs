@@ -152,20 +152,62 @@ impl Server {
             .map_err(|source| ServerError::Bind { address, source })
     }
 
-    /// Serves until `shutdown` completes; then stops accepting and lets requests in
-    /// flight finish (live event streams end at once).
+    /// Serves until `shutdown` completes; then stops accepting, ends the live event
+    /// streams, and lets requests in flight finish (for up to [`DRAIN`]).
+    ///
+    /// Connections are served by hyper directly rather than `axum::serve`, for a bound
+    /// on how long a client may take to send its request's head ([`HEADER_TIMEOUT`]):
+    /// without one, a client that sends half a request holds its connection forever.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        let feed = self.state.feed.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                feed.close();
-            })
-            .await
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, most often: wait for some to close.
+                    tracing::warn!("accepting a connection: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("a connection ended: {error}");
+                }
+            });
+        }
+        drop(listener);
+        self.state.feed.close();
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(DRAIN) => {}
+        }
+        Ok(())
     }
 }
+
+/// How long a client may take to send a request's line and headers.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest request head (line and headers) read.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+/// How long requests in flight may finish once the server stops.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -30,7 +30,15 @@ fn content_type(name: &str) -> &'static str {
 /// Shown when the server was built without the UI.
 const NO_UI: &str = "<!doctype html><title>weir</title><p>This weir server was built without its web UI (the <code>ui</code> feature of weir-server). The API is at <a href=\"/api/v1/openapi.json\">/api/v1</a>.</p>";
 
-async fn page() -> Response {
+async fn page(uri: axum::http::Uri) -> Response {
+    // The API's own paths never get the page (`/api/v1/` and the like).
+    if uri.path() == "/api" || uri.path().starts_with("/api/") {
+        return crate::ApiError::not_found(format!(
+            "no API route `{}` (see /api/v1/openapi.json)",
+            uri.path()
+        ))
+        .into_response();
+    }
     let body = asset("index.html").unwrap_or(NO_UI.as_bytes());
     (
         [

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State as Shared;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -12,7 +12,7 @@ use weir_store::PluginRecord;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Path, Query, read_body, too_large_error};
+use crate::extract::{Path, Query, declared_length, read_body, too_large_error};
 
 use axum::Json;
 
@@ -100,11 +100,7 @@ pub(super) async fn upload_plugin(
     check_name(&query.name)?;
     let limit = app.config.max_plugin_bytes;
     // Refused before a byte of it is read.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
+    if declared_length(&headers).is_some_and(|length| length > limit as u64) {
         return Err(too_large_error(limit));
     }
     let bytes = read_body(body, limit).await?;
