@@ -77,6 +77,25 @@ impl ServerProcess {
         }
     }
 
+    /// The server's own process id (the shell's child), for a look at its memory.
+    pub fn server_pid(&self) -> Option<u32> {
+        let shell = self.watchdog.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The server's resident memory and its peak, in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.server_pid()?)).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|line| line.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// Everything the server printed so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -3,12 +3,14 @@
 //! follower (each keeps what concerns it). A follower that falls behind is told so and
 //! reads the state of its runs anew.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::sync::broadcast;
-use weir_store::{ChangeCursor, Changes, Store, StoreResult};
+use weir_core::TaskRunId;
+use weir_store::{ChangeCursor, Changes, LogRecord, Store, StoreResult};
 
 /// How often the feed is read when nothing changed.
 const POLL: Duration = Duration::from_millis(100);
@@ -24,7 +26,7 @@ pub(crate) struct Feed {
 
 struct Inner {
     store: Arc<dyn Store>,
-    sender: broadcast::Sender<Arc<Changes>>,
+    sender: broadcast::Sender<Arc<FeedPage>>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: Closing,
 }
@@ -43,7 +45,7 @@ impl Feed {
     }
 
     /// Starts listening: every change committed after this call reaches the receiver.
-    pub async fn subscribe(&self) -> StoreResult<broadcast::Receiver<Arc<Changes>>> {
+    pub async fn subscribe(&self) -> StoreResult<broadcast::Receiver<Arc<FeedPage>>> {
         let receiver = self.inner.sender.subscribe();
         let cursor = {
             let running = self
@@ -80,6 +82,36 @@ impl Feed {
     }
 }
 
+/// A page of the change feed, and the log lines of its task runs, each read once for
+/// every follower that asks (a hundred followers of one run cost one read).
+pub(crate) struct FeedPage {
+    pub changes: Changes,
+    logs: Mutex<HashMap<TaskRunId, Arc<LogsOnce>>>,
+}
+
+/// A task run's log lines, read by the first follower that asks.
+type LogsOnce = tokio::sync::OnceCell<Arc<Vec<LogRecord>>>;
+
+impl FeedPage {
+    /// The task run's log lines, as read when a follower first asked.
+    pub async fn logs(
+        &self,
+        store: &dyn Store,
+        id: &TaskRunId,
+    ) -> StoreResult<Arc<Vec<LogRecord>>> {
+        let cell = self
+            .logs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async { store.logs(id).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+}
+
 async fn poll(inner: Arc<Inner>, mut cursor: ChangeCursor) {
     loop {
         if inner.sender.receiver_count() == 0 || inner.closed.is_closed() {
@@ -92,7 +124,10 @@ async fn poll(inner: Arc<Inner>, mut cursor: ChangeCursor) {
                 cursor = changes.next.clone();
                 if !empty {
                     // No receiver left is checked at the top of the loop.
-                    let _ = inner.sender.send(Arc::new(changes));
+                    let _ = inner.sender.send(Arc::new(FeedPage {
+                        changes,
+                        logs: Mutex::default(),
+                    }));
                 }
                 if !full {
                     tokio::time::sleep(POLL).await;

@@ -33,6 +33,7 @@ use weir_store::Store;
 pub mod api;
 mod auth;
 mod catalog;
+mod counts;
 mod error;
 mod extract;
 mod feed;
@@ -108,6 +109,7 @@ pub(crate) struct AppState {
     pub config: ServerConfig,
     pub catalog: FlowCatalog,
     pub feed: feed::Feed,
+    pub counts: counts::EndedCounts,
 }
 
 impl AppState {
@@ -128,6 +130,7 @@ impl Server {
         let state = AppState {
             catalog: FlowCatalog::new(config.flow_dirs.clone()),
             feed: feed::Feed::new(store.clone()),
+            counts: Default::default(),
             store,
             flows,
             config,

@@ -127,7 +127,9 @@ impl History for SqliteStore {
         );
         query.condition("id < ", filter.before.as_ref().map(FlowRunId::to_string));
         if filter.top_level {
-            query.conditions.push("parent_flow_run_id IS NULL".into());
+            // `+` keeps SQLite off the parent index: most runs are top-level, and walking
+            // them by id stops at the page's end instead of sorting them all.
+            query.conditions.push("+parent_flow_run_id IS NULL".into());
         }
         let sql = query.sql(
             &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs"),

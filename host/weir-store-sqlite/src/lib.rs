@@ -33,16 +33,16 @@ mod writer;
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use weir_store::{PendingEntries, Store, StoreError, StoreResult};
 
 use results::BlobDir;
 use writer::Writer;
 
-/// The embedded SQLite store: a writer thread with its own connection, and a
-/// connection for reads.
+/// The embedded SQLite store: a writer thread with its own connection, and up to
+/// [`MAX_READERS`] connections for reads (WAL lets them read at once, beside the writer).
 pub struct SqliteStore {
-    reader: Mutex<Connection>,
+    readers: Readers,
     writer: Writer,
     pending_cache: PendingEntries,
     blobs: BlobDir,
@@ -103,11 +103,9 @@ impl SqliteStore {
                 known: schema::VERSION,
             });
         }
-        let reader = open()?;
-        while_busy(|| schema::configure(&reader))
-            .map_err(backend("configuring the database connection"))?;
+        let readers = Readers::new(database_path.clone())?;
         Ok(SqliteStore {
-            reader: Mutex::new(reader),
+            readers,
             writer: Writer::start(writer_connection)?,
             pending_cache: PendingEntries::default(),
             blobs,
@@ -120,22 +118,122 @@ impl SqliteStore {
     }
 
     /// Waits for queued writes (so a read sees them) and locks the reading connection.
-    async fn read(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+    async fn read(&self) -> StoreResult<Reader<'_>> {
         if !self.writer.is_idle() {
             self.writer.wait().await?;
         }
         Ok(self.reader_now())
     }
 
-    /// The reading connection, without waiting for queued writes: it sees what is
+    /// A reading connection, without waiting for queued writes: it sees what is
     /// committed. Reads are answered on the caller's thread: they take microseconds,
     /// less than a hop to a blocking thread would cost.
-    fn reader_now(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a read half done in a way that
-        // matters: the connection has no open transaction between calls.
-        self.reader
+    fn reader_now(&self) -> Reader<'_> {
+        self.readers.take()
+    }
+}
+
+/// Reading connections at most: a server answers that many reads at once.
+pub const MAX_READERS: usize = 4;
+
+/// The idle reading connections, opened as reads need them (a CLI command uses one).
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<ReaderPool>,
+    returned: Condvar,
+}
+
+struct ReaderPool {
+    connections: Vec<Connection>,
+    opened: usize,
+}
+
+/// A reading connection, back to the pool when dropped.
+pub(crate) struct Reader<'a> {
+    readers: &'a Readers,
+    connection: Option<Connection>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.readers.lock().connections.push(connection);
+            self.readers.returned.notify_one();
+        }
+    }
+}
+
+impl Readers {
+    fn new(path: PathBuf) -> StoreResult<Self> {
+        let first = Self::open(&path)?;
+        Ok(Readers {
+            path,
+            idle: Mutex::new(ReaderPool {
+                connections: vec![first],
+                opened: 1,
+            }),
+            returned: Condvar::new(),
+        })
+    }
+
+    fn open(path: &Path) -> StoreResult<Connection> {
+        let connection = Connection::open(path)
+            .map_err(|error| StoreError::backend(format!("opening {}", path.display()), error))?;
+        while_busy(|| schema::configure(&connection))
+            .map_err(backend("configuring the database connection"))?;
+        Ok(connection)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReaderPool> {
+        // The pool is a list: a panic elsewhere cannot leave it half changed.
+        self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self) -> Reader<'_> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(connection) = pool.connections.pop() {
+                return Reader {
+                    readers: self,
+                    connection: Some(connection),
+                };
+            }
+            if pool.opened < MAX_READERS {
+                pool.opened += 1;
+                drop(pool);
+                // A connection that cannot be opened now leaves the pool as it was: the
+                // reads wait for the ones open.
+                match Self::open(&self.path) {
+                    Ok(connection) => {
+                        return Reader {
+                            readers: self,
+                            connection: Some(connection),
+                        };
+                    }
+                    Err(error) => {
+                        tracing::warn!("opening another reading connection: {error}");
+                        pool = self.lock();
+                        pool.opened -= 1;
+                    }
+                }
+            }
+            pool = self
+                .returned
+                .wait(pool)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
     }
 }
 

@@ -14,13 +14,14 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 use weir_core::{FlowRunId, LogLevel, State, TaskRunId};
 use weir_runner::views::LogLine;
-use weir_store::{FlowRunFilter, FlowRunRecord, StoreResult, TaskRunRecord};
+use weir_store::{FlowRunFilter, FlowRunRecord, LogRecord, StoreResult, TaskRunRecord};
 
 use super::flow_runs::{TaskRunBrief, find_flow_run};
 use super::task_runs::level_param;
 use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::Query;
+use crate::feed::FeedPage;
 
 /// The most earlier log lines a new follower is sent (the newest ones); older ones are
 /// read with GET /logs.
@@ -159,7 +160,7 @@ impl Follower {
     async fn follow(
         mut self,
         root: FlowRunRecord,
-        mut changes: broadcast::Receiver<Arc<weir_store::Changes>>,
+        mut changes: broadcast::Receiver<Arc<FeedPage>>,
     ) -> StoreResult<()> {
         if self.snapshot(root, true).await?.is_err() {
             return Ok(());
@@ -237,8 +238,10 @@ impl Follower {
                     return Ok(Err(Gone));
                 }
                 if self.wants.logs {
-                    let lines = self.new_lines(&task, first && self.wants.backlog).await?;
-                    backlog.extend(lines);
+                    let lines = store.logs(&task.id).await?;
+                    // A first look sends what was written before only when asked to; a
+                    // look after falling behind sends every line not sent yet.
+                    backlog.extend(self.unsent(&task, &lines, !first || self.wants.backlog));
                 }
             }
         }
@@ -256,9 +259,9 @@ impl Follower {
         Ok(Ok(Some(())))
     }
 
-    async fn apply(&mut self, page: &weir_store::Changes) -> StoreResult<Result<Option<()>, Gone>> {
+    async fn apply(&mut self, page: &FeedPage) -> StoreResult<Result<Option<()>, Gone>> {
         let mut ended = None;
-        for run in &page.flow_runs {
+        for run in &page.changes.flow_runs {
             let in_tree = self.tree.contains(&run.id)
                 || run
                     .parent_flow_run_id
@@ -281,7 +284,7 @@ impl Follower {
                 return Ok(Err(Gone));
             }
         }
-        for task in &page.task_runs {
+        for task in &page.changes.task_runs {
             let in_tree = task
                 .flow_run_id
                 .as_ref()
@@ -293,7 +296,8 @@ impl Follower {
                 return Ok(Err(Gone));
             }
             if self.wants.logs {
-                for line in self.new_lines(task, true).await? {
+                let lines = page.logs(self.app.store.as_ref(), &task.id).await?;
+                for line in self.unsent(task, &lines, true) {
                     if self.send(RunEvent::Log { line }).await.is_err() {
                         return Ok(Err(Gone));
                     }
@@ -307,47 +311,49 @@ impl Follower {
         Ok(Ok(Some(())))
     }
 
-    /// Records the task run's state; whether it changed since last sent.
+    /// Records the task run's state; whether it is new or changed since last sent.
     fn task_changed(&mut self, task: &TaskRunRecord) -> bool {
-        let sent = self.tasks.entry(task.id.clone()).or_insert(Sent {
-            state: task.state,
-            attempts: task.attempts,
-            logs: usize::MAX,
-        });
-        let fresh = sent.logs == usize::MAX;
-        if fresh {
-            sent.logs = 0;
+        match self.tasks.entry(task.id.clone()) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Sent {
+                    state: task.state,
+                    attempts: task.attempts,
+                    logs: 0,
+                });
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                let sent = entry.get_mut();
+                let changed = sent.state != task.state || sent.attempts != task.attempts;
+                sent.state = task.state;
+                sent.attempts = task.attempts;
+                changed
+            }
         }
-        let changed = fresh || sent.state != task.state || sent.attempts != task.attempts;
-        sent.state = task.state;
-        sent.attempts = task.attempts;
-        changed
     }
 
-    /// The task run's lines not sent yet (all of them counted as sent; returned only
-    /// when `keep`).
-    async fn new_lines(&mut self, task: &TaskRunRecord, keep: bool) -> StoreResult<Vec<LogLine>> {
-        let lines = self.app.store.logs(&task.id).await?;
+    /// The task run's lines (`lines`, all it has) not sent yet; all of them count as
+    /// sent from now on, and they are returned only when `keep`.
+    fn unsent(&mut self, task: &TaskRunRecord, lines: &[LogRecord], keep: bool) -> Vec<LogLine> {
         let Some(sent) = self.tasks.get_mut(&task.id) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let from = sent.logs.min(lines.len());
-        sent.logs = lines.len();
+        sent.logs = sent.logs.max(lines.len());
         if !keep {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        Ok(lines
-            .into_iter()
-            .skip(from)
+        lines[from..]
+            .iter()
             .filter(|line| self.wants.level.is_none_or(|level| line.level >= level))
             .map(|line| LogLine {
                 task_run: task.name.clone(),
                 task_run_id: task.id.clone(),
                 at: line.at,
                 level: line.level,
-                message: line.message,
+                message: line.message.clone(),
             })
-            .collect())
+            .collect()
     }
 }
 

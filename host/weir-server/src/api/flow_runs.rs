@@ -69,7 +69,7 @@ pub(super) async fn list_flow_runs(
         // One more than asked: whether a next page exists.
         limit: Some(limit + 1),
     };
-    let mut items = views::flow_runs(app.store.as_ref(), &filter).await?;
+    let mut items = app.counts.summaries(app.store.as_ref(), &filter).await?;
     let next = (items.len() > limit).then(|| {
         items.truncate(limit);
         items.last().map(|run| run.flow_run.id.to_string())
