@@ -46,6 +46,7 @@ input = { values = "${squares}" }
 task = "hello.hello"
 input = { name = "${params.label} ${total}" }
 wait_for = ["squares"]
+http = ["api.example.com"]
 "#;
 
 pub(crate) const LEVELS_FLOW: &str = r#"
@@ -140,7 +141,15 @@ pub(crate) async fn shared(backend: Backend) -> &'static Shared {
             Path::new(env!("CARGO_BIN_EXE_weir-under-test")),
             &dir,
             &store,
-            &["--flows", &flows.display().to_string(), "--lease", "2s"],
+            &[
+                "--flows",
+                &flows.display().to_string(),
+                "--lease",
+                "2s",
+                // What the quick flow's `greet` node is granted (and never uses).
+                "--allow-http",
+                "api.example.com",
+            ],
         );
         Shared { server, dir }
     })
@@ -250,12 +259,36 @@ async fn a_flow_submitted_through_the_api_runs_and_every_view_shows_it(backend: 
     assert_eq!(detail["plugin"]["task"]["name"], "hello");
     assert_eq!(detail["attempts"][0]["attempt"], 1);
     assert_eq!(detail["attempts"][0]["state"], "Completed");
+    assert_eq!(detail["grants"], json!(["http api.example.com"]));
+    assert_eq!(graph["nodes"][2]["grants"], json!(["http api.example.com"]));
+    assert_eq!(graph["nodes"][0]["grants"], json!([]));
     let (_, states) = api.get(&format!("/task-runs/{greet_id}/states")).await;
     assert_eq!(states.as_array().unwrap().len(), 3);
     let (_, attempts) = api.get(&format!("/task-runs/{greet_id}/attempts")).await;
     assert_eq!(attempts.as_array().unwrap().len(), 1);
     let (status, result) = api.get(&format!("/task-runs/{greet_id}/result")).await;
     assert_eq!((status, result), (200, json!("Hello, sum 30.0!")));
+    let (status, body) = api
+        .post(&format!("/task-runs/{greet_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 409, "an ended task run: {body}");
+    for path in [
+        "/task-runs/trun_NOPE",
+        "/task-runs/trun_NOPE/states",
+        "/task-runs/trun_NOPE/attempts",
+        "/task-runs/trun_NOPE/result",
+        "/task-runs/frun_not_a_task_run",
+        "/flow-runs/no-such-run/graph",
+        "/logs?run=no-such-run",
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|error| !error.is_empty())
+        );
+    }
 
     // Logs: the flow run's, and filtered by level.
     let (status, logs) = api.get(&format!("/logs?run={id}")).await;

@@ -1063,6 +1063,7 @@ async fn a_flow_runs_graph_is_recorded_with_it(backend: Backend) {
                 mapped: true,
                 inputs_from: Vec::new(),
                 wait_for: Vec::new(),
+                grants: vec!["env TOKEN".into()],
             },
             weir_store::GraphNode {
                 id: "total".into(),
@@ -1071,6 +1072,7 @@ async fn a_flow_runs_graph_is_recorded_with_it(backend: Backend) {
                 mapped: false,
                 inputs_from: vec!["square".into()],
                 wait_for: vec!["square".into()],
+                grants: Vec::new(),
             },
         ],
     };

@@ -119,6 +119,8 @@ async fn the_runs_list_shows_a_run_just_made_and_its_graph_has_its_nodes_and_sta
         page.as_str().unwrap().contains("Hello, total 30.0!"),
         "{page}"
     );
+    let grants = browser.wait_for("[data-testid=grants]", WAIT).await;
+    assert_eq!(grants.text().await.unwrap(), "http api.example.com");
     browser.screenshot("task-run").await;
     browser.close().await;
 }

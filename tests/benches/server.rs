@@ -127,6 +127,7 @@ async fn seed(store: &dyn Store, sizes: &Sizes) -> (FlowRunId, Vec<FlowRunId>) {
         mapped,
         inputs_from: inputs_from.iter().map(|from| from.to_string()).collect(),
         wait_for: Vec::new(),
+        grants: Vec::new(),
     };
     let graph = FlowGraph {
         nodes: vec![

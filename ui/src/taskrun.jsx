@@ -54,6 +54,10 @@ export function TaskRunPage({ id }) {
           </table>
           <h2>Plugin</h2>
           <p><Link href={`/plugins/${detail.plugin.digest}`}>{detail.plugin.name}</Link> <code>{detail.plugin.digest}</code></p>
+          <h2>Grants</h2>
+          {detail.grants.length > 0
+            ? <ul data-testid="grants">{detail.grants.map((grant) => <li><code>{grant}</code></li>)}</ul>
+            : <p class="muted">None: no file, environment variable or network.</p>}
           {run.tags.length > 0 && <p>Tags: {run.tags.map((tag) => <code>{tag} </code>)}</p>}
           {run.cache_key && <p class="muted">Cache key <code>{run.cache_key}</code></p>}
         </div>

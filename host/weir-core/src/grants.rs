@@ -12,6 +12,26 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Each grant as a person reads it: `dir /srv/data as /data (read-only)`,
+    /// `env API_TOKEN`, `http api.github.com`.
+    pub fn describe(&self) -> Vec<String> {
+        let dirs = self.dirs.iter().map(|dir| {
+            format!(
+                "dir {} as {} ({})",
+                dir.host.display(),
+                dir.guest,
+                if dir.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            )
+        });
+        let env = self.env.iter().map(|name| format!("env {name}"));
+        let http = self.http.iter().map(|grant| format!("http {grant}"));
+        dirs.chain(env).chain(http).collect()
+    }
+
     /// Adds `other`'s grants to these (a node's to its task's, say).
     pub fn extend(&mut self, other: &Grants) {
         for dir in &other.dirs {

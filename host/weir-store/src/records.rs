@@ -139,6 +139,11 @@ pub struct GraphNode {
     pub inputs_from: Vec<String>,
     /// Nodes it waits for without using their output.
     pub wait_for: Vec<String>,
+    /// What its task runs are granted, as people read it (`dir /srv as /data
+    /// (read-only)`, `env TOKEN`, `http api.github.com`, or an HTTP grant written with a
+    /// parameter, `http ${params.api}`).
+    #[serde(default)]
+    pub grants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

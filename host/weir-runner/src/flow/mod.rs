@@ -481,17 +481,30 @@ pub fn graph_of(flow: &Flow) -> weir_store::FlowGraph {
         .nodes
         .iter()
         .map(|node| {
-            let (kind, runs, mapped) = match &node.kind {
+            let (kind, runs, mapped, grants) = match &node.kind {
                 NodeKind::Task {
-                    plugin, task, map, ..
-                } => (
-                    GraphNodeKind::Task,
-                    format!("{plugin}.{task}"),
-                    !map.is_empty(),
-                ),
-                NodeKind::Subflow { path, .. } => {
-                    (GraphNodeKind::Subflow, path.display().to_string(), false)
+                    plugin,
+                    task,
+                    map,
+                    overrides,
+                    http_templates,
+                    ..
+                } => {
+                    let mut grants = overrides.grants.describe();
+                    grants.extend(
+                        http_templates
+                            .iter()
+                            .map(|template| format!("http {template}")),
+                    );
+                    let runs = format!("{plugin}.{task}");
+                    (GraphNodeKind::Task, runs, !map.is_empty(), grants)
                 }
+                NodeKind::Subflow { path, .. } => (
+                    GraphNodeKind::Subflow,
+                    path.display().to_string(),
+                    false,
+                    Vec::new(),
+                ),
             };
             GraphNode {
                 id: node.id.clone(),
@@ -500,6 +513,7 @@ pub fn graph_of(flow: &Flow) -> weir_store::FlowGraph {
                 mapped,
                 inputs_from: node.inputs_from(),
                 wait_for: node.wait_for.clone(),
+                grants,
             }
         })
         .collect();

@@ -176,6 +176,8 @@ pub struct RunGraphNode {
     pub max_attempts: u32,
     /// Its subflow runs' ids, for a subflow node.
     pub subflow_runs: Vec<String>,
+    /// What its task runs are granted.
+    pub grants: Vec<String>,
 }
 
 /// An edge of a run's graph: `to` runs after `from`.
@@ -251,6 +253,7 @@ pub(super) async fn get_graph(
                 states: BTreeMap::new(),
                 max_attempts: 0,
                 subflow_runs: Vec::new(),
+                grants: node.grants,
             });
         }
     }
@@ -270,6 +273,7 @@ pub(super) async fn get_graph(
                 states: BTreeMap::new(),
                 max_attempts: 0,
                 subflow_runs: Vec::new(),
+                grants: Vec::new(),
             });
             nodes.len() - 1
         })

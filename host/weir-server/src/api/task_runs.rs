@@ -132,6 +132,9 @@ pub struct TaskRunDetail {
     /// Set when the result is too large to inline (`result` is then none): fetch it there.
     pub result_url: Option<String>,
     pub plugin: PluginOfRun,
+    /// What it was granted, for a task run of a flow (its node's grants, as recorded with
+    /// the flow run): `dir /srv as /data (read-only)`, `env TOKEN`, `http HOST`.
+    pub grants: Vec<String>,
     /// Where the UI shows it.
     pub url: String,
 }
@@ -158,6 +161,21 @@ pub(super) async fn get_task_run(
 ) -> ApiResult<Json<TaskRunDetail>> {
     let run = find_task_run(&app, &id).await?;
     let plugin_record = app.store.plugin(&run.plugin_digest).await?;
+    let grants = match (&run.flow_run_id, &run.node) {
+        (Some(flow_run), Some(node)) => app
+            .store
+            .flow_graph(flow_run)
+            .await?
+            .and_then(|graph| {
+                graph
+                    .nodes
+                    .into_iter()
+                    .find(|graph_node| &graph_node.id == node)
+            })
+            .map(|graph_node| graph_node.grants)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let mut view = views::task_run_view(app.store.as_ref(), run, app.clock().now()).await?;
     let large = view
         .result
@@ -182,6 +200,7 @@ pub(super) async fn get_task_run(
         url: format!("/task-runs/{}", view.task_run.id),
         result_url,
         plugin,
+        grants,
         view,
     }))
 }
