@@ -73,6 +73,7 @@ fn flow_work() -> NewWork {
                 created: Timestamp(1_000),
                 owner: None,
                 graph: None,
+                tags: Vec::new(),
             },
             states: vec![change(State::Pending, 0, 1_000)],
         },

@@ -20,6 +20,7 @@ pub(crate) const QUICK_FLOW: &str = r#"
 format = 1
 name = "quick"
 description = "Squares a list, adds it up and says so"
+tags = ["math", "demo"]
 
 [parameters.values]
 type = "array"
@@ -369,6 +370,16 @@ async fn lists_filter_search_and_page_by_cursor(backend: Backend) {
             .any(|run| run["id"] == ids[0].as_str()),
         "{found}"
     );
+    let (_, tagged) = api.get("/flow-runs?tag=math&limit=500").await;
+    let tagged = tagged["items"].as_array().unwrap();
+    assert!(tagged.iter().any(|run| run["id"] == ids[0].as_str()));
+    assert!(
+        tagged
+            .iter()
+            .all(|run| run["tags"] == json!(["math", "demo"]))
+    );
+    let (_, untagged) = api.get("/flow-runs?tag=nope").await;
+    assert!(untagged["items"].as_array().unwrap().is_empty());
     let (_, failed) = api.get("/flow-runs?state=failed&flow=quick").await;
     assert!(failed["items"].as_array().unwrap().is_empty());
     let (status, completed) = api.get("/flow-runs?state=Completed&top=true").await;

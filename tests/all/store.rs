@@ -126,6 +126,7 @@ fn new_flow_run(name: &str, parent: Option<&FlowRunId>, owner: Option<&str>) -> 
         created: Timestamp(1_000),
         owner: owner.map(str::to_owned),
         graph: None,
+        tags: Vec::new(),
     }
 }
 
@@ -523,6 +524,32 @@ async fn lists_filter_and_page_by_cursor(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(named.len(), 1);
+    // By tag.
+    let mut tagged = new_flow_run("tagged-run", None, None);
+    tagged.tags = vec!["etl".into(), "nightly".into()];
+    running_flow(store.as_ref(), &tagged);
+    for (tag, expected) in [("nightly", 1), ("etl", 1), ("night", 0)] {
+        let found = store
+            .flow_runs(&FlowRunFilter {
+                tag: Some(tag.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), expected, "tag {tag}");
+        if expected == 1 {
+            assert_eq!(found[0].tags, ["etl", "nightly"]);
+        }
+    }
+    let top = store
+        .flow_runs(&FlowRunFilter {
+            top_level: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = top.iter().map(|run| run.name.as_str()).collect();
+    assert_eq!(names, ["tagged-run", "parent-run"]);
     // A search by part of the name ignores case; `%` and `_` in it are plain text.
     let searched = store
         .flow_runs(&FlowRunFilter {

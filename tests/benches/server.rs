@@ -50,6 +50,7 @@ fn flow_run(name: String, flow: &str, at: i64, graph: Option<FlowGraph>) -> NewF
         created: Timestamp(at),
         owner: None,
         graph,
+        tags: Vec::new(),
     }
 }
 

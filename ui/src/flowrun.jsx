@@ -110,7 +110,7 @@ export function FlowRunPage({ id }) {
       <div class="run-head">
         <h1>{run.name} <StateBadge state={run.state} /></h1>
         <p class="muted">
-          Flow <strong>{run.flow}</strong> · {run.id} · started {time(run.started)} · {duration(run.started, run.ended)}
+          Flow <strong>{run.flow}</strong>{run.tags.map((tag) => <span class="tag">{tag}</span>)} · {run.id} · started {time(run.started)} · {duration(run.started, run.ended)}
           {run.parent_flow_run_id && <> · subflow of <Link href={`/runs/${run.parent_flow_run_id}`}>its parent run</Link> (node {run.parent_node})</>}
         </p>
         {run.state_message && <p class="message">{run.state_message}</p>}

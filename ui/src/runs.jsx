@@ -9,13 +9,14 @@ import { Failure, Link } from "./main.jsx";
 const PAGE = 50;
 
 export function RunsPage() {
-  const [filters, setFilters] = useState({ state: "", flow: "", name: "", subflows: false });
+  const [filters, setFilters] = useState({ state: "", flow: "", name: "", tag: "", subflows: false });
   const [cursors, setCursors] = useState([null]);
   const cursor = cursors[cursors.length - 1];
   const query = new URLSearchParams({ limit: String(PAGE) });
   if (filters.state) query.set("state", filters.state);
   if (filters.flow) query.set("flow", filters.flow);
   if (filters.name) query.set("name", filters.name);
+  if (filters.tag) query.set("tag", filters.tag);
   if (!filters.subflows) query.set("top", "true");
   if (cursor) query.set("before", cursor);
   const path = `/flow-runs?${query}`;
@@ -35,6 +36,7 @@ export function RunsPage() {
           {STATES.map((state) => <option value={state}>{state}</option>)}
         </select>
         <input name="flow" placeholder="Flow" value={filters.flow} onInput={change("flow")} />
+        <input name="tag" placeholder="Tag" value={filters.tag} onInput={change("tag")} />
         <label><input type="checkbox" checked={filters.subflows} onChange={change("subflows")} /> subflow runs</label>
       </form>
       {error && <Failure error={error} />}
@@ -48,7 +50,7 @@ export function RunsPage() {
               {data.items.map((run) => (
                 <tr key={run.id} data-run={run.id}>
                   <td><Link href={`/runs/${run.id}`}>{run.name}</Link></td>
-                  <td>{run.flow}</td>
+                  <td>{run.flow}{run.tags.map((tag) => <span class="tag">{tag}</span>)}</td>
                   <td><StateBadge state={run.state} /></td>
                   <td>{time(run.started ?? run.created)}</td>
                   <td>{duration(run.started, run.ended)}</td>

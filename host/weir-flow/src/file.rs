@@ -48,6 +48,8 @@ struct FlowFile {
     description: Option<String>,
     version: Option<String>,
     #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
     parameters: BTreeMap<String, ParameterFile>,
     #[serde(default)]
     plugins: BTreeMap<String, PathBuf>,
@@ -188,6 +190,29 @@ impl Flow {
         let mut flow = Flow::new(file.name);
         flow.description = file.description;
         flow.version = file.version;
+        use weir_core::declared::{MAX_NAME_BYTES, MAX_TAGS};
+        if file.tags.len() > MAX_TAGS {
+            return Err(error(
+                None,
+                Some("tags"),
+                format!("{} tags, above the maximum of {MAX_TAGS}", file.tags.len()),
+            ));
+        }
+        if let Some(bad) = file
+            .tags
+            .iter()
+            .find(|tag| tag.trim().is_empty() || tag.len() > MAX_NAME_BYTES)
+        {
+            return Err(error(
+                None,
+                Some("tags"),
+                format!(
+                    "the tag `{}` must be 1 to {MAX_NAME_BYTES} bytes of text",
+                    bad.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        flow.tags = file.tags;
         flow.source = Some(path.to_owned());
         flow.retries = file.retries;
         if let Some(delay) = &file.retry_delay {

@@ -137,6 +137,8 @@ pub struct Flow {
     pub name: String,
     pub description: Option<String>,
     pub version: Option<String>,
+    /// Labels of its runs, to find them by (`weir serve`'s runs list filters by tag).
+    pub tags: Vec<String>,
     pub parameters: BTreeMap<String, Parameter>,
     /// Alias → plugin file.
     pub plugins: BTreeMap<String, PathBuf>,
@@ -156,6 +158,7 @@ impl Flow {
             name: name.into(),
             description: None,
             version: None,
+            tags: Vec::new(),
             parameters: BTreeMap::new(),
             plugins: BTreeMap::new(),
             retries: 0,

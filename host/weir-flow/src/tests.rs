@@ -103,6 +103,22 @@ fn a_typo_names_the_field() {
 }
 
 #[test]
+fn a_flows_tags_are_read_and_bad_ones_refused() {
+    let flow = parse(&DIAMOND.replace(
+        "retries = 1\n",
+        "retries = 1\ntags = [\"etl\", \"nightly\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(flow.tags, ["etl", "nightly"]);
+    assert!(parse(DIAMOND).unwrap().tags.is_empty());
+    let message = error_of(|text| text.replace("retries = 1\n", "retries = 1\ntags = [\" \"]\n"));
+    assert!(
+        message.contains("field `tags`") && message.contains("1 to 256 bytes"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_unsupported_format_is_refused() {
     let message = error_of(|text| text.replace("format = 1", "format = 7"));
     assert_eq!(

@@ -17,6 +17,7 @@ pub struct CatalogEntry {
     pub file: String,
     pub description: Option<String>,
     pub version: Option<String>,
+    pub tags: Vec<String>,
     pub parameters: Vec<ParameterInfo>,
     /// How many nodes the flow has.
     pub nodes: usize,
@@ -105,6 +106,7 @@ fn load(path: &std::path::Path) -> CatalogEntry {
             file,
             description: flow.description.clone(),
             version: flow.version.clone(),
+            tags: flow.tags.clone(),
             parameters: flow
                 .parameters
                 .iter()
@@ -127,6 +129,7 @@ fn load(path: &std::path::Path) -> CatalogEntry {
             file,
             description: None,
             version: None,
+            tags: Vec::new(),
             parameters: Vec::new(),
             nodes: 0,
             error: Some(error.to_string()),

@@ -128,6 +128,7 @@ impl History for PostgresStore {
             filter.parent.as_ref().map(FlowRunId::to_string),
         );
         query.text("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        query.text_then("tags_json::jsonb ? ", "", filter.tag.clone());
         if filter.top_level {
             query.conditions.push("parent_flow_run_id IS NULL".into());
         }

@@ -7,7 +7,7 @@ use weir_store::{CacheEntry, FlowRunRecord, StoreError, StoreResult, TaskRunReco
 
 pub(crate) const TASK_RUN_COLUMNS: &str = "id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message, attempts, input_json, tags_json, cache_key, result_digest, created, started, ended, node, map_index, owner";
 
-pub(crate) const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner";
+pub(crate) const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner, tags_json";
 
 pub(crate) const CACHE_ENTRY_COLUMNS: &str =
     "key, task, plugin_digest, result_digest, task_run_id, created, expires";
@@ -73,6 +73,7 @@ pub(crate) fn flow_run(row: &Row) -> StoreResult<FlowRunRecord> {
         started: row.get::<_, Option<i64>>(12).map(Timestamp),
         ended: row.get::<_, Option<i64>>(13).map(Timestamp),
         owner: row.get(14),
+        tags: serde_json::from_str(&get_text(15)).unwrap_or_default(),
     })
 }
 

@@ -522,8 +522,8 @@ impl Statements {
             insert_flow_run: client
                 .prepare(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner, graph_json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                         state, state_message, attempts, created, started, owner, graph_json, tags_json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 )
                 .await?,
             insert_flow_state: client
@@ -1040,6 +1040,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     Box::new(started),
                     Box::new(run.owner.clone()),
                     Box::new(weir_store::graph_json(run.graph.as_ref())),
+                    text(&weir_store::tags_json(&run.tags)),
                 ],
             ));
             for change in states {

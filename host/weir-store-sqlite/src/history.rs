@@ -126,6 +126,11 @@ impl History for SqliteStore {
             filter.parent.as_ref().map(FlowRunId::to_string),
         );
         query.condition("id < ", filter.before.as_ref().map(FlowRunId::to_string));
+        query.condition_then(
+            "EXISTS (SELECT 1 FROM json_each(flow_runs.tags_json) WHERE value = ",
+            ")",
+            filter.tag.clone(),
+        );
         if filter.top_level {
             // `+` keeps SQLite off the parent index: most runs are top-level, and walking
             // them by id stops at the page's end instead of sorting them all.

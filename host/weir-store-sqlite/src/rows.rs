@@ -41,7 +41,7 @@ pub(crate) fn task_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tas
     })
 }
 
-pub(crate) const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner";
+pub(crate) const FLOW_RUN_COLUMNS: &str = "id, name, flow, source, parameters_json, parent_flow_run_id, parent_node, state, state_message, attempts, result_digest, created, started, ended, owner, tags_json";
 
 pub(crate) fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FlowRunRecord> {
     Ok(FlowRunRecord {
@@ -60,6 +60,7 @@ pub(crate) fn flow_run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Flo
         started: row.get::<_, Option<i64>>(12)?.map(Timestamp),
         ended: row.get::<_, Option<i64>>(13)?.map(Timestamp),
         owner: row.get(14)?,
+        tags: serde_json::from_str(&row.get::<_, String>(15)?).unwrap_or_default(),
     })
 }
 

@@ -846,8 +846,8 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
             transaction
                 .prepare_cached(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner, graph_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                         state, state_message, attempts, created, started, owner, graph_json, tags_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -864,7 +864,8 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
                         run.created.0,
                         started,
                         run.owner,
-                        weir_store::graph_json(run.graph.as_ref())
+                        weir_store::graph_json(run.graph.as_ref()),
+                        weir_store::tags_json(&run.tags)
                     ])
                 })
                 .map_err(backend("creating a flow run"))?;

@@ -114,6 +114,8 @@ pub struct NewFlowRun {
     /// The flow's nodes and their dependencies, so that a reader can draw the run's
     /// graph without the flow file.
     pub graph: Option<FlowGraph>,
+    /// The flow's tags.
+    pub tags: Vec<String>,
 }
 
 /// The shape of a flow as recorded with its runs: its nodes and the edges between them.
@@ -168,6 +170,11 @@ pub fn like_contains(text: &str) -> String {
     pattern
 }
 
+/// Tags as the backends store them (a JSON list).
+pub fn tags_json(tags: &[String]) -> String {
+    serde_json::Value::from(tags.to_vec()).to_string()
+}
+
 /// A graph as the backends store it (JSON text).
 pub fn graph_json(graph: Option<&FlowGraph>) -> Option<String> {
     // A graph is plain strings and lists: serializing it cannot fail.
@@ -200,6 +207,8 @@ pub struct FlowRunRecord {
     pub ended: Option<Timestamp>,
     /// The process that drove (or drives) it.
     pub owner: Option<String>,
+    /// The flow's tags.
+    pub tags: Vec<String>,
 }
 
 /// Which flow runs to list.
@@ -214,6 +223,8 @@ pub struct FlowRunFilter {
     pub parent: Option<FlowRunId>,
     /// Only top-level runs (no subflow runs).
     pub top_level: bool,
+    /// Only runs with this tag.
+    pub tag: Option<String>,
     pub state: Option<State>,
     pub since: Option<Timestamp>,
     /// A cursor: only runs older than this one (ids sort by creation time), so a page

@@ -233,6 +233,7 @@ impl FlowRunner {
                     created: clock.now(),
                     owner: Some(self.tasks.owner_id().to_owned()),
                     graph: Some(graph_of(flow)),
+                    tags: flow.tags.clone(),
                 },
                 &[change(State::Pending, 0), change(State::Running, 1)],
             )?;

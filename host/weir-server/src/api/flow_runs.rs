@@ -36,6 +36,8 @@ pub struct ListFlowRuns {
     pub parent: Option<String>,
     /// Only top-level runs (no subflow runs).
     pub top: Option<bool>,
+    /// Only runs of flows with this tag (`tags = […]` in the flow file).
+    pub tag: Option<String>,
     /// The cursor: the `next` of the previous page.
     pub before: Option<String>,
     /// At most this many (default 50, at most 500).
@@ -63,6 +65,7 @@ pub(super) async fn list_flow_runs(
         name_contains: query.name.filter(|name| !name.is_empty()),
         parent: query.parent.map(FlowRunId::from_string),
         top_level: query.top.unwrap_or(false),
+        tag: query.tag.filter(|tag| !tag.is_empty()),
         state: state_param(query.state.as_deref(), "state")?,
         since: query.since.map(Timestamp),
         before: query.before.map(FlowRunId::from_string),
