@@ -73,43 +73,27 @@ async fn the_runs_list_shows_a_run_just_made_and_its_graph_has_its_nodes_and_sta
         ])
     );
     // The mapped node expands into one cell per element.
-    browser
-        .wait_for("[data-expand=squares]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
-    let cells = browser.wait_for("canvas.cells", WAIT).await;
+    browser.click("[data-expand=squares]").await;
     assert_eq!(
-        cells.attr("data-cells").await.unwrap().as_deref(),
+        browser
+            .attribute("canvas.cells", "data-cells")
+            .await
+            .as_deref(),
         Some("4")
     );
     browser.screenshot("flow-run-graph").await;
     // The timeline has a row per task run; a task run's page shows its attempt.
-    browser
-        .wait_for("[data-tab=timeline]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
-    let timeline = browser.wait_for("[data-testid=timeline]", WAIT).await;
+    browser.click("[data-tab=timeline]").await;
     assert_eq!(
-        timeline.attr("data-rows").await.unwrap().as_deref(),
+        browser
+            .attribute("[data-testid=timeline]", "data-rows")
+            .await
+            .as_deref(),
         Some("6")
     );
     browser.screenshot("flow-run-timeline").await;
-    browser
-        .wait_for("[data-tab=graph]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for("[data-node=greet] a", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("[data-tab=graph]").await;
+    browser.click("[data-node=greet] a").await;
     let attempt = browser
         .wait_for("[data-testid=attempts] tr[data-attempt=\"1\"]", WAIT)
         .await;
@@ -211,28 +195,22 @@ async fn a_map_of_ten_thousand_opens_within_the_bound_and_stays_interactive() {
     );
     // Interactive: the map expands into 10,000 cells, and the timeline opens.
     let clicked = Instant::now();
-    browser
-        .wait_for("[data-expand=squares]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
-    let cells = browser.wait_for("canvas.cells", WAIT).await;
+    browser.click("[data-expand=squares]").await;
     assert_eq!(
-        cells.attr("data-cells").await.unwrap().as_deref(),
+        browser
+            .attribute("canvas.cells", "data-cells")
+            .await
+            .as_deref(),
         Some("10000")
     );
     let expanded_after = clicked.elapsed();
     browser.screenshot("flow-run-map-10000").await;
-    browser
-        .wait_for("[data-tab=timeline]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
-    let timeline = browser.wait_for("[data-testid=timeline]", WAIT).await;
+    browser.click("[data-tab=timeline]").await;
     assert_eq!(
-        timeline.attr("data-rows").await.unwrap().as_deref(),
+        browser
+            .attribute("[data-testid=timeline]", "data-rows")
+            .await
+            .as_deref(),
         Some("10002")
     );
     eprintln!("expanded in {expanded_after:?}");
@@ -256,12 +234,7 @@ async fn logs_filter_by_level() {
         .goto(&format!("{url}/runs/{id}"))
         .await
         .unwrap();
-    browser
-        .wait_for("[data-tab=logs]", WAIT)
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("[data-tab=logs]").await;
     browser
         .wait_for("[data-testid=logs] tr[data-level=error]", WAIT)
         .await;

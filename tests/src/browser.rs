@@ -93,6 +93,24 @@ impl Browser {
             .unwrap_or_else(|error| panic!("no `{css}` within {within:?}: {error}"))
     }
 
+    /// Waits for an element matching `css`, then clicks it.
+    pub async fn click(&self, css: &str) {
+        self.wait_for(css, Duration::from_secs(30))
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("clicking `{css}`: {error}"));
+    }
+
+    /// Waits for an element matching `css`; returns its attribute `name`.
+    pub async fn attribute(&self, css: &str, name: &str) -> Option<String> {
+        self.wait_for(css, Duration::from_secs(30))
+            .await
+            .attr(name)
+            .await
+            .unwrap_or_else(|error| panic!("reading `{name}` of `{css}`: {error}"))
+    }
+
     /// Runs JavaScript in the page and returns its value.
     pub async fn eval(&self, script: &str) -> serde_json::Value {
         self.client
