@@ -75,13 +75,14 @@ fn build(out: &Path) -> Vec<PathBuf> {
     let stamp = work.join("node_modules/.weir-lock");
     if std::fs::read(&stamp).ok().as_deref() != Some(lock.as_slice()) {
         run(
-            Command::new(npm())
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                // As weir-build installs its npm tools: the cache first, and a stalled
+                // request given up (and retried) after a minute rather than hanging.
                 .args([
-                    "ci",
-                    "--no-audit",
-                    "--no-fund",
                     "--prefer-offline",
-                    "--loglevel=error",
+                    "--fetch-timeout=60000",
+                    "--fetch-retries=4",
                 ])
                 .current_dir(&work),
             "installing the UI's dependencies (`npm ci`)",
@@ -98,10 +99,6 @@ fn build(out: &Path) -> Vec<PathBuf> {
         "building the UI (`node build.mjs`)",
     );
     list(&dist)
-}
-
-fn npm() -> &'static str {
-    "npm"
 }
 
 fn run(command: &mut Command, what: &str) {

@@ -50,10 +50,32 @@ fn driver() -> &'static Driver {
     })
 }
 
-/// A browser session; the next test's waits until this one is dropped.
+/// A browser session; the next test's waits until this one is dropped. Dropped without
+/// `close` (a test that failed), it ends its session over plain HTTP, so that no
+/// Chromium outlives the test.
 pub struct Browser {
     pub client: Client,
+    /// chromedriver's `host:port` and the session's id, for the drop.
+    session: Option<(String, String)>,
     _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let Some((address, id)) = self.session.take() else {
+            return;
+        };
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{id} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let mut answer = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+            }
+        }
+    }
 }
 
 impl Browser {
@@ -76,8 +98,15 @@ impl Browser {
             .connect(&driver.url)
             .await
             .expect("a Chromium session");
+        let session = client
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .map(|id| (driver.url.trim_start_matches("http://").to_owned(), id));
         Browser {
             client,
+            session,
             _turn: turn,
         }
     }
@@ -128,7 +157,9 @@ impl Browser {
         file.write_all(&png).unwrap();
     }
 
-    pub async fn close(self) {
-        let _ = self.client.close().await;
+    pub async fn close(mut self) {
+        if self.client.clone().close().await.is_ok() {
+            self.session = None;
+        }
     }
 }

@@ -100,6 +100,7 @@ pub(crate) fn componentize_js(
                     "--loglevel=error",
                     "--save-exact",
                 ])
+                .args(NPM_NETWORK)
                 .arg(format!(
                     "@bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"
                 )),
@@ -108,6 +109,15 @@ pub(crate) fn componentize_js(
     })?;
     Ok((prefix, node))
 }
+
+/// How npm treats the network: packages it has cached are used without asking the
+/// registry again, and a stalled request is given up (and retried) after a minute
+/// rather than hanging the build (a CI run once waited on one for over ten minutes).
+pub const NPM_NETWORK: [&str; 3] = [
+    "--prefer-offline",
+    "--fetch-timeout=60000",
+    "--fetch-retries=4",
+];
 
 /// `$variable` when set, else `default` (looked up on PATH when run).
 fn program_from_env(variable: &str, default: &str) -> PathBuf {
