@@ -113,8 +113,9 @@ async fn the_runs_list_shows_a_run_just_made_and_its_graph_has_its_nodes_and_sta
 async fn a_running_flows_node_turns_completed_without_a_reload() {
     let api = api(Backend::Sqlite).await;
     let url = &shared(Backend::Sqlite).await.server.url;
-    let id = submit(&api, "slow", json!({"nap": 2500})).await;
+    // The browser first: waiting for its turn must not eat the nap.
     let browser = Browser::open().await;
+    let id = submit(&api, "slow", json!({"nap": 4000})).await;
     browser
         .client
         .goto(&format!("{url}/runs/{id}"))

@@ -147,6 +147,9 @@ impl Api {
             base: format!("{url}/api/v1"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Below the 10 s after which the server closes an idle connection: a
+                // request sent on a connection as the server closes it is lost.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("an HTTP client"),
             token: None,
