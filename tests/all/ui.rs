@@ -26,6 +26,14 @@ async fn node_state(browser: &Browser, node: &str) -> String {
         .to_owned()
 }
 
+/// Waits until the graph's node shows `state`, failing at `deadline`.
+async fn wait_for_node_state(browser: &Browser, node: &str, state: &str, deadline: Instant) {
+    while node_state(browser, node).await != state {
+        assert!(Instant::now() < deadline, "{node} never showed {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_list_shows_a_run_just_made_and_its_graph_has_its_nodes_and_states() {
     let api = api(Backend::Sqlite).await;
@@ -127,15 +135,9 @@ async fn a_running_flows_node_turns_completed_without_a_reload() {
         .eval("window.weirMark = 'same page'; return null")
         .await;
     let deadline = Instant::now() + WAIT;
-    while node_state(&browser, "nap").await != "Running" {
-        assert!(Instant::now() < deadline, "nap never showed Running");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_node_state(&browser, "nap", "Running", deadline).await;
     browser.screenshot("flow-run-running").await;
-    while node_state(&browser, "talk").await != "Completed" {
-        assert!(Instant::now() < deadline, "talk never showed Completed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_node_state(&browser, "talk", "Completed", deadline).await;
     assert_eq!(node_state(&browser, "nap").await, "Completed");
     assert_eq!(
         browser.eval("return window.weirMark").await,

@@ -5,7 +5,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 struct Driver {
@@ -24,13 +24,8 @@ fn driver() -> &'static Driver {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(r#""$@" & pid=$!; read _ignored; kill -TERM $pid 2>/dev/null; wait $pid"#)
-            .arg("chromedriver")
-            .arg("chromedriver")
+        let watchdog = crate::server::watched("chromedriver")
             .arg(format!("--port={port}"))
-            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -8,6 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A command that runs `program` (its arguments added after) in the background of a
+/// shell that waits for its own stdin to close (the test process ended, or the handle
+/// was dropped) and then stops it with SIGTERM: a service the tests start dies with
+/// them, however they end. Spawn it with a piped stdin.
+pub fn watched(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#""$@" & pid=$!; read _ignored; kill -TERM $pid 2>/dev/null; wait $pid"#)
+        .arg("watched")
+        .arg(program)
+        .stdin(Stdio::piped());
+    command
+}
+
 /// A running `weir serve`.
 pub struct ServerProcess {
     /// `http://127.0.0.1:PORT`
@@ -35,20 +50,13 @@ impl ServerProcess {
         std::fs::create_dir_all(dir).expect("the server's directory can be made");
         let log = dir.join(format!("serve-{}.log", fastrand::u64(..)));
         let stderr = std::fs::File::create(&log).expect("the server's log can be written");
-        let mut command = Command::new("sh");
-        // The server runs in the background; the shell waits for its own stdin to close
-        // (the test process ended, or dropped this) and then stops it.
+        let mut command = watched(binary);
         command
-            .arg("-c")
-            .arg(r#""$@" & pid=$!; read _ignored; kill -TERM $pid 2>/dev/null; wait $pid"#)
-            .arg("weir-serve")
-            .arg(binary)
             .args(["--store", store, "serve"])
             .args(args)
             .current_dir(dir)
             .env_remove("WEIR_STORE")
             .env("WEIR_LOCAL_DIR", dir.join("local"))
-            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(stderr);
         if !args.contains(&"--bind") {
