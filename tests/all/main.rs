@@ -42,5 +42,6 @@ mod server;
 mod shared_store;
 mod store;
 mod store_failures;
+mod tenancy;
 mod ui;
 mod workers;

@@ -20,6 +20,7 @@ mod runs;
 mod serve;
 mod store;
 mod task_run;
+mod tenants;
 mod terminal;
 mod worker;
 
@@ -34,6 +35,11 @@ struct Cli {
     /// compiled plugins) or a PostgreSQL URL, `postgres://user@host/db` (a shared store).
     #[arg(long, global = true, env = "WEIR_STORE", default_value = ".weir")]
     store: String,
+
+    /// The tenant a command acts as: it sees and records only that tenant's runs,
+    /// plugins, cache and limits. The default tenant needs no setup.
+    #[arg(long, global = true, env = "WEIR_TENANT", default_value = weir_core::TenantId::DEFAULT, value_parser = parse_tenant)]
+    tenant: weir_core::TenantId,
 
     #[command(subcommand)]
     command: Command,
@@ -67,6 +73,16 @@ enum Command {
     New(project::NewArgs),
     /// Build a plugin project into a component and check it against the weir:task world.
     Build(project::BuildArgs),
+    /// Tenants: each owns its runs, plugins, cache and limits (an operator's command).
+    #[command(subcommand)]
+    Tenant(tenants::TenantCommand),
+    /// API tokens of tenants (an operator's command).
+    #[command(subcommand)]
+    Token(tenants::TokenCommand),
+}
+
+fn parse_tenant(text: &str) -> Result<weir_core::TenantId, String> {
+    weir_core::TenantId::parse(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +205,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    let store = store::StoreLocation::parse(&cli.store);
+    let store = store::StoreLocation::parse(&cli.store, cli.tenant);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => flow_run::run(&store, args).await,
@@ -202,6 +218,8 @@ pub fn main() -> ExitCode {
             Command::ConcurrencyLimit(command) => limits::run(&store, command).await,
             Command::New(args) => project::new(args),
             Command::Build(args) => project::build(&store, args).await,
+            Command::Tenant(command) => tenants::tenant(&store, command).await,
+            Command::Token(command) => tenants::token(&store, command).await,
         }
     });
     match result {

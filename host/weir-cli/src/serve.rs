@@ -13,6 +13,12 @@ use crate::Failure;
 use crate::store::StoreLocation;
 use crate::worker::WorkerArgs;
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AuthArg {
+    Auto,
+    Tokens,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// The address to listen on. Beyond loopback, an API token is required.
@@ -21,9 +27,17 @@ pub(crate) struct ServeArgs {
     /// A file holding the API token every call must bear (`Authorization: Bearer …`).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// A directory of flow files (`*.toml`) the API lists and can run (repeatable).
+    /// A directory of flow files (`*.toml`) the API lists and can run (repeatable), for
+    /// the default tenant.
     #[arg(long = "flows", value_name = "DIR")]
     flow_dirs: Vec<PathBuf>,
+    /// A directory whose subdirectory NAME holds the flow files of tenant NAME.
+    #[arg(long, value_name = "DIR")]
+    tenant_flows: Option<PathBuf>,
+    /// `tokens`: every API call needs a token (`weir token create`), even before any
+    /// tenant but the default exists. By default one is needed once one does.
+    #[arg(long, value_enum, default_value = "auto")]
+    auth: AuthArg,
     /// The largest plugin an upload may carry.
     #[arg(long, default_value = "256MiB", value_parser = size)]
     max_plugin_size: u64,
@@ -51,10 +65,16 @@ fn read_token(path: &PathBuf) -> Result<String, Failure> {
 }
 
 pub(crate) async fn run(store: &StoreLocation, args: ServeArgs) -> Result<u8, Failure> {
+    store.all_tenants("serve")?;
     let config = weir_server::ServerConfig {
         bind: args.bind,
         token: args.token_file.as_ref().map(read_token).transpose()?,
         flow_dirs: args.flow_dirs.clone(),
+        tenant_flows: args.tenant_flows.clone(),
+        auth: match args.auth {
+            AuthArg::Auto => weir_server::AuthMode::Auto,
+            AuthArg::Tokens => weir_server::AuthMode::Tokens,
+        },
         max_plugin_bytes: usize::try_from(args.max_plugin_size).unwrap_or(usize::MAX),
         runs_work: !args.no_worker,
     };

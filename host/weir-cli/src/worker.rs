@@ -107,6 +107,7 @@ pub(crate) async fn prepare(
     store: &StoreLocation,
     args: &WorkerArgs,
 ) -> Result<ReadyWorker, Failure> {
+    store.all_tenants("worker")?;
     let ceilings = ceilings(args)?;
     let tasks = Arc::new(open_runner(store, args.secrets_file.as_deref()).await?);
     let concurrency = args

@@ -80,6 +80,12 @@ prefixed_id!(
     OwnerId,
     "own_"
 );
+prefixed_id!(
+    /// An API token, as `weir token ls` shows it and `weir token revoke` takes it, e.g.
+    /// `tok_01JD3Q…` (never the token's secret text).
+    TokenId,
+    "tok_"
+);
 
 #[cfg(test)]
 mod tests {

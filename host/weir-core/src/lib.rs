@@ -29,6 +29,7 @@ mod limits;
 mod size;
 mod state;
 mod task;
+mod tenant;
 
 #[cfg(test)]
 mod properties;
@@ -37,12 +38,13 @@ pub use cache::{CacheKey, CachePolicy, ComponentDigest};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use duration::{DurationParseError, format_duration, parse_duration};
 pub use grants::{DirGrant, Grants, HttpGrant, Need};
-pub use ids::{FlowRunId, OwnerId, TaskRunId};
+pub use ids::{FlowRunId, OwnerId, TaskRunId, TokenId};
 pub use json::canonical_json;
 pub use limits::{Limits, declared};
 pub use size::parse_size;
 pub use state::{State, StateParseError};
 pub use task::{LogLevel, RetryDelays, RetryPolicy, RunContext, TaskInfo, TaskOverrides};
+pub use tenant::{TenantId, TenantNameError, TokenScope};
 
 /// An error and its causes on one line (`what: why: why`): what a state message or a log
 /// line shows, where `{error}` alone would drop the causes.

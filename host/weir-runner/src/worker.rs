@@ -107,7 +107,13 @@ struct State {
     parameters: HashMap<weir_core::FlowRunId, Arc<serde_json::Value>>,
     unservable: Vec<String>,
     summary: WorkerSummary,
+    /// The runner as each tenant whose runs it claimed lately.
+    tenants: HashMap<weir_core::TenantId, Arc<FlowRunner>>,
 }
+
+/// Tenant views kept at most (each is a few handles; more tenants than this only cost
+/// a view made again).
+const TENANT_VIEWS_KEPT: usize = 1024;
 
 /// A worker over a flow runner (and its task runner and store).
 pub struct Worker {
@@ -130,6 +136,23 @@ impl Worker {
 
     fn tasks(&self) -> &Arc<TaskRunner> {
         self.flows.tasks()
+    }
+
+    /// The runner a claim runs with: recording into the store as the claim's tenant.
+    fn runner_for(&self, tenant: &weir_core::TenantId) -> Arc<FlowRunner> {
+        if self.tasks().store().tenant_id() == tenant {
+            return self.flows.clone();
+        }
+        let mut state = self.lock();
+        if let Some(runner) = state.tenants.get(tenant) {
+            return runner.clone();
+        }
+        if state.tenants.len() >= TENANT_VIEWS_KEPT {
+            state.tenants.clear();
+        }
+        let runner = Arc::new(self.flows.for_tenant(tenant));
+        state.tenants.insert(tenant.clone(), runner.clone());
+        runner
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -340,7 +363,8 @@ impl Worker {
     }
 
     async fn execute_task(self: &Arc<Self>, claim: Claim, cancel: CancelToken) {
-        let tasks = self.tasks();
+        let runner = self.runner_for(&claim.tenant);
+        let tasks = runner.tasks();
         let store = tasks.store();
         let id = weir_core::TaskRunId::from_string(claim.run_id.clone());
         let record = match claim.task_run.clone() {
@@ -367,6 +391,7 @@ impl Worker {
             Ok(spec) => spec,
             Err(error) => {
                 self.fail_task(
+                    tasks,
                     &claim,
                     &record,
                     format!("its queued spec is unreadable: {error}"),
@@ -387,14 +412,14 @@ impl Worker {
                     spec.plugin,
                     weir_core::describe_error(&error)
                 );
-                self.fail_task(&claim, &record, message);
+                self.fail_task(tasks, &claim, &record, message);
                 return;
             }
         };
         let flow_run = match spec.flow_run {
             Some(flow) => {
                 let id = weir_core::FlowRunId::from_string(flow.id);
-                match self.parameters_of(&id).await {
+                match self.parameters_of(tasks, &id).await {
                     Ok(parameters) => Some(FlowRunRef {
                         id,
                         name: flow.name,
@@ -405,7 +430,7 @@ impl Worker {
                             "the parameters of its flow run could not be read: {}",
                             error.describe()
                         );
-                        self.fail_task(&claim, &record, message);
+                        self.fail_task(tasks, &claim, &record, message);
                         return;
                     }
                 }
@@ -435,13 +460,14 @@ impl Worker {
     /// A flow run's parameters (for its task runs' context), read once per flow run.
     async fn parameters_of(
         &self,
+        tasks: &TaskRunner,
         id: &weir_core::FlowRunId,
     ) -> Result<Arc<serde_json::Value>, weir_store::StoreError> {
         if let Some(parameters) = self.lock().parameters.get(id) {
             return Ok(parameters.clone());
         }
         let parameters = Arc::new(
-            self.tasks()
+            tasks
                 .store()
                 .flow_run(id)
                 .await?
@@ -457,14 +483,20 @@ impl Worker {
     }
 
     /// Ends a claimed task run that cannot run at all (its spec or plugin is broken).
-    fn fail_task(&self, claim: &Claim, record: &weir_store::TaskRunRecord, message: String) {
+    fn fail_task(
+        &self,
+        tasks: &TaskRunner,
+        claim: &Claim,
+        record: &weir_store::TaskRunRecord,
+        message: String,
+    ) {
         let change = weir_store::StateChange {
             state: weir_core::State::Failed,
             message: Some(message.clone()),
             attempt: record.attempts,
             at: self.tasks().clock().now(),
         };
-        let recorder = self.tasks().store().clone().fenced(claim.fence.clone());
+        let recorder = tasks.store().clone().fenced(claim.fence.clone());
         if let Err(error) = recorder.finish_task_run(&record.id, &change, None, None) {
             self.say(&format!(
                 "could not record task run {}: {}",
@@ -476,7 +508,8 @@ impl Worker {
     }
 
     async fn execute_flow(self: &Arc<Self>, claim: Claim, cancel: CancelToken) {
-        let store = self.tasks().store();
+        let runner = self.runner_for(&claim.tenant);
+        let store = runner.tasks().store();
         let id = weir_core::FlowRunId::from_string(claim.run_id.clone());
         let record = match store.flow_run(&id).await {
             Ok(Some(record)) => record,
@@ -501,7 +534,7 @@ impl Worker {
             lost_from: claim.lost_from.map(|(name, _)| name),
             cancel,
         };
-        match self.flows.drive_claimed(claimed).await {
+        match runner.drive_claimed(claimed).await {
             Ok(outcome) if outcome.message.as_deref() == Some(LEASE_LOST) => {
                 self.lock().summary.leases_lost += 1;
             }

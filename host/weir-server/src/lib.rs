@@ -31,16 +31,17 @@ use weir_runner::FlowRunner;
 use weir_store::Store;
 
 pub mod api;
-mod auth;
 mod catalog;
 mod counts;
 mod error;
 mod extract;
 mod feed;
+mod tenancy;
 mod ui;
 
 pub use catalog::{CatalogEntry, FlowCatalog};
 pub use error::{ApiError, ErrorBody};
+pub use tenancy::{AuthMode, TOKEN_RECHECK, needed_scope};
 
 /// The default address: loopback, on Prefect's port, where a Prefect user looks for the UI.
 pub const DEFAULT_BIND: &str = "127.0.0.1:4200";
@@ -54,8 +55,13 @@ pub struct ServerConfig {
     /// The API token every call must bear (`Authorization: Bearer …`); required when
     /// `bind` is not a loopback address.
     pub token: Option<String>,
-    /// Directories whose `*.toml` flow files the API lists and can run.
+    /// Directories whose `*.toml` flow files the API lists and can run, for the
+    /// default tenant.
     pub flow_dirs: Vec<PathBuf>,
+    /// A directory whose subdirectory `NAME/` holds tenant NAME's flow files.
+    pub tenant_flows: Option<PathBuf>,
+    /// When calls need a token (see [`AuthMode`]).
+    pub auth: AuthMode,
     /// The largest plugin an upload may carry.
     pub max_plugin_bytes: usize,
     /// Whether this process also runs work (it then resumes runs itself).
@@ -68,6 +74,8 @@ impl Default for ServerConfig {
             bind: DEFAULT_BIND.parse().expect("the default address parses"),
             token: None,
             flow_dirs: Vec::new(),
+            tenant_flows: None,
+            auth: AuthMode::Auto,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
             runs_work: true,
         }
@@ -78,7 +86,7 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "refusing to listen on {0} without an API token: anyone who can reach it could run code; give a token with --token-file FILE, or bind to 127.0.0.1"
+        "refusing to listen on {0} without an API token: anyone who can reach it could run code; give a token with --token-file FILE, ask for store tokens with --auth tokens, or bind to 127.0.0.1"
     )]
     NoToken(SocketAddr),
     #[error("the API token is empty")]
@@ -96,54 +104,74 @@ impl ServerConfig {
     pub fn check(&self) -> Result<(), ServerError> {
         match &self.token {
             Some(token) if token.trim().is_empty() => Err(ServerError::EmptyToken),
-            None if !self.bind.ip().is_loopback() => Err(ServerError::NoToken(self.bind)),
+            None if !self.bind.ip().is_loopback() && self.auth != AuthMode::Tokens => {
+                Err(ServerError::NoToken(self.bind))
+            }
             _ => Ok(()),
         }
     }
 }
 
-/// What every handler shares.
+/// What the handlers of one tenant's calls share: its tenant's store handle, runner,
+/// change feed and flows (see `tenancy`).
 pub(crate) struct AppState {
     pub flows: Arc<FlowRunner>,
     pub store: Arc<dyn Store>,
     pub config: ServerConfig,
     pub catalog: FlowCatalog,
     pub feed: feed::Feed,
-    pub counts: counts::EndedCounts,
+    /// Keyed by flow run id, which no two tenants share.
+    pub counts: Arc<counts::EndedCounts>,
 }
 
 impl AppState {
     pub fn clock(&self) -> &dyn weir_core::Clock {
         self.flows.tasks().clock().as_ref()
     }
+
+    /// The same server as `tenant`, with that tenant's flows.
+    fn for_tenant(&self, tenant: &weir_core::TenantId, catalog: FlowCatalog) -> AppState {
+        let flows = Arc::new(self.flows.for_tenant(tenant));
+        let store = flows.tasks().store().clone();
+        AppState {
+            feed: feed::Feed::new(store.clone()),
+            store,
+            flows,
+            config: self.config.clone(),
+            catalog,
+            counts: self.counts.clone(),
+        }
+    }
 }
 
 /// The server: build it, bind it, serve until a shutdown signal.
 pub struct Server {
     state: Arc<AppState>,
+    tenancy: Arc<tenancy::Tenancy>,
 }
 
 impl Server {
     pub fn new(flows: Arc<FlowRunner>, config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
         let store = flows.tasks().store().clone();
-        let state = AppState {
+        let state = Arc::new(AppState {
             catalog: FlowCatalog::new(config.flow_dirs.clone()),
             feed: feed::Feed::new(store.clone()),
             counts: Default::default(),
             store,
             flows,
             config,
-        };
+        });
         Ok(Server {
-            state: Arc::new(state),
+            tenancy: Arc::new(tenancy::Tenancy::new(state.clone())),
+            state,
         })
     }
 
     /// Every route: the API, the UI and its assets.
     pub fn router(&self) -> axum::Router {
         let api = api::router(self.state.clone());
-        let api = auth::guard(api, self.state.config.token.clone());
+        let api = tenancy::guard(api, self.tenancy.clone());
         axum::Router::new().nest("/api/v1", api).merge(ui::router())
     }
 
@@ -199,7 +227,9 @@ impl Server {
             });
         }
         drop(listener);
-        self.state.feed.close();
+        for view in self.tenancy.views() {
+            view.feed.close();
+        }
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(DRAIN) => {}

@@ -73,10 +73,12 @@ impl Query {
 }
 
 impl PostgresStore {
+    /// A run's state changes, in order (`query` selects state, message, attempt, at, of
+    /// the run `$1` when the tenant `$2` owns it).
     async fn history(&self, query: &str, id: &str) -> StoreResult<Vec<StateChange>> {
         let client = self.read().await?;
         let rows = client
-            .query(query, &[&id])
+            .query(query, &[&id, &self.tenant()])
             .await
             .map_err(backend("reading a state history"))?;
         rows.iter()
@@ -98,8 +100,8 @@ impl History for PostgresStore {
         let client = self.read().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = $1"),
-                &[&id.as_str()],
+                &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = $1 AND tenant = $2"),
+                &[&id.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading a flow run"))?;
@@ -108,6 +110,7 @@ impl History for PostgresStore {
 
     async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
         let mut query = Query::default();
+        query.text("tenant = ", Some(self.tenant().to_owned()));
         query.text("flow = ", filter.flow.clone());
         query.text(
             "state = ",
@@ -150,7 +153,8 @@ impl History for PostgresStore {
 
     async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
         self.history(
-            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = $1 ORDER BY seq",
+            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = $1
+               AND EXISTS (SELECT 1 FROM flow_runs WHERE id = $1 AND tenant = $2) ORDER BY seq",
             id.as_str(),
         )
         .await
@@ -160,8 +164,9 @@ impl History for PostgresStore {
         let client = self.read().await?;
         let rows = client
             .query(
-                "SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = $1",
-                &[&id.as_str()],
+                "SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = $1
+                   AND EXISTS (SELECT 1 FROM flow_runs WHERE id = $1 AND tenant = $2)",
+                &[&id.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading a flow run's node outputs"))?;
@@ -177,8 +182,8 @@ impl History for PostgresStore {
         let client = self.read().await?;
         let row = client
             .query_opt(
-                "SELECT graph_json FROM flow_runs WHERE id = $1",
-                &[&id.as_str()],
+                "SELECT graph_json FROM flow_runs WHERE id = $1 AND tenant = $2",
+                &[&id.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading a flow run's graph"))?;
@@ -190,8 +195,8 @@ impl History for PostgresStore {
         let client = self.read().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = $1"),
-                &[&id.as_str()],
+                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = $1 AND tenant = $2"),
+                &[&id.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading a task run"))?;
@@ -200,6 +205,7 @@ impl History for PostgresStore {
 
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
         let mut query = Query::default();
+        query.text("tenant = ", Some(self.tenant().to_owned()));
         query.text("task = ", filter.task.clone());
         query.text(
             "state = ",
@@ -229,7 +235,8 @@ impl History for PostgresStore {
 
     async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
         self.history(
-            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = $1 ORDER BY seq",
+            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = $1
+               AND EXISTS (SELECT 1 FROM task_runs WHERE id = $1 AND tenant = $2) ORDER BY seq",
             id.as_str(),
         )
         .await
@@ -243,9 +250,9 @@ impl History for PostgresStore {
         let ids: Vec<&str> = flow_runs.iter().map(FlowRunId::as_str).collect();
         let rows = client
             .query(
-                "SELECT flow_run_id, state, count(*) FROM task_runs WHERE flow_run_id = ANY($1)
+                "SELECT flow_run_id, state, count(*) FROM task_runs WHERE flow_run_id = ANY($1) AND tenant = $2
                  GROUP BY flow_run_id, state",
-                &[&ids],
+                &[&ids, &self.tenant()],
             )
             .await
             .map_err(backend("counting task runs"))?;
@@ -266,8 +273,9 @@ impl History for PostgresStore {
         let client = self.read().await?;
         let rows = client
             .query(
-                "SELECT at, level, message FROM logs WHERE task_run_id = $1 ORDER BY seq",
-                &[&id.as_str()],
+                "SELECT at, level, message FROM logs WHERE task_run_id = $1
+                   AND EXISTS (SELECT 1 FROM task_runs WHERE id = $1 AND tenant = $2) ORDER BY seq",
+                &[&id.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading logs"))?;
@@ -333,15 +341,20 @@ impl History for PostgresStore {
             .partition(|id| id.starts_with(FlowRunId::PREFIX));
         let flow_rows = client
             .query(
-                &format!("SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ANY($1)"),
-                &[&flow_ids],
+                // Only the tenant's runs: the log lists every tenant's.
+                &format!(
+                    "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ANY($1) AND tenant = $2"
+                ),
+                &[&flow_ids, &self.tenant()],
             )
             .await
             .map_err(backend("reading the change feed"))?;
         let task_rows = client
             .query(
-                &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"),
-                &[&task_ids],
+                &format!(
+                    "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1) AND tenant = $2"
+                ),
+                &[&task_ids, &self.tenant()],
             )
             .await
             .map_err(backend("reading the change feed"))?;
@@ -375,7 +388,8 @@ impl Plugins for PostgresStore {
     fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
         let tasks_json = serde_json::to_string(&plugin.tasks)
             .map_err(|error| StoreError::backend("encoding plugin metadata", error))?;
-        self.writer.send(WriteOp::RecordPlugin {
+        self.shared.writer.send(WriteOp::RecordPlugin {
+            tenant: self.tenant.clone(),
             plugin: plugin.clone(),
             tasks_json,
         })?;
@@ -386,8 +400,8 @@ impl Plugins for PostgresStore {
         let client = self.read().await?;
         let row = client
             .query_opt(
-                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE digest = $1",
-                &[&digest.as_str()],
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE tenant = $2 AND digest = $1",
+                &[&digest.as_str(), &self.tenant()],
             )
             .await
             .map_err(backend("reading a plugin"))?;
@@ -398,8 +412,9 @@ impl Plugins for PostgresStore {
         let client = self.read().await?;
         let rows = client
             .query(
-                "SELECT digest, name, size, tasks_json, first_seen FROM plugins ORDER BY first_seen, digest",
-                &[],
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE tenant = $1
+                 ORDER BY first_seen, digest",
+                &[&self.tenant()],
             )
             .await
             .map_err(backend("listing plugins"))?;

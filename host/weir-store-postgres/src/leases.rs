@@ -16,8 +16,8 @@ use crate::{PostgresStore, backend};
 pub(crate) enum Selection {
     /// Every unfinished run of a process (and the process's record).
     Owner(String),
-    /// A flow run, its subflow runs, and the task runs of all of them.
-    FlowRunTree(FlowRunId),
+    /// A flow run of the tenant, its subflow runs, and the task runs of all of them.
+    FlowRunTree(FlowRunId, weir_core::TenantId),
 }
 
 impl PostgresStore {
@@ -26,7 +26,7 @@ impl PostgresStore {
     /// runtime may be shutting down and a pooled connection would never answer.
     async fn end_runs(&self, selection: Selection, ending: &Ending) -> StoreResult<EndedRuns> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.writer.send(WriteOp::EndRuns {
+        self.shared.writer.send(WriteOp::EndRuns {
             selection,
             ending: ending.clone(),
             reply,
@@ -83,14 +83,15 @@ pub(crate) async fn end_runs(
                     flows.iter().map(|row| row.get(0)).collect(),
                 )
             }
-            Selection::FlowRunTree(root) => {
+            Selection::FlowRunTree(root, tenant) => {
+                // Another tenant's run is not there to end (its tree is all of one tenant).
                 let tree: Vec<String> = transaction
                     .query(
                         "WITH RECURSIVE tree (id) AS (
-                             SELECT $1::text
+                             SELECT id FROM flow_runs WHERE id = $1 AND tenant = $2
                              UNION SELECT f.id FROM flow_runs f JOIN tree t ON f.parent_flow_run_id = t.id
                          ) SELECT id FROM tree",
-                        &[&root.as_str()],
+                        &[&root.as_str(), &tenant.as_str()],
                     )
                     .await
                     .map_err(backend("finding the runs to end"))?
@@ -117,7 +118,7 @@ pub(crate) async fn end_runs(
                 )
             }
         };
-        if let Selection::FlowRunTree(_) = selection {
+        if let Selection::FlowRunTree(..) = selection {
             // Ended runs are no longer waiting for a worker.
             transaction
                 .execute(
@@ -230,9 +231,14 @@ impl Leases for PostgresStore {
         let client = self.read().await?;
         client
             .execute(
-                "INSERT INTO concurrency_limits (tag, slot_limit, created) VALUES ($1, $2, $3)
-                 ON CONFLICT (tag) DO UPDATE SET slot_limit = excluded.slot_limit",
-                &[&tag, &i32::try_from(limit).unwrap_or(i32::MAX), &now.0],
+                "INSERT INTO concurrency_limits (tenant, tag, slot_limit, created) VALUES ($4, $1, $2, $3)
+                 ON CONFLICT (tenant, tag) DO UPDATE SET slot_limit = excluded.slot_limit",
+                &[
+                    &tag,
+                    &i32::try_from(limit).unwrap_or(i32::MAX),
+                    &now.0,
+                    &self.tenant(),
+                ],
             )
             .await
             .map_err(backend("setting a concurrency limit"))?;
@@ -258,9 +264,10 @@ impl Leases for PostgresStore {
                 "SELECT l.tag, l.slot_limit, l.created,
                         coalesce(array_agg(s.holder ORDER BY s.acquired) FILTER (WHERE s.holder IS NOT NULL), '{}')
                  FROM concurrency_limits l
-                 LEFT JOIN concurrency_slots s ON s.tag = l.tag AND s.expires > $1
+                 LEFT JOIN concurrency_slots s ON s.tenant = l.tenant AND s.tag = l.tag AND s.expires > $1
+                 WHERE l.tenant = $2
                  GROUP BY l.tag, l.slot_limit, l.created ORDER BY l.tag",
-                &[&now.0],
+                &[&now.0, &self.tenant()],
             )
             .await
             .map_err(backend("listing concurrency limits"))?;
@@ -282,11 +289,17 @@ impl Leases for PostgresStore {
             .await
             .map_err(backend("starting a transaction"))?;
         transaction
-            .execute("DELETE FROM concurrency_slots WHERE tag = $1", &[&tag])
+            .execute(
+                "DELETE FROM concurrency_slots WHERE tenant = $2 AND tag = $1",
+                &[&tag, &self.tenant()],
+            )
             .await
             .map_err(backend("deleting a concurrency limit"))?;
         let deleted = transaction
-            .execute("DELETE FROM concurrency_limits WHERE tag = $1", &[&tag])
+            .execute(
+                "DELETE FROM concurrency_limits WHERE tenant = $2 AND tag = $1",
+                &[&tag, &self.tenant()],
+            )
             .await
             .map_err(backend("deleting a concurrency limit"))?;
         transaction
@@ -299,7 +312,10 @@ impl Leases for PostgresStore {
     async fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize> {
         let client = self.read().await?;
         let freed = client
-            .execute("DELETE FROM concurrency_slots WHERE tag = $1", &[&tag])
+            .execute(
+                "DELETE FROM concurrency_slots WHERE tenant = $2 AND tag = $1",
+                &[&tag, &self.tenant()],
+            )
             .await
             .map_err(backend("resetting a concurrency limit"))?;
         Ok(freed as usize)
@@ -317,7 +333,7 @@ impl Leases for PostgresStore {
             .transaction()
             .await
             .map_err(backend("starting a transaction"))?;
-        let answer = take_slots(&transaction, tags, holder, now, expires)
+        let answer = take_slots(&transaction, (&self.tenant, tags), holder, now, expires)
             .await
             .map_err(backend("acquiring concurrency slots"))?;
         if answer != SlotRequest::Granted {
@@ -331,7 +347,7 @@ impl Leases for PostgresStore {
     }
 
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {
-        self.writer.send(WriteOp::RenewSlots {
+        self.shared.writer.send(WriteOp::RenewSlots {
             holder: holder.to_owned(),
             expires,
         })?;
@@ -339,7 +355,7 @@ impl Leases for PostgresStore {
     }
 
     fn release_slots(&self, holder: &str) -> StoreResult<()> {
-        self.writer.send(WriteOp::ReleaseSlots {
+        self.shared.writer.send(WriteOp::ReleaseSlots {
             holder: holder.to_owned(),
         })?;
         Ok(())
@@ -373,7 +389,7 @@ impl Owners for PostgresStore {
     }
 
     fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()> {
-        self.writer.send(WriteOp::Heartbeat {
+        self.shared.writer.send(WriteOp::Heartbeat {
             owner: owner.to_owned(),
             at: now,
         })?;
@@ -412,9 +428,9 @@ impl Owners for PostgresStore {
         let client = self.read().await?;
         let updated = client
             .execute(
-                "WITH updated AS (UPDATE flow_runs SET owner = $2 WHERE id = $1 RETURNING id)
+                "WITH updated AS (UPDATE flow_runs SET owner = $2 WHERE id = $1 AND tenant = $3 RETURNING id)
                  INSERT INTO run_changes (run_ids) SELECT id FROM updated",
-                &[&id.as_str(), &owner],
+                &[&id.as_str(), &owner, &self.tenant()],
             )
             .await
             .map_err(backend("giving a flow run to this process"))?;
@@ -425,12 +441,32 @@ impl Owners for PostgresStore {
     }
 
     async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {
-        self.end_runs(Selection::FlowRunTree(id.clone()), ending)
-            .await
+        self.end_runs(
+            Selection::FlowRunTree(id.clone(), self.tenant.clone()),
+            ending,
+        )
+        .await
     }
 
     async fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()> {
         let client = self.read().await?;
+        // Only for a run of the tenant's.
+        let owned: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM flow_runs WHERE id = $1 AND tenant = $2)
+                     OR EXISTS (SELECT 1 FROM task_runs WHERE id = $1 AND tenant = $2)",
+                &[&run_id, &self.tenant()],
+            )
+            .await
+            .map_err(backend("requesting a cancellation"))?
+            .get(0);
+        if !owned {
+            return Err(if run_id.starts_with(FlowRunId::PREFIX) {
+                StoreError::UnknownFlowRun(run_id.to_owned())
+            } else {
+                StoreError::UnknownTaskRun(run_id.to_owned())
+            });
+        }
         client
             .execute(
                 "INSERT INTO cancel_requests (run_id, reason, requested) VALUES ($1, $2, $3)
@@ -470,7 +506,7 @@ impl Owners for PostgresStore {
 /// nothing, inside a transaction (a request, or a claim) that the caller commits.
 pub(crate) async fn take_slots(
     transaction: &tokio_postgres::Transaction<'_>,
-    tags: &[String],
+    (tenant, tags): (&weir_core::TenantId, &[String]),
     holder: &str,
     now: Timestamp,
     expires: Timestamp,
@@ -478,12 +514,12 @@ pub(crate) async fn take_slots(
     // The limit rows are locked (in tag order, so two holders cannot deadlock): two
     // processes asking for the last slot of a tag count it one after the other.
     let limits = transaction
-            .query(
-                "SELECT tag, slot_limit FROM concurrency_limits WHERE tag = ANY($1) ORDER BY tag FOR UPDATE",
-                &[&tags],
-            )
-            .await
-            ?;
+        .query(
+            "SELECT tag, slot_limit FROM concurrency_limits WHERE tenant = $2 AND tag = ANY($1)
+                 ORDER BY tag FOR UPDATE",
+            &[&tags, &tenant.as_str()],
+        )
+        .await?;
     let limit_of = |tag: &str| {
         limits
             .iter()
@@ -498,14 +534,14 @@ pub(crate) async fn take_slots(
         }
         transaction
             .execute(
-                "DELETE FROM concurrency_slots WHERE tag = $1 AND expires <= $2",
-                &[&tag, &now.0],
+                "DELETE FROM concurrency_slots WHERE tenant = $3 AND tag = $1 AND expires <= $2",
+                &[&tag, &now.0, &tenant.as_str()],
             )
             .await?;
         let held: i64 = transaction
             .query_one(
-                "SELECT count(*) FROM concurrency_slots WHERE tag = $1 AND holder != $2",
-                &[&tag, &holder],
+                "SELECT count(*) FROM concurrency_slots WHERE tenant = $3 AND tag = $1 AND holder != $2",
+                &[&tag, &holder, &tenant.as_str()],
             )
             .await?
             .get(0);
@@ -520,9 +556,10 @@ pub(crate) async fn take_slots(
     for tag in limited {
         transaction
                 .execute(
-                    "INSERT INTO concurrency_slots (tag, holder, acquired, expires) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (tag, holder) DO UPDATE SET acquired = excluded.acquired, expires = excluded.expires",
-                    &[&tag, &holder, &now.0, &expires.0],
+                    "INSERT INTO concurrency_slots (tenant, tag, holder, acquired, expires) VALUES ($5, $1, $2, $3, $4)
+                     ON CONFLICT (tenant, tag, holder) DO UPDATE SET acquired = excluded.acquired,
+                         expires = excluded.expires",
+                    &[&tag, &holder, &now.0, &expires.0, &tenant.as_str()],
                 )
                 .await
                 ?;

@@ -24,9 +24,12 @@ mod recorder;
 mod results;
 mod rows;
 mod schema;
+mod tenants;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use weir_core::TenantId;
 use weir_store::{PendingEntries, Store, StoreError, StoreResult};
 
 use writer::Writer;
@@ -34,8 +37,15 @@ use writer::Writer;
 /// Connections the pool keeps for reads and answered requests.
 const POOL_SIZE: usize = 16;
 
-/// The PostgreSQL store.
+/// The PostgreSQL store, acting as one tenant ([`Store::for_tenant`] gives the same
+/// store as another).
 pub struct PostgresStore {
+    shared: Arc<Shared>,
+    tenant: TenantId,
+}
+
+/// What every tenant's handle of one store shares.
+struct Shared {
     pool: deadpool_postgres::Pool,
     writer: Writer,
     pending_cache: PendingEntries,
@@ -119,36 +129,58 @@ impl PostgresStore {
         // The caller says which store (the CLI: "opening the store URL").
         let writer = Writer::start(runtime, Box::new(connect), prepare).await?;
         Ok(PostgresStore {
-            pool,
-            writer,
-            pending_cache: PendingEntries::default(),
-            location,
-            wakeups: queue::Wakeups::new(listen_config),
+            shared: Arc::new(Shared {
+                pool,
+                writer,
+                pending_cache: PendingEntries::default(),
+                location,
+                wakeups: queue::Wakeups::new(listen_config),
+            }),
+            tenant: TenantId::default_tenant(),
         })
+    }
+
+    /// The tenant this handle acts as, for the SQL it binds.
+    pub(crate) fn tenant(&self) -> &str {
+        self.tenant.as_str()
     }
 
     /// A pooled connection, once this store's queued writes are committed (so that a
     /// read sees them).
     async fn read(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.writer.wait().await?;
+        self.shared.writer.wait().await?;
         self.connection().await
     }
 
     /// A pooled connection, without waiting for queued writes.
     async fn connection(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|error| {
-            StoreError::backend(format!("connecting to the store {}", self.location), error)
+        self.shared.pool.get().await.map_err(|error| {
+            StoreError::backend(
+                format!("connecting to the store {}", self.shared.location),
+                error,
+            )
         })
     }
 }
 
 impl Store for PostgresStore {
     fn location(&self) -> String {
-        self.location.clone()
+        self.shared.location.clone()
+    }
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn Store> {
+        Arc::new(PostgresStore {
+            shared: self.shared.clone(),
+            tenant: tenant.clone(),
+        })
     }
 }
 
-impl Drop for PostgresStore {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.wakeups.stop();
         self.writer.shut_down();

@@ -146,6 +146,7 @@ async fn listen(config: tokio_postgres::Config, wake: Arc<Wake>) {
 /// A queue row as the writer inserts it.
 pub(crate) struct QueueRow {
     pub(crate) run_id: String,
+    pub(crate) tenant: weir_core::TenantId,
     pub(crate) kind: WorkKind,
     pub(crate) parent: Option<String>,
     pub(crate) spec: String,
@@ -167,13 +168,14 @@ impl QueueRow {
             text(&self.requirements),
             Box::new(self.ready_at.0),
             Box::new(self.created.0),
+            text(self.tenant.as_str()),
         ]
     }
 }
 
 const WORK_COLUMNS: &str =
     "run_id, kind, parent_flow_run_id, tags, requirements, ready_at, created, generation,
-     worker, worker_name, lease_expires, done";
+     worker, worker_name, lease_expires, done, tenant";
 
 fn work_record(row: &tokio_postgres::Row) -> WorkRecord {
     WorkRecord {
@@ -189,6 +191,7 @@ fn work_record(row: &tokio_postgres::Row) -> WorkRecord {
         worker_name: row.get(9),
         lease_expires: row.get::<_, Option<i64>>(10).map(Timestamp),
         done: row.get(11),
+        tenant: weir_core::TenantId::from_stored(row.get::<_, String>(12)),
     }
 }
 
@@ -235,7 +238,7 @@ fn limit_bucket(room: usize) -> usize {
 }
 
 /// The columns a claim reads of a queue row, in the order [`claimed_row`] takes them.
-const CLAIMED_COLUMNS: &str = "run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created";
+const CLAIMED_COLUMNS: &str = "run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created, tenant";
 
 /// A claim from the [`CLAIMED_COLUMNS`] of a row, from column `at` on, at `generation`
 /// (the row's worker and its name, if any, are the worker that lost it).
@@ -249,6 +252,7 @@ fn claimed_row(row: &tokio_postgres::Row, at: usize, generation: i64) -> Claim {
             generation,
         },
         run_id,
+        tenant: weir_core::TenantId::from_stored(row.get::<_, String>(at + 10)),
         kind: WorkKind::parse(row.get(at + 1)).unwrap_or(WorkKind::Task),
         parent: row
             .get::<_, Option<String>>(at + 2)
@@ -294,7 +298,7 @@ async fn claim_untagged(
                  lease_expires = $6
              FROM picked p WHERE q.run_id = p.run_id
              RETURNING q.run_id, q.kind, q.parent_flow_run_id, q.spec, q.tags, q.requirements,
-                 q.generation, p.lost_worker AS worker, p.lost_name AS worker_name, q.created),
+                 q.generation, p.lost_worker AS worker, p.lost_name AS worker_name, q.created, q.tenant),
          owned_flows AS (
              UPDATE flow_runs f SET owner = $4 FROM claimed c
              WHERE c.kind = 'flow' AND f.id = c.run_id RETURNING f.id)
@@ -339,7 +343,7 @@ async fn claim_untagged(
     let mut tagged_waiting = false;
     let mut claimed = Vec::new();
     for row in &rows {
-        tagged_waiting |= row.get::<_, bool>(claimed_at + 10);
+        tagged_waiting |= row.get::<_, bool>(claimed_at + 11);
         if row.get::<_, Option<String>>(claimed_at).is_none() {
             continue;
         }
@@ -398,7 +402,7 @@ async fn claim_tagged(
         let claim = claimed_row(&row, 0, row.get::<_, i64>(6) + 1);
         let slots = crate::leases::take_slots(
             &transaction,
-            &claim.tags,
+            (&claim.tenant, &claim.tags),
             &claim.run_id,
             times.now,
             times.lease_until,
@@ -451,6 +455,7 @@ impl Queue for PostgresStore {
         let (create, created) = match &work.run {
             NewWorkRun::Task { run, states } => (
                 WriteOp::CreateTaskRun {
+                    tenant: self.tenant.clone(),
                     run: run.clone(),
                     input_json: run.input.to_string(),
                     tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -461,6 +466,7 @@ impl Queue for PostgresStore {
             ),
             NewWorkRun::Flow { run, states } => (
                 WriteOp::CreateFlowRun {
+                    tenant: self.tenant.clone(),
                     run: run.clone(),
                     parameters_json: run.parameters.to_string(),
                     states: states.clone(),
@@ -470,6 +476,7 @@ impl Queue for PostgresStore {
         };
         let row = QueueRow {
             run_id: work.run_id().to_owned(),
+            tenant: self.tenant.clone(),
             kind: work.kind(),
             parent: work.parent().map(|parent| parent.to_string()),
             spec: work.spec.clone(),
@@ -478,7 +485,7 @@ impl Queue for PostgresStore {
             ready_at: work.ready_at,
             created,
         };
-        self.writer.send(WriteOp::Enqueue {
+        self.shared.writer.send(WriteOp::Enqueue {
             create: Box::new(create),
             row,
             fence: fence.cloned(),
@@ -498,7 +505,7 @@ impl Queue for PostgresStore {
         // After this store's own writes that queued runs or gave them back, as on SQLite;
         // not after the others, which make no row claimable (a claim that waited for
         // every write would commit each small batch at once).
-        self.writer.wait_for_claimable().await?;
+        self.shared.writer.wait_for_claimable().await?;
         let mut client = self.connection().await?;
         // A worker with tags serves tagged task runs only, which take the slower path.
         let untagged = match offer.tags.is_empty() {
@@ -521,7 +528,7 @@ impl Queue for PostgresStore {
     async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>> {
         // Through the writer, in order with this worker's writes (see `RenewLeases`);
         // once committed, the leases still held are read.
-        self.writer.send(WriteOp::RenewLeases {
+        self.shared.writer.send(WriteOp::RenewLeases {
             worker: worker.to_owned(),
             until,
             now: Timestamp::from_system_time(std::time::SystemTime::now()),
@@ -544,7 +551,7 @@ impl Queue for PostgresStore {
     }
 
     fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()> {
-        self.writer.send(WriteOp::Requeue {
+        self.shared.writer.send(WriteOp::Requeue {
             fence: fence.clone(),
             ready_at,
             lost_from: None,
@@ -553,7 +560,7 @@ impl Queue for PostgresStore {
     }
 
     fn unclaim(&self, claim: &Claim) -> StoreResult<()> {
-        self.writer.send(WriteOp::Requeue {
+        self.shared.writer.send(WriteOp::Requeue {
             fence: claim.fence.clone(),
             ready_at: Timestamp(0),
             lost_from: claim.lost_from.clone(),
@@ -678,7 +685,7 @@ impl Queue for PostgresStore {
     }
 
     fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()> {
-        self.writer.send(WriteOp::ExplainWaiting {
+        self.shared.writer.send(WriteOp::ExplainWaiting {
             run_id: run_id.to_owned(),
             kind,
             message: message.to_owned(),
@@ -687,11 +694,11 @@ impl Queue for PostgresStore {
     }
 
     async fn wait_for_work(&self, timeout: std::time::Duration) {
-        self.wakeups.wait(false, timeout).await;
+        self.shared.wakeups.wait(false, timeout).await;
     }
 
     async fn wait_for_done(&self, _parent: &FlowRunId, timeout: std::time::Duration) {
-        self.wakeups.wait(true, timeout).await;
+        self.shared.wakeups.wait(true, timeout).await;
     }
 
     fn fenced(self: Arc<Self>, fence: Fence) -> Arc<dyn Recorder> {

@@ -37,8 +37,8 @@ impl Writes<'_> {
     /// Queues a write, wrapped in its fence when there is one.
     fn send(&self, op: WriteOp) -> StoreResult<u64> {
         match self.fence {
-            None => self.store.writer.send(op),
-            Some(fence) => self.store.writer.send(WriteOp::Fenced {
+            None => self.store.shared.writer.send(op),
+            Some(fence) => self.store.shared.writer.send(WriteOp::Fenced {
                 fence: fence.clone(),
                 op: Box::new(op),
             }),
@@ -52,6 +52,7 @@ impl Writes<'_> {
         result: Option<&serde_json::Value>,
     ) -> StoreResult<()> {
         self.send(WriteOp::CreateTaskRun {
+            tenant: self.store.tenant.clone(),
             run: run.clone(),
             input_json: run.input.to_string(),
             tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -95,9 +96,13 @@ impl Writes<'_> {
             cache: cache.cloned(),
         })?;
         if let Some((entry, result)) = entry {
-            self.store
-                .pending_cache
-                .insert(entry, result, sequence, self.store.writer.committed());
+            self.store.shared.pending_cache.insert(
+                &self.store.tenant,
+                entry,
+                result,
+                sequence,
+                self.store.shared.writer.committed(),
+            );
         }
         Ok(())
     }
@@ -119,6 +124,7 @@ impl Writes<'_> {
         states: &[StateChange],
     ) -> StoreResult<()> {
         self.send(WriteOp::CreateFlowRun {
+            tenant: self.store.tenant.clone(),
             run: run.clone(),
             parameters_json: run.parameters.to_string(),
             states: states.to_vec(),
@@ -155,7 +161,7 @@ impl Writes<'_> {
     }
 
     pub(crate) async fn flush(&self) -> StoreResult<()> {
-        self.store.writer.flush().await
+        self.store.shared.writer.flush().await
     }
 }
 
@@ -168,16 +174,16 @@ impl Cache for PostgresStore {
     ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>> {
         // Read before the pending entries are looked at: an entry whose write commits in
         // between is then either read here or still pending there.
-        let committed = self.writer.committed();
+        let committed = self.shared.writer.committed();
         let client = self.connection().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE key = $1 AND (expires IS NULL OR expires > $2)"
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE tenant = $3 AND key = $1 AND (expires IS NULL OR expires > $2)"
             ))
             .await
             .map_err(backend("looking up the cache"))?;
         let found = match client
-            .query_opt(&statement, &[&key.as_str(), &now.0])
+            .query_opt(&statement, &[&key.as_str(), &now.0, &self.tenant()])
             .await
             .map_err(backend("looking up the cache"))?
         {
@@ -188,7 +194,11 @@ impl Cache for PostgresStore {
             }
             None => None,
         };
-        if let Some((entry, result)) = self.pending_cache.get(key, now, committed) {
+        if let Some((entry, result)) =
+            self.shared
+                .pending_cache
+                .get(&self.tenant, key, now, committed)
+        {
             return Ok(Some((entry, (*result).clone())));
         }
         Ok(found)
@@ -198,8 +208,10 @@ impl Cache for PostgresStore {
         let client = self.read().await?;
         let rows = client
             .query(
-                &format!("SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries ORDER BY created DESC"),
-                &[],
+                &format!(
+                    "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE tenant = $1 ORDER BY created DESC"
+                ),
+                &[&self.tenant()],
             )
             .await
             .map_err(backend("listing the cache"))?;
@@ -209,10 +221,13 @@ impl Cache for PostgresStore {
     async fn clear_cache(&self) -> StoreResult<usize> {
         let client = self.read().await?;
         let cleared = client
-            .execute("DELETE FROM cache_entries", &[])
+            .execute(
+                "DELETE FROM cache_entries WHERE tenant = $1",
+                &[&self.tenant()],
+            )
             .await
             .map_err(backend("clearing the cache"))?;
-        self.pending_cache.clear();
+        self.shared.pending_cache.clear(&self.tenant);
         Ok(cleared as usize)
     }
 }

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_work_queue.sql"),
     include_str!("../migrations/0003_claim_indexes.sql"),
     include_str!("../migrations/0004_flow_graphs.sql"),
+    include_str!("../migrations/0005_tenants.sql"),
 ];
 
 /// The schema version this build writes.

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-use weir_core::{FlowRunId, TaskRunId, Timestamp};
+use weir_core::{FlowRunId, TaskRunId, TenantId, Timestamp};
 use weir_store::{
     CacheEntryDraft, EndedRuns, Ending, Fence, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
     StateChange, StoreError, StoreResult,
@@ -36,10 +36,12 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) enum WriteOp {
     RecordPlugin {
+        tenant: TenantId,
         plugin: PluginRecord,
         tasks_json: String,
     },
     CreateTaskRun {
+        tenant: TenantId,
         run: NewTaskRun,
         input_json: String,
         tags_json: String,
@@ -61,6 +63,7 @@ pub(crate) enum WriteOp {
         lines: Vec<LogRecord>,
     },
     CreateFlowRun {
+        tenant: TenantId,
         run: NewFlowRun,
         parameters_json: String,
         states: Vec<StateChange>,
@@ -363,7 +366,7 @@ impl Statements {
         Ok(Statements {
             insert_plugin: client
                 .prepare(
-                    "INSERT INTO plugins (digest, name, size, tasks_json, first_seen) VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO plugins (digest, name, size, tasks_json, first_seen, tenant) VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT DO NOTHING",
                 )
                 .await?,
@@ -382,8 +385,8 @@ impl Statements {
                     "WITH run AS (
                          INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state,
                              state_message, attempts, input_json, tags_json, result_digest, created, started, ended,
-                             node, map_index, owner)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                             node, map_index, owner, tenant)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $23)
                          RETURNING id)
                      INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                      SELECT run.id, state.n, state.state, state.message, state.attempt, state.at
@@ -402,10 +405,11 @@ impl Statements {
                     "WITH runs AS (
                          INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state,
                              state_message, attempts, input_json, tags_json, created, started, ended, node,
-                             map_index, owner)
+                             map_index, owner, tenant)
                          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::text[], $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[],
-                             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::integer[], $17::text[])
+                             $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
+                             $24::text[])
                          RETURNING id)
                      INSERT INTO task_run_states (task_run_id, seq, state, message, attempt, at)
                      SELECT * FROM unnest($18::text[], $19::integer[], $20::text[], $21::text[], $22::integer[],
@@ -473,9 +477,10 @@ impl Statements {
                 .await?,
             insert_works: client
                 .prepare(
-                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
+                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created,
+                         tenant)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bigint[])",
+                         $7::bigint[], $8::bigint[], $9::text[])",
                 )
                 .await?,
             set_task_state: client
@@ -504,9 +509,11 @@ impl Statements {
                 .await?,
             upsert_cache_entry: client
                 .prepare(
-                    "INSERT INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created, expires)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (key) DO UPDATE SET task = excluded.task, plugin_digest = excluded.plugin_digest,
+                                        // The entry is the run's tenant's.
+                    "INSERT INTO cache_entries (tenant, key, task, plugin_digest, result_digest, task_run_id, created,
+                         expires)
+                     SELECT tenant, $1, $2, $3, $4, $5, $6, $7 FROM task_runs WHERE id = $5
+                     ON CONFLICT (tenant, key) DO UPDATE SET task = excluded.task, plugin_digest = excluded.plugin_digest,
                          result_digest = excluded.result_digest, task_run_id = excluded.task_run_id,
                          created = excluded.created, expires = excluded.expires",
                 )
@@ -522,8 +529,8 @@ impl Statements {
             insert_flow_run: client
                 .prepare(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner, graph_json, tags_json)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                         state, state_message, attempts, created, started, owner, graph_json, tags_json, tenant)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .await?,
             insert_flow_state: client
@@ -603,8 +610,9 @@ impl Statements {
                 .await?,
             insert_work: client
                 .prepare(
-                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created,
+                         tenant)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .await?,
             notify: client.prepare("SELECT pg_notify($1, '')").await?,
@@ -867,7 +875,11 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
     }
     let mut steps = Vec::new();
     let (action, logged_only) = match op {
-        WriteOp::RecordPlugin { plugin, tasks_json } => {
+        WriteOp::RecordPlugin {
+            tenant,
+            plugin,
+            tasks_json,
+        } => {
             steps.push(step(
                 &statements.insert_plugin,
                 vec![
@@ -876,11 +888,13 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     Box::new(plugin.size_bytes as i64),
                     text(tasks_json),
                     Box::new(plugin.first_seen.0),
+                    text(tenant.as_str()),
                 ],
             ));
             ("recording a plugin", false)
         }
         WriteOp::CreateTaskRun {
+            tenant,
             run,
             input_json,
             tags_json,
@@ -946,6 +960,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                             .map(|change| change.at.0)
                             .collect::<Vec<i64>>(),
                     ),
+                    text(tenant.as_str()),
                 ],
             ));
             ("creating a task run", false)
@@ -1014,6 +1029,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
             ("writing log lines", false)
         }
         WriteOp::CreateFlowRun {
+            tenant,
             run,
             parameters_json,
             states,
@@ -1041,6 +1057,7 @@ fn plan(statements: &Statements, op: &WriteOp) -> Planned {
                     Box::new(run.owner.clone()),
                     Box::new(weir_store::graph_json(run.graph.as_ref())),
                     text(&weir_store::tags_json(&run.tags)),
+                    text(tenant.as_str()),
                 ],
             ));
             for change in states {

@@ -18,14 +18,15 @@ use crate::writer::WriteOp;
 use crate::{SqliteStore, backend, results};
 
 impl SqliteStore {
-    /// A run's state changes, in order (`query` selects state, message, attempt, at).
+    /// A run's state changes, in order (`query` selects state, message, attempt, at, of
+    /// the run `?1` when the tenant `?2` owns it).
     async fn history(&self, query: &str, id: &str) -> StoreResult<Vec<StateChange>> {
         let connection = self.read().await?;
         let mut statement = connection
             .prepare_cached(query)
             .map_err(backend("reading a state history"))?;
         let rows = statement
-            .query_map([id], |row| {
+            .query_map([id, self.tenant()], |row| {
                 Ok(StateChange {
                     state: state_from_sql(row.get(0)?)?,
                     message: row.get(1)?,
@@ -94,11 +95,11 @@ impl History for SqliteStore {
         self.read()
             .await?
             .prepare_cached(&format!(
-                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1"
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1 AND tenant = ?2"
             ))
             .and_then(|mut statement| {
                 statement
-                    .query_row([id.as_str()], flow_run_from_row)
+                    .query_row([id.as_str(), self.tenant()], flow_run_from_row)
                     .optional()
             })
             .map_err(backend("reading a flow run"))
@@ -106,6 +107,7 @@ impl History for SqliteStore {
 
     async fn flow_runs(&self, filter: &FlowRunFilter) -> StoreResult<Vec<FlowRunRecord>> {
         let mut query = Query::default();
+        query.condition("tenant = ", Some(self.tenant().to_owned()));
         query.condition("flow = ", filter.flow.clone());
         query.condition(
             "state = ",
@@ -153,7 +155,8 @@ impl History for SqliteStore {
 
     async fn flow_run_history(&self, id: &FlowRunId) -> StoreResult<Vec<StateChange>> {
         self.history(
-            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1 ORDER BY seq",
+            "SELECT state, message, attempt, at FROM flow_run_states WHERE flow_run_id = ?1
+               AND EXISTS (SELECT 1 FROM flow_runs WHERE id = ?1 AND tenant = ?2) ORDER BY seq",
             id.as_str(),
         )
         .await
@@ -162,16 +165,26 @@ impl History for SqliteStore {
     async fn node_outputs(&self, id: &FlowRunId) -> StoreResult<Vec<(String, serde_json::Value)>> {
         let connection = self.read().await?;
         let nodes: Vec<(String, String)> = connection
-            .prepare_cached("SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = ?1")
+            .prepare_cached(
+                "SELECT node, result_digest FROM flow_run_nodes WHERE flow_run_id = ?1
+                   AND EXISTS (SELECT 1 FROM flow_runs WHERE id = ?1 AND tenant = ?2)",
+            )
             .and_then(|mut statement| {
                 statement
-                    .query_map([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .query_map([id.as_str(), self.tenant()], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
                     .collect::<Result<_, _>>()
             })
             .map_err(backend("reading a flow run's node outputs"))?;
         nodes
             .into_iter()
-            .map(|(node, digest)| Ok((node, results::read(&connection, &self.blobs, &digest)?)))
+            .map(|(node, digest)| {
+                Ok((
+                    node,
+                    results::read(&connection, &self.shared.blobs, &digest)?,
+                ))
+            })
             .collect()
     }
 
@@ -179,10 +192,10 @@ impl History for SqliteStore {
         let text: Option<Option<String>> = self
             .read()
             .await?
-            .prepare_cached("SELECT graph_json FROM flow_runs WHERE id = ?1")
+            .prepare_cached("SELECT graph_json FROM flow_runs WHERE id = ?1 AND tenant = ?2")
             .and_then(|mut statement| {
                 statement
-                    .query_row([id.as_str()], |row| row.get(0))
+                    .query_row([id.as_str(), self.tenant()], |row| row.get(0))
                     .optional()
             })
             .map_err(backend("reading a flow run's graph"))?;
@@ -193,11 +206,11 @@ impl History for SqliteStore {
         self.read()
             .await?
             .prepare_cached(&format!(
-                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1 AND tenant = ?2"
             ))
             .and_then(|mut statement| {
                 statement
-                    .query_row([id.as_str()], task_run_from_row)
+                    .query_row([id.as_str(), self.tenant()], task_run_from_row)
                     .optional()
             })
             .map_err(backend("reading a task run"))
@@ -205,6 +218,7 @@ impl History for SqliteStore {
 
     async fn task_runs(&self, filter: &TaskRunFilter) -> StoreResult<Vec<TaskRunRecord>> {
         let mut query = Query::default();
+        query.condition("tenant = ", Some(self.tenant().to_owned()));
         query.condition("task = ", filter.task.clone());
         query.condition(
             "state = ",
@@ -233,7 +247,8 @@ impl History for SqliteStore {
 
     async fn state_history(&self, id: &TaskRunId) -> StoreResult<Vec<StateChange>> {
         self.history(
-            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1 ORDER BY seq",
+            "SELECT state, message, attempt, at FROM task_run_states WHERE task_run_id = ?1
+               AND EXISTS (SELECT 1 FROM task_runs WHERE id = ?1 AND tenant = ?2) ORDER BY seq",
             id.as_str(),
         )
         .await
@@ -246,13 +261,13 @@ impl History for SqliteStore {
         let connection = self.read().await?;
         let mut statement = connection
             .prepare_cached(
-                "SELECT state, count(*) FROM task_runs WHERE flow_run_id = ?1 GROUP BY state",
+                "SELECT state, count(*) FROM task_runs WHERE flow_run_id = ?1 AND tenant = ?2 GROUP BY state",
             )
             .map_err(backend("counting task runs"))?;
         let mut counts = HashMap::new();
         for id in flow_runs {
             let states = statement
-                .query_map([id.as_str()], |row| {
+                .query_map([id.as_str(), self.tenant()], |row| {
                     Ok((state_from_sql(row.get(0)?)?, row.get::<_, i64>(1)? as usize))
                 })
                 .and_then(|rows| rows.collect::<Result<BTreeMap<_, _>, _>>())
@@ -266,11 +281,12 @@ impl History for SqliteStore {
         let connection = self.read().await?;
         let mut statement = connection
             .prepare_cached(
-                "SELECT at, level, message FROM logs WHERE task_run_id = ?1 ORDER BY seq",
+                "SELECT at, level, message FROM logs WHERE task_run_id = ?1
+                   AND EXISTS (SELECT 1 FROM task_runs WHERE id = ?1 AND tenant = ?2) ORDER BY seq",
             )
             .map_err(backend("reading logs"))?;
         let rows = statement
-            .query_map([id.as_str()], |row| {
+            .query_map([id.as_str(), self.tenant()], |row| {
                 let level: String = row.get(1)?;
                 Ok(LogRecord {
                     at: Timestamp(row.get(0)?),
@@ -285,7 +301,7 @@ impl History for SqliteStore {
 
     async fn result(&self, digest: &str) -> StoreResult<serde_json::Value> {
         let connection = self.read().await?;
-        results::read(&connection, &self.blobs, digest)
+        results::read(&connection, &self.shared.blobs, digest)
     }
 
     async fn changes_now(&self) -> StoreResult<ChangeCursor> {
@@ -323,14 +339,15 @@ impl History for SqliteStore {
         };
         // A run changed in two batches of the page is returned once, as it is now.
         let mut seen = std::collections::HashSet::new();
+        // Only the tenant's runs: the log lists every tenant's.
         let mut flow_run = connection
             .prepare_cached(&format!(
-                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1"
+                "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs WHERE id = ?1 AND tenant = ?2"
             ))
             .map_err(backend("reading the change feed"))?;
         let mut task_run = connection
             .prepare_cached(&format!(
-                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
+                "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1 AND tenant = ?2"
             ))
             .map_err(backend("reading the change feed"))?;
         for id in ids {
@@ -339,14 +356,14 @@ impl History for SqliteStore {
             }
             if id.starts_with(FlowRunId::PREFIX) {
                 if let Some(run) = flow_run
-                    .query_row([&id], flow_run_from_row)
+                    .query_row([id.as_str(), self.tenant()], flow_run_from_row)
                     .optional()
                     .map_err(backend("reading the change feed"))?
                 {
                     changes.flow_runs.push(run);
                 }
             } else if let Some(run) = task_run
-                .query_row([&id], task_run_from_row)
+                .query_row([id.as_str(), self.tenant()], task_run_from_row)
                 .optional()
                 .map_err(backend("reading the change feed"))?
             {
@@ -362,7 +379,8 @@ impl Plugins for SqliteStore {
     fn record_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
         let tasks_json = serde_json::to_string(&plugin.tasks)
             .map_err(|error| StoreError::backend("encoding plugin metadata", error))?;
-        self.writer.send(WriteOp::RecordPlugin {
+        self.shared.writer.send(WriteOp::RecordPlugin {
+            tenant: self.tenant.clone(),
             plugin: plugin.clone(),
             tasks_json,
         })?;
@@ -373,11 +391,11 @@ impl Plugins for SqliteStore {
         self.read()
             .await?
             .prepare_cached(
-                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE digest = ?1",
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE tenant = ?2 AND digest = ?1",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row([digest.as_str()], plugin_from_row)
+                    .query_row([digest.as_str(), self.tenant()], plugin_from_row)
                     .optional()
             })
             .map_err(backend("reading a plugin"))
@@ -387,11 +405,11 @@ impl Plugins for SqliteStore {
         self.read()
             .await?
             .prepare_cached(
-                "SELECT digest, name, size, tasks_json, first_seen FROM plugins ORDER BY first_seen, digest",
+                "SELECT digest, name, size, tasks_json, first_seen FROM plugins WHERE tenant = ?1 ORDER BY first_seen, digest",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_map([], plugin_from_row)?
+                    .query_map([self.tenant()], plugin_from_row)?
                     .collect::<Result<_, _>>()
             })
             .map_err(backend("listing plugins"))
@@ -412,11 +430,11 @@ fn plugin_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
 impl Blobs for SqliteStore {
     async fn put_blob(&self, bytes: &[u8]) -> StoreResult<String> {
         let digest = weir_store::blob_digest(bytes);
-        self.blobs.put(&digest, bytes)?;
+        self.shared.blobs.put(&digest, bytes)?;
         Ok(digest)
     }
 
     async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.blobs.get(digest)
+        self.shared.blobs.get(digest)
     }
 }

@@ -21,14 +21,14 @@ impl Leases for SqliteStore {
         limit: u32,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let tag = tag.to_owned();
-        self.writer
+        let (tag, tenant) = (tag.to_owned(), self.tenant.clone());
+        self.shared.writer
             .call(move |connection| {
                 connection
                 .execute(
-                    "INSERT INTO concurrency_limits (tag, slot_limit, created) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tag) DO UPDATE SET slot_limit = excluded.slot_limit",
-                    params![tag, limit, now.0],
+                    "INSERT INTO concurrency_limits (tenant, tag, slot_limit, created) VALUES (?4, ?1, ?2, ?3)
+                     ON CONFLICT (tenant, tag) DO UPDATE SET slot_limit = excluded.slot_limit",
+                    params![tag, limit, now.0, tenant.as_str()],
                 )
                 .map_err(backend("setting a concurrency limit"))?;
                 Ok(())
@@ -51,10 +51,12 @@ impl Leases for SqliteStore {
     async fn concurrency_limits(&self, now: Timestamp) -> StoreResult<Vec<ConcurrencyLimit>> {
         let connection = self.read().await?;
         let mut limits: Vec<ConcurrencyLimit> = connection
-            .prepare_cached("SELECT tag, slot_limit, created FROM concurrency_limits ORDER BY tag")
+            .prepare_cached(
+                "SELECT tag, slot_limit, created FROM concurrency_limits WHERE tenant = ?1 ORDER BY tag",
+            )
             .and_then(|mut statement| {
                 statement
-                    .query_map([], |row| {
+                    .query_map([self.tenant()], |row| {
                         Ok(ConcurrencyLimit {
                             tag: row.get(0)?,
                             limit: row.get(1)?,
@@ -66,11 +68,13 @@ impl Leases for SqliteStore {
             })
             .map_err(backend("listing concurrency limits"))?;
         let mut statement = connection
-            .prepare_cached("SELECT holder FROM concurrency_slots WHERE tag = ?1 AND expires > ?2 ORDER BY acquired")
+            .prepare_cached(
+                "SELECT holder FROM concurrency_slots WHERE tenant = ?3 AND tag = ?1 AND expires > ?2 ORDER BY acquired",
+            )
             .map_err(backend("listing held slots"))?;
         for limit in &mut limits {
             limit.holders = statement
-                .query_map(params![limit.tag, now.0], |row| row.get(0))
+                .query_map(params![limit.tag, now.0, self.tenant()], |row| row.get(0))
                 .and_then(|rows| rows.collect::<Result<_, _>>())
                 .map_err(backend("listing held slots"))?;
         }
@@ -78,13 +82,20 @@ impl Leases for SqliteStore {
     }
 
     async fn delete_concurrency_limit(&self, tag: &str) -> StoreResult<bool> {
-        let tag = tag.to_owned();
-        self.writer
+        let (tag, tenant) = (tag.to_owned(), self.tenant.clone());
+        self.shared
+            .writer
             .call(move |connection| {
                 connection
-                    .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                    .execute(
+                        "DELETE FROM concurrency_slots WHERE tenant = ?2 AND tag = ?1",
+                        [tag.as_str(), tenant.as_str()],
+                    )
                     .and_then(|_| {
-                        connection.execute("DELETE FROM concurrency_limits WHERE tag = ?1", [&tag])
+                        connection.execute(
+                            "DELETE FROM concurrency_limits WHERE tenant = ?2 AND tag = ?1",
+                            [tag.as_str(), tenant.as_str()],
+                        )
                     })
                     .map(|deleted| deleted > 0)
                     .map_err(backend("deleting a concurrency limit"))
@@ -93,11 +104,15 @@ impl Leases for SqliteStore {
     }
 
     async fn reset_concurrency_limit(&self, tag: &str) -> StoreResult<usize> {
-        let tag = tag.to_owned();
-        self.writer
+        let (tag, tenant) = (tag.to_owned(), self.tenant.clone());
+        self.shared
+            .writer
             .call(move |connection| {
                 connection
-                    .execute("DELETE FROM concurrency_slots WHERE tag = ?1", [&tag])
+                    .execute(
+                        "DELETE FROM concurrency_slots WHERE tenant = ?2 AND tag = ?1",
+                        [tag.as_str(), tenant.as_str()],
+                    )
                     .map_err(backend("resetting a concurrency limit"))
             })
             .await
@@ -111,10 +126,11 @@ impl Leases for SqliteStore {
         expires: Timestamp,
     ) -> StoreResult<SlotRequest> {
         let tags = tags.to_vec();
-        let holder = holder.to_owned();
-        self.writer
+        let (holder, tenant) = (holder.to_owned(), self.tenant.clone());
+        self.shared
+            .writer
             .call(move |connection| {
-                take_slots(connection, &tags, &holder, now, expires)
+                take_slots(connection, (&tenant, &tags), &holder, now, expires)
                     .map_err(backend("acquiring concurrency slots"))
             })
             .await
@@ -122,26 +138,30 @@ impl Leases for SqliteStore {
 
     fn renew_slots(&self, holder: &str, expires: Timestamp) -> StoreResult<()> {
         let holder = holder.to_owned();
-        self.writer.send(WriteOp::Call(Box::new(move |connection| {
-            if let Err(error) = connection.execute(
-                "UPDATE concurrency_slots SET expires = ?2 WHERE holder = ?1",
-                params![holder, expires.0],
-            ) {
-                tracing::error!("could not renew the slots of {holder}: {error}");
-            }
-        })))?;
+        self.shared
+            .writer
+            .send(WriteOp::Call(Box::new(move |connection| {
+                if let Err(error) = connection.execute(
+                    "UPDATE concurrency_slots SET expires = ?2 WHERE holder = ?1",
+                    params![holder, expires.0],
+                ) {
+                    tracing::error!("could not renew the slots of {holder}: {error}");
+                }
+            })))?;
         Ok(())
     }
 
     fn release_slots(&self, holder: &str) -> StoreResult<()> {
         let holder = holder.to_owned();
-        self.writer.send(WriteOp::Call(Box::new(move |connection| {
-            if let Err(error) =
-                connection.execute("DELETE FROM concurrency_slots WHERE holder = ?1", [&holder])
-            {
-                tracing::error!("could not release the slots of {holder}: {error}");
-            }
-        })))?;
+        self.shared
+            .writer
+            .send(WriteOp::Call(Box::new(move |connection| {
+                if let Err(error) =
+                    connection.execute("DELETE FROM concurrency_slots WHERE holder = ?1", [&holder])
+                {
+                    tracing::error!("could not release the slots of {holder}: {error}");
+                }
+            })))?;
         Ok(())
     }
 }
@@ -150,7 +170,7 @@ impl Leases for SqliteStore {
 impl Owners for SqliteStore {
     async fn register_owner(&self, owner: &OwnerRecord) -> StoreResult<()> {
         let owner = owner.clone();
-        self.writer.call(move |connection| {
+        self.shared.writer.call(move |connection| {
             connection
                 .execute(
                     "INSERT OR REPLACE INTO owners (id, host, pid, machine, pid_started, started, heartbeat)
@@ -173,14 +193,16 @@ impl Owners for SqliteStore {
 
     fn heartbeat_owner(&self, owner: &str, now: Timestamp) -> StoreResult<()> {
         let owner = owner.to_owned();
-        self.writer.send(WriteOp::Call(Box::new(move |connection| {
-            if let Err(error) = connection.execute(
-                "UPDATE owners SET heartbeat = max(heartbeat, ?2) WHERE id = ?1",
-                params![owner, now.0],
-            ) {
-                tracing::error!("could not record the heartbeat of {owner}: {error}");
-            }
-        })))?;
+        self.shared
+            .writer
+            .send(WriteOp::Call(Box::new(move |connection| {
+                if let Err(error) = connection.execute(
+                    "UPDATE owners SET heartbeat = max(heartbeat, ?2) WHERE id = ?1",
+                    params![owner, now.0],
+                ) {
+                    tracing::error!("could not record the heartbeat of {owner}: {error}");
+                }
+            })))?;
         Ok(())
     }
 
@@ -209,19 +231,21 @@ impl Owners for SqliteStore {
     }
 
     async fn retire_owner(&self, owner: &str, ending: &Ending) -> StoreResult<EndedRuns> {
-        self.writer
+        self.shared
+            .writer
             .end_runs(RunSelection::Owner(owner.to_owned()), ending.clone())
             .await
     }
 
     async fn set_flow_run_owner(&self, id: &FlowRunId, owner: &str) -> StoreResult<()> {
-        let (id, owner) = (id.clone(), owner.to_owned());
-        self.writer
+        let (id, owner, tenant) = (id.clone(), owner.to_owned(), self.tenant.clone());
+        self.shared
+            .writer
             .call(move |connection| {
                 let updated = connection
                     .execute(
-                        "UPDATE flow_runs SET owner = ?2 WHERE id = ?1",
-                        params![id.as_str(), owner],
+                        "UPDATE flow_runs SET owner = ?2 WHERE id = ?1 AND tenant = ?3",
+                        params![id.as_str(), owner, tenant.as_str()],
                     )
                     .map_err(backend("giving a flow run to this process"))?;
                 if updated == 0 {
@@ -240,14 +264,35 @@ impl Owners for SqliteStore {
     }
 
     async fn end_flow_run_tree(&self, id: &FlowRunId, ending: &Ending) -> StoreResult<EndedRuns> {
-        self.writer
-            .end_runs(RunSelection::FlowRunTree(id.clone()), ending.clone())
+        self.shared
+            .writer
+            .end_runs(
+                RunSelection::FlowRunTree(id.clone(), self.tenant.clone()),
+                ending.clone(),
+            )
             .await
     }
 
     async fn request_cancel(&self, run_id: &str, reason: &str, at: Timestamp) -> StoreResult<()> {
-        let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
-        self.writer.call(move |connection| {
+        let (run_id, reason, tenant) = (run_id.to_owned(), reason.to_owned(), self.tenant.clone());
+        self.shared.writer.call(move |connection| {
+            // Only for a run of the tenant's.
+            let owned: bool = connection
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM flow_runs WHERE id = ?1 AND tenant = ?2)
+                         OR EXISTS (SELECT 1 FROM task_runs WHERE id = ?1 AND tenant = ?2)",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row([run_id.as_str(), tenant.as_str()], |row| row.get(0))
+                })
+                .map_err(backend("requesting a cancellation"))?;
+            if !owned {
+                return Err(if run_id.starts_with(FlowRunId::PREFIX) {
+                    StoreError::UnknownFlowRun(run_id)
+                } else {
+                    StoreError::UnknownTaskRun(run_id)
+                });
+            }
             connection
                 .execute(
                     "INSERT OR IGNORE INTO cancel_requests (run_id, reason, requested) VALUES (?1, ?2, ?3)",
@@ -288,7 +333,7 @@ impl Owners for SqliteStore {
 /// nothing, on a connection inside a write transaction (a request, or a claim).
 pub(crate) fn take_slots(
     connection: &rusqlite::Connection,
-    tags: &[String],
+    (tenant, tags): (&weir_core::TenantId, &[String]),
     holder: &str,
     now: Timestamp,
     expires: Timestamp,
@@ -296,21 +341,25 @@ pub(crate) fn take_slots(
     let mut limited = Vec::new();
     for tag in tags {
         let limit: Option<u32> = connection
-            .prepare_cached("SELECT slot_limit FROM concurrency_limits WHERE tag = ?1")?
-            .query_row([tag], |row| row.get(0))
+            .prepare_cached(
+                "SELECT slot_limit FROM concurrency_limits WHERE tenant = ?2 AND tag = ?1",
+            )?
+            .query_row([tag.as_str(), tenant.as_str()], |row| row.get(0))
             .optional()?;
         let Some(limit) = limit else { continue };
         if limit == 0 {
             return Ok(SlotRequest::Zero { tag: tag.clone() });
         }
         connection
-            .prepare_cached("DELETE FROM concurrency_slots WHERE tag = ?1 AND expires <= ?2")?
-            .execute(params![tag, now.0])?;
+            .prepare_cached(
+                "DELETE FROM concurrency_slots WHERE tenant = ?3 AND tag = ?1 AND expires <= ?2",
+            )?
+            .execute(params![tag, now.0, tenant.as_str()])?;
         let held: u32 = connection
             .prepare_cached(
-                "SELECT count(*) FROM concurrency_slots WHERE tag = ?1 AND holder != ?2",
+                "SELECT count(*) FROM concurrency_slots WHERE tenant = ?3 AND tag = ?1 AND holder != ?2",
             )?
-            .query_row(params![tag, holder], |row| row.get(0))?;
+            .query_row(params![tag, holder, tenant.as_str()], |row| row.get(0))?;
         if held >= limit {
             return Ok(SlotRequest::Full {
                 tag: tag.clone(),
@@ -322,9 +371,9 @@ pub(crate) fn take_slots(
     for tag in limited {
         connection
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO concurrency_slots (tag, holder, acquired, expires) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO concurrency_slots (tenant, tag, holder, acquired, expires) VALUES (?5, ?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![tag, holder, now.0, expires.0])?;
+                .execute(params![tag, holder, now.0, expires.0, tenant.as_str()])?;
     }
     Ok(SlotRequest::Granted)
 }

@@ -29,19 +29,29 @@ mod recorder;
 mod results;
 mod rows;
 mod schema;
+mod tenants;
 mod writer;
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use weir_core::TenantId;
 use weir_store::{PendingEntries, Store, StoreError, StoreResult};
 
 use results::BlobDir;
 use writer::Writer;
 
-/// The embedded SQLite store: a writer thread with its own connection, and up to
-/// [`MAX_READERS`] connections for reads (WAL lets them read at once, beside the writer).
+/// The embedded SQLite store, acting as one tenant ([`Store::for_tenant`] gives the same
+/// store as another).
 pub struct SqliteStore {
+    shared: Arc<Shared>,
+    tenant: TenantId,
+}
+
+/// What every tenant's handle of one store shares: a writer thread with its own
+/// connection, and up to [`MAX_READERS`] connections for reads (WAL lets them read at
+/// once, beside the writer).
+struct Shared {
     readers: Readers,
     writer: Writer,
     pending_cache: PendingEntries,
@@ -105,22 +115,30 @@ impl SqliteStore {
         }
         let readers = Readers::new(database_path.clone())?;
         Ok(SqliteStore {
-            readers,
-            writer: Writer::start(writer_connection)?,
-            pending_cache: PendingEntries::default(),
-            blobs,
-            database_path,
+            shared: Arc::new(Shared {
+                readers,
+                writer: Writer::start(writer_connection)?,
+                pending_cache: PendingEntries::default(),
+                blobs,
+                database_path,
+            }),
+            tenant: TenantId::default_tenant(),
         })
     }
 
+    /// The tenant this handle acts as, for the SQL it binds.
+    pub(crate) fn tenant(&self) -> &str {
+        self.tenant.as_str()
+    }
+
     pub fn database_path(&self) -> &Path {
-        &self.database_path
+        &self.shared.database_path
     }
 
     /// Waits for queued writes (so a read sees them) and locks the reading connection.
     async fn read(&self) -> StoreResult<Reader<'_>> {
-        if !self.writer.is_idle() {
-            self.writer.wait().await?;
+        if !self.shared.writer.is_idle() {
+            self.shared.writer.wait().await?;
         }
         Ok(self.reader_now())
     }
@@ -129,7 +147,7 @@ impl SqliteStore {
     /// committed. Reads are answered on the caller's thread: they take microseconds,
     /// less than a hop to a blocking thread would cost.
     fn reader_now(&self) -> Reader<'_> {
-        self.readers.take()
+        self.shared.readers.take()
     }
 }
 
@@ -239,15 +257,27 @@ impl Readers {
 
 impl Store for SqliteStore {
     fn location(&self) -> String {
-        self.database_path
+        self.shared
+            .database_path
             .parent()
-            .unwrap_or(&self.database_path)
+            .unwrap_or(&self.shared.database_path)
             .display()
             .to_string()
     }
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn Store> {
+        Arc::new(SqliteStore {
+            shared: self.shared.clone(),
+            tenant: tenant.clone(),
+        })
+    }
 }
 
-impl Drop for SqliteStore {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.writer.shut_down();
     }

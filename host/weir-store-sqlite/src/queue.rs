@@ -20,6 +20,7 @@ use crate::{SqliteStore, backend};
 /// A queue row as the writer inserts it.
 pub(crate) struct QueueRow {
     run_id: String,
+    tenant: weir_core::TenantId,
     kind: WorkKind,
     parent: Option<String>,
     spec: String,
@@ -134,8 +135,8 @@ pub(crate) fn apply_enqueue(
     }
     transaction
         .prepare_cached(
-            "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -146,7 +147,8 @@ pub(crate) fn apply_enqueue(
                 row.tags,
                 row.requirements,
                 row.ready_at.0,
-                row.created.0
+                row.created.0,
+                row.tenant.as_str()
             ])
         })
         .map_err(backend("queueing a run"))?;
@@ -207,7 +209,7 @@ pub(crate) fn apply_explain_waiting(
 /// The columns [`work_record`] reads.
 const WORK_COLUMNS: &str =
     "run_id, kind, parent_flow_run_id, tags, requirements, ready_at, created, generation,
-     worker, worker_name, lease_expires, done";
+     worker, worker_name, lease_expires, done, tenant";
 
 fn work_record(row: &rusqlite::Row) -> rusqlite::Result<WorkRecord> {
     let kind: String = row.get(1)?;
@@ -226,6 +228,7 @@ fn work_record(row: &rusqlite::Row) -> rusqlite::Result<WorkRecord> {
         worker_name: row.get(9)?,
         lease_expires: row.get::<_, Option<i64>>(10)?.map(Timestamp),
         done: row.get(11)?,
+        tenant: weir_core::TenantId::from_stored(row.get::<_, String>(12)?),
     })
 }
 
@@ -238,7 +241,8 @@ fn claim_rows(
     limit: usize,
 ) -> rusqlite::Result<Vec<Claim>> {
     let mut sql = String::from(
-        "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created
+        "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created,
+                tenant
          FROM work_queue
          WHERE done = 0 AND ready_at <= ?1 AND (worker IS NULL OR lease_expires <= ?1) AND kind = ?2",
     );
@@ -283,6 +287,7 @@ fn claim_rows(
             let worker_name: Option<String> = row.get(8)?;
             Ok(Claim {
                 run_id: row.get(0)?,
+                tenant: weir_core::TenantId::from_stored(row.get::<_, String>(10)?),
                 kind: WorkKind::parse(&kind).unwrap_or(WorkKind::Task),
                 parent: row.get::<_, Option<String>>(2)?.map(FlowRunId::from_string),
                 spec: row.get(3)?,
@@ -307,7 +312,7 @@ fn claim_rows(
         if claim.kind == WorkKind::Task && !claim.tags.is_empty() {
             let slots = crate::leases::take_slots(
                 connection,
-                &claim.tags,
+                (&claim.tenant, &claim.tags),
                 &claim.run_id,
                 times.now,
                 times.lease_until,
@@ -398,18 +403,19 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 impl SqliteStore {
     async fn wait_for_queue(&self, timeout: std::time::Duration) {
         tokio::select! {
-            _ = self.writer.queue_changed.notified() => {}
+            _ = self.shared.writer.queue_changed.notified() => {}
             _ = tokio::time::sleep(timeout.min(POLL)) => {}
         }
     }
 
-    fn queue_row(work: &NewWork) -> QueueRow {
+    fn queue_row(&self, work: &NewWork) -> QueueRow {
         let created = match &work.run {
             NewWorkRun::Task { run, .. } => run.created,
             NewWorkRun::Flow { run, .. } => run.created,
         };
         QueueRow {
             run_id: work.run_id().to_owned(),
+            tenant: self.tenant.clone(),
             kind: work.kind(),
             parent: work.parent().map(|parent| parent.to_string()),
             spec: work.spec.clone(),
@@ -426,6 +432,7 @@ impl Queue for SqliteStore {
     fn enqueue(&self, work: &NewWork, fence: Option<&Fence>) -> StoreResult<()> {
         let create = match &work.run {
             NewWorkRun::Task { run, states } => WriteOp::CreateTaskRun {
+                tenant: self.tenant.clone(),
                 run: run.clone(),
                 input_json: run.input.to_string(),
                 tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -433,14 +440,15 @@ impl Queue for SqliteStore {
                 result: None,
             },
             NewWorkRun::Flow { run, states } => WriteOp::CreateFlowRun {
+                tenant: self.tenant.clone(),
                 run: run.clone(),
                 parameters_json: run.parameters.to_string(),
                 states: states.clone(),
             },
         };
-        self.writer.send(WriteOp::Enqueue {
+        self.shared.writer.send(WriteOp::Enqueue {
             create: Box::new(create),
-            row: Self::queue_row(work),
+            row: self.queue_row(work),
             fence: fence.cloned(),
         })?;
         Ok(())
@@ -456,7 +464,8 @@ impl Queue for SqliteStore {
             return Ok(Vec::new());
         }
         let offer = offer.clone();
-        self.writer
+        self.shared
+            .writer
             .call(move |connection| {
                 let mut claimed = Vec::new();
                 for kind in [WorkKind::Task, WorkKind::Flow] {
@@ -475,7 +484,8 @@ impl Queue for SqliteStore {
     async fn renew_leases(&self, worker: &str, until: Timestamp) -> StoreResult<Vec<Fence>> {
         let worker = worker.to_owned();
         let now = Timestamp::from_system_time(std::time::SystemTime::now());
-        self.writer
+        self.shared
+            .writer
             .call(move |connection| {
                 let renew = || -> rusqlite::Result<Vec<Fence>> {
                     connection
@@ -505,7 +515,7 @@ impl Queue for SqliteStore {
     }
 
     fn requeue(&self, fence: &Fence, ready_at: Timestamp) -> StoreResult<()> {
-        self.writer.send(WriteOp::Requeue {
+        self.shared.writer.send(WriteOp::Requeue {
             fence: fence.clone(),
             ready_at,
             lost_from: None,
@@ -514,7 +524,7 @@ impl Queue for SqliteStore {
     }
 
     fn unclaim(&self, claim: &Claim) -> StoreResult<()> {
-        self.writer.send(WriteOp::Requeue {
+        self.shared.writer.send(WriteOp::Requeue {
             fence: claim.fence.clone(),
             ready_at: Timestamp(0),
             lost_from: claim.lost_from.clone(),
@@ -529,7 +539,8 @@ impl Queue for SqliteStore {
     ) -> StoreResult<Vec<Finished>> {
         let parent = parent.to_string();
         let fence = fence.cloned();
-        self.writer
+        self.shared
+            .writer
             .call(move |connection| {
                 if let Some(fence) = &fence {
                     check_fence(connection, fence)?;
@@ -557,7 +568,7 @@ impl Queue for SqliteStore {
         let worker = worker.clone();
         let offer = serde_json::to_string(&worker.offer)
             .map_err(|error| StoreError::backend("recording a worker", error))?;
-        self.writer
+        self.shared.writer
             .call(move |connection| {
                 connection
                     .execute(
@@ -601,7 +612,7 @@ impl Queue for SqliteStore {
     }
 
     fn explain_waiting(&self, run_id: &str, kind: WorkKind, message: &str) -> StoreResult<()> {
-        self.writer.send(WriteOp::ExplainWaiting {
+        self.shared.writer.send(WriteOp::ExplainWaiting {
             run_id: run_id.to_owned(),
             kind,
             message: message.to_owned(),

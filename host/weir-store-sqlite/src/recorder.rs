@@ -19,7 +19,7 @@ impl SqliteStore {
         result: Option<&serde_json::Value>,
     ) -> StoreResult<Option<results::PreparedResult>> {
         result
-            .map(|result| results::prepare(&self.blobs, result))
+            .map(|result| results::prepare(&self.shared.blobs, result))
             .transpose()
     }
 }
@@ -49,8 +49,8 @@ impl Writes<'_> {
     /// Queues a write, wrapped in its fence when there is one.
     fn send(&self, op: WriteOp) -> StoreResult<u64> {
         match self.fence {
-            None => self.store.writer.send(op),
-            Some(fence) => self.store.writer.send(WriteOp::Fenced {
+            None => self.store.shared.writer.send(op),
+            Some(fence) => self.store.shared.writer.send(WriteOp::Fenced {
                 fence: fence.clone(),
                 op: Box::new(op),
             }),
@@ -65,6 +65,7 @@ impl Writes<'_> {
     ) -> StoreResult<()> {
         let result = self.store.prepare_result(result)?;
         self.send(WriteOp::CreateTaskRun {
+            tenant: self.store.tenant.clone(),
             run: run.clone(),
             input_json: run.input.to_string(),
             tags_json: serde_json::Value::from(run.tags.clone()).to_string(),
@@ -108,9 +109,13 @@ impl Writes<'_> {
             cache: cache.cloned(),
         })?;
         if let Some((entry, result)) = entry {
-            self.store
-                .pending_cache
-                .insert(entry, result, sequence, self.store.writer.committed());
+            self.store.shared.pending_cache.insert(
+                &self.store.tenant,
+                entry,
+                result,
+                sequence,
+                self.store.shared.writer.committed(),
+            );
         }
         Ok(())
     }
@@ -132,6 +137,7 @@ impl Writes<'_> {
         states: &[StateChange],
     ) -> StoreResult<()> {
         self.send(WriteOp::CreateFlowRun {
+            tenant: self.store.tenant.clone(),
             run: run.clone(),
             parameters_json: run.parameters.to_string(),
             states: states.to_vec(),
@@ -160,7 +166,7 @@ impl Writes<'_> {
         node: &str,
         output: &serde_json::Value,
     ) -> StoreResult<()> {
-        let result = results::prepare(&self.store.blobs, output)?;
+        let result = results::prepare(&self.store.shared.blobs, output)?;
         self.send(WriteOp::RecordNodeOutput {
             id: id.clone(),
             node: node.to_owned(),
@@ -170,7 +176,7 @@ impl Writes<'_> {
     }
 
     pub(crate) async fn flush(&self) -> StoreResult<()> {
-        self.store.writer.flush().await
+        self.store.shared.writer.flush().await
     }
 }
 
@@ -183,29 +189,37 @@ impl Cache for SqliteStore {
     ) -> StoreResult<Option<(CacheEntry, serde_json::Value)>> {
         // Read before the pending entries are looked at: an entry whose write commits in
         // between is then either read here or still pending there.
-        let committed = self.writer.committed();
+        let committed = self.shared.writer.committed();
         let found = {
             let connection = self.reader_now();
             let entry = connection
                 .prepare_cached(&format!(
-                    "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE key = ?1 AND (expires IS NULL OR expires > ?2)"
+                    "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE tenant = ?3 AND key = ?1 AND (expires IS NULL OR expires > ?2)"
                 ))
                 .and_then(|mut statement| {
                     statement
-                        .query_row(params![key.as_str(), now.0], cache_entry_from_row)
+                        .query_row(
+                            params![key.as_str(), now.0, self.tenant()],
+                            cache_entry_from_row,
+                        )
                         .optional()
                 })
                 .map_err(backend("looking up the cache"))?;
             match entry {
                 Some(entry) => {
-                    let result = results::read(&connection, &self.blobs, &entry.result_digest)?;
+                    let result =
+                        results::read(&connection, &self.shared.blobs, &entry.result_digest)?;
                     Some((entry, result))
                 }
                 None => None,
             }
         };
         // This process's own entry, newer than what is committed, wins.
-        if let Some((entry, result)) = self.pending_cache.get(key, now, committed) {
+        if let Some((entry, result)) =
+            self.shared
+                .pending_cache
+                .get(&self.tenant, key, now, committed)
+        {
             return Ok(Some((entry, (*result).clone())));
         }
         Ok(found)
@@ -215,26 +229,31 @@ impl Cache for SqliteStore {
         let connection = self.read().await?;
         let mut statement = connection
             .prepare_cached(&format!(
-                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries ORDER BY created DESC"
+                "SELECT {CACHE_ENTRY_COLUMNS} FROM cache_entries WHERE tenant = ?1 ORDER BY created DESC"
             ))
             .map_err(backend("listing the cache"))?;
         let rows = statement
-            .query_map([], cache_entry_from_row)
+            .query_map([self.tenant()], cache_entry_from_row)
             .map_err(backend("listing the cache"))?;
         rows.collect::<Result<_, _>>()
             .map_err(backend("listing the cache"))
     }
 
     async fn clear_cache(&self) -> StoreResult<usize> {
+        let tenant = self.tenant.clone();
         let cleared = self
+            .shared
             .writer
-            .call(|connection| {
+            .call(move |connection| {
                 connection
-                    .execute("DELETE FROM cache_entries", [])
+                    .execute(
+                        "DELETE FROM cache_entries WHERE tenant = ?1",
+                        [tenant.as_str()],
+                    )
                     .map_err(backend("clearing the cache"))
             })
             .await;
-        self.pending_cache.clear();
+        self.shared.pending_cache.clear(&self.tenant);
         cleared
     }
 }

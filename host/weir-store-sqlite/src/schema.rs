@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_change_feed.sql"),
     include_str!("../migrations/0007_work_queue.sql"),
     include_str!("../migrations/0008_flow_graphs.sql"),
+    include_str!("../migrations/0009_tenants.sql"),
 ];
 
 /// The schema version this build writes.

@@ -124,6 +124,7 @@ async fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
     let (busy, writer_is_busy) = std::sync::mpsc::channel::<()>();
     // Keep the writer busy so that the bad write and the request share the next batch.
     store
+        .shared
         .writer
         .send(WriteOp::Call(Box::new(move |_| {
             let _ = busy.send(());
@@ -132,6 +133,7 @@ async fn an_answer_waits_for_the_commit_and_a_failed_commit_is_not_granted() {
         .unwrap();
     writer_is_busy.recv().unwrap();
     store
+        .shared
         .writer
         .send(WriteOp::Call(Box::new(|connection| {
             connection

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use weir_core::{FlowRunId, State, TaskRunId, Timestamp};
+use weir_core::{FlowRunId, State, TaskRunId, TenantId, Timestamp};
 use weir_store::{
     CacheEntryDraft, EndedRuns, Ending, Fence, LogRecord, NewFlowRun, NewTaskRun, PluginRecord,
     StateChange, StoreError, StoreResult,
@@ -28,10 +28,12 @@ const MAX_BATCH: usize = 2048;
 
 pub(crate) enum WriteOp {
     RecordPlugin {
+        tenant: TenantId,
         plugin: PluginRecord,
         tasks_json: String,
     },
     CreateTaskRun {
+        tenant: TenantId,
         run: NewTaskRun,
         /// The input and tags as JSON text, serialized by the caller to spare this thread.
         input_json: String,
@@ -54,6 +56,7 @@ pub(crate) enum WriteOp {
         lines: Vec<LogRecord>,
     },
     CreateFlowRun {
+        tenant: TenantId,
         run: NewFlowRun,
         parameters_json: String,
         states: Vec<StateChange>,
@@ -116,8 +119,8 @@ pub(crate) enum WriteOp {
 pub(crate) enum RunSelection {
     /// Every unfinished run of a process (and the process's record).
     Owner(String),
-    /// A flow run, its subflow runs, and the task runs of all of them.
-    FlowRunTree(FlowRunId),
+    /// A flow run of the tenant, its subflow runs, and the task runs of all of them.
+    FlowRunTree(FlowRunId, TenantId),
 }
 
 /// Work whose answer waits for the commit: a caller must not hear "granted" for a slot
@@ -642,9 +645,18 @@ fn end_runs(
                 )?,
             )
         }
-        RunSelection::FlowRunTree(root) => {
+        RunSelection::FlowRunTree(root, tenant) => {
+            let owned = transaction
+                .prepare_cached("SELECT 1 FROM flow_runs WHERE id = ?1 AND tenant = ?2")
+                .and_then(|mut statement| statement.exists([root.as_str(), tenant.as_str()]))
+                .map_err(backend("finding the runs to end"))?;
+            // Another tenant's run is not there to end (its tree is all of one tenant).
+            let mut tree = if owned {
+                vec![root.to_string()]
+            } else {
+                Vec::new()
+            };
             // The tree's flow runs, breadth first (subflows record their parent).
-            let mut tree = vec![root.to_string()];
             let mut next = 0;
             while next < tree.len() {
                 let children = ids(
@@ -669,7 +681,7 @@ fn end_runs(
             (flow_runs, task_runs)
         }
     };
-    if let RunSelection::FlowRunTree(_) = selection {
+    if let RunSelection::FlowRunTree(..) = selection {
         // Ended runs are no longer waiting for a worker.
         for (id, _) in flow_runs.iter().chain(&task_runs) {
             transaction
@@ -757,13 +769,18 @@ pub(crate) fn apply(
 
 fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) -> StoreResult<()> {
     match op {
-        WriteOp::RecordPlugin { plugin, tasks_json } => {
+        WriteOp::RecordPlugin {
+            tenant,
+            plugin,
+            tasks_json,
+        } => {
             transaction
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO plugins (digest, name, size, tasks_json, first_seen) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO plugins (tenant, digest, name, size, tasks_json, first_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
+                        tenant.as_str(),
                         plugin.digest.as_str(),
                         plugin.name,
                         plugin.size_bytes as i64,
@@ -775,6 +792,7 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
             Ok(())
         }
         WriteOp::CreateTaskRun {
+            tenant,
             run,
             input_json,
             tags_json,
@@ -783,7 +801,7 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
         } => create_task_run(
             transaction,
             sequences,
-            &run,
+            (&tenant, &run),
             (&input_json, &tags_json),
             &states,
             result.as_ref(),
@@ -832,6 +850,7 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
             append_logs(transaction, &id, first_seq, &lines)
         }
         WriteOp::CreateFlowRun {
+            tenant,
             run,
             parameters_json,
             states,
@@ -846,8 +865,8 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
             transaction
                 .prepare_cached(
                     "INSERT INTO flow_runs (id, name, flow, source, parameters_json, parent_flow_run_id, parent_node,
-                         state, state_message, attempts, created, started, owner, graph_json, tags_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                         state, state_message, attempts, created, started, owner, graph_json, tags_json, tenant)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -865,7 +884,8 @@ fn apply_op(transaction: &Connection, sequences: &mut Sequences, op: WriteOp) ->
                         started,
                         run.owner,
                         weir_store::graph_json(run.graph.as_ref()),
-                        weir_store::tags_json(&run.tags)
+                        weir_store::tags_json(&run.tags),
+                        tenant.as_str()
                     ])
                 })
                 .map_err(backend("creating a flow run"))?;
@@ -981,7 +1001,7 @@ fn insert_state(
 fn create_task_run(
     transaction: &Connection,
     sequences: &mut Sequences,
-    run: &NewTaskRun,
+    (tenant, run): (&TenantId, &NewTaskRun),
     (input_json, tags_json): (&str, &str),
     states: &[StateChange],
     result: Option<&PreparedResult>,
@@ -1000,8 +1020,8 @@ fn create_task_run(
     transaction
         .prepare_cached(
             "INSERT INTO task_runs (id, name, task, plugin_name, plugin_digest, flow_run_id, state, state_message,
-                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 attempts, input_json, tags_json, result_digest, created, started, ended, node, map_index, owner, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -1022,7 +1042,8 @@ fn create_task_run(
                 ended,
                 run.node,
                 run.map_index,
-                run.owner
+                run.owner,
+                tenant.as_str()
             ])
         })
         .map_err(backend("creating a task run"))?;
@@ -1078,8 +1099,9 @@ fn finish_task_run(
     if let (Some(cache), Some(result)) = (cache, result) {
         transaction
             .prepare_cached(
-                "INSERT OR REPLACE INTO cache_entries (key, task, plugin_digest, result_digest, task_run_id, created, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                // The entry is the run's tenant's.
+                "INSERT OR REPLACE INTO cache_entries (tenant, key, task, plugin_digest, result_digest, task_run_id, created, expires)
+                 SELECT tenant, ?1, ?2, ?3, ?4, ?5, ?6, ?7 FROM task_runs WHERE id = ?5",
             )
             .and_then(|mut statement| {
                 statement.execute(params![

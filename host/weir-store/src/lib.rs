@@ -15,7 +15,18 @@
 //! - [`Blobs`]: content-addressed bytes (large results, and plugins), readable by digest
 //!   from any machine that shares the store;
 //! - [`Queue`]: runs waiting for workers, the leases workers hold on them, and the
-//!   fences that keep a worker whose lease ran out from overwriting its successor.
+//!   fences that keep a worker whose lease ran out from overwriting its successor;
+//! - [`Tenants`]: the tenants and their tokens.
+//!
+//! **Tenants.** A store value acts as one tenant ([`Store::tenant_id`]; the default
+//! tenant when opened), and [`Store::for_tenant`] gives the same store as another. What
+//! a handle creates (runs, plugins, cache entries, limits, queued work) is the handle's
+//! tenant's, and what it reads is only its tenant's: another tenant's run is not found.
+//! Writes that name a run by its id (its next state, its logs) are not checked again:
+//! a runner writes only about runs it created or claimed, and ids are unguessable.
+//! What works across tenants: claims and leases (a worker serves every tenant, and a
+//! [`Claim`] says whose run it is), owners, blobs (content-addressed and read only by
+//! weir itself), and [`Tenants`].
 //!
 //! The contract of every backend:
 //! - A recorder's writes are plain `fn`s: they enqueue and return (waiting only when the
@@ -37,14 +48,16 @@
 mod pending;
 mod queue;
 mod records;
+mod tenants;
 
 pub use pending::PendingEntries;
 pub use queue::*;
 
 pub use records::*;
+pub use tenants::*;
 
 use async_trait::async_trait;
-use weir_core::{CacheKey, ComponentDigest, FlowRunId, State, TaskRunId, Timestamp};
+use weir_core::{CacheKey, ComponentDigest, FlowRunId, State, TaskRunId, TenantId, Timestamp};
 
 /// The cause of a backend failure, kept as the error's source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -62,6 +75,8 @@ pub enum StoreError {
     UnknownTaskRun(String),
     #[error("no flow run with id `{0}`")]
     UnknownFlowRun(String),
+    #[error("no tenant named `{0}`: `weir tenant ls` lists them, `weir tenant create` makes one")]
+    UnknownTenant(String),
     #[error(
         "the store {path} was written by a newer weir (schema version {found}; this weir knows versions up to {known}): upgrade weir, or use another --store"
     )]
@@ -353,10 +368,41 @@ pub trait Queue: Send + Sync {
     fn fenced(self: std::sync::Arc<Self>, fence: Fence) -> std::sync::Arc<dyn Recorder>;
 }
 
+/// The tenants and their tokens: what an operator manages, across tenants.
+#[async_trait]
+pub trait Tenants: Send + Sync {
+    /// Records a new tenant; false when one of that name exists (left as it was).
+    async fn create_tenant(&self, tenant: &TenantRecord) -> StoreResult<bool>;
+    /// The tenant of that name (the default tenant always exists).
+    async fn tenant_record(&self, name: &TenantId) -> StoreResult<Option<TenantRecord>>;
+    /// Every tenant, by name.
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+    /// Deletes a tenant with everything it owns (runs, their histories and logs,
+    /// plugins, cache entries, limits, tokens), in one operation, unless it has runs
+    /// that have not ended. Results stay: they are stored once by content, and may be
+    /// another tenant's too.
+    async fn delete_tenant(&self, name: &TenantId) -> StoreResult<TenantDeletion>;
+    /// Stores a token of an existing tenant (`UnknownTenant` otherwise).
+    async fn create_token(&self, token: &NewToken) -> StoreResult<()>;
+    /// The token stored under `hash` ([`token_hash`]), live or not.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+    /// The tokens of a tenant (of every tenant for `None`), newest first.
+    async fn tokens(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes a token at `at`; false when there is no such token (or it was revoked).
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+}
+
 /// Every role: what a backend implements, and what the runner and the CLI hold.
-pub trait Store: Recorder + History + Leases + Owners + Cache + Plugins + Blobs + Queue {
+pub trait Store:
+    Recorder + History + Leases + Owners + Cache + Plugins + Blobs + Queue + Tenants
+{
     /// Where the store is, for messages (a directory, or a URL without its password).
     fn location(&self) -> String;
+    /// The tenant this handle reads and writes as.
+    fn tenant_id(&self) -> &TenantId;
+    /// The same store (its connections, writer and pending writes shared) acting as
+    /// `tenant`. Cheap: a worker takes one for each run it claims.
+    fn for_tenant(&self, tenant: &TenantId) -> std::sync::Arc<dyn Store>;
 }
 
 /// A change log as both backends keep one: one entry per committed transaction that

@@ -10,18 +10,19 @@
 use crate::CacheEntry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use weir_core::{CacheKey, Timestamp};
+use weir_core::{CacheKey, TenantId, Timestamp};
 
 /// An entry and the writer sequence number of the write that records it.
 type Pending = (CacheEntry, Arc<serde_json::Value>, u64);
 
+/// Entries are per tenant, as the cache is.
 #[derive(Default)]
 pub struct PendingEntries {
-    entries: Mutex<HashMap<CacheKey, Pending>>,
+    entries: Mutex<HashMap<(TenantId, CacheKey), Pending>>,
 }
 
 impl PendingEntries {
-    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Pending>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(TenantId, CacheKey), Pending>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -32,14 +33,16 @@ impl PendingEntries {
     /// writer's last committed sequence number) and it has not expired at `now`.
     pub fn get(
         &self,
+        tenant: &TenantId,
         key: &CacheKey,
         now: Timestamp,
         committed: u64,
     ) -> Option<(CacheEntry, Arc<serde_json::Value>)> {
         let mut entries = self.lock();
-        let (entry, result, sequence) = entries.get(key)?;
+        let slot = (tenant.clone(), key.clone());
+        let (entry, result, sequence) = entries.get(&slot)?;
         if *sequence <= committed {
-            entries.remove(key);
+            entries.remove(&slot);
             return None;
         }
         match entry.expires {
@@ -52,6 +55,7 @@ impl PendingEntries {
     /// committed since (the map holds only what is in the writer's queue).
     pub fn insert(
         &self,
+        tenant: &TenantId,
         entry: CacheEntry,
         result: Arc<serde_json::Value>,
         sequence: u64,
@@ -62,10 +66,14 @@ impl PendingEntries {
         if entries.len() >= 1024 && entries.len().is_power_of_two() {
             entries.retain(|_, (_, _, pending)| *pending > committed);
         }
-        entries.insert(entry.key.clone(), (entry, result, sequence));
+        entries.insert(
+            (tenant.clone(), entry.key.clone()),
+            (entry, result, sequence),
+        );
     }
 
-    pub fn clear(&self) {
-        self.lock().clear();
+    /// Forgets a tenant's entries (its cache was cleared).
+    pub fn clear(&self, tenant: &TenantId) {
+        self.lock().retain(|(owner, _), _| owner != tenant);
     }
 }

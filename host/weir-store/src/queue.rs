@@ -11,6 +11,10 @@
 //! its lease and comes back finds its writes refused ([`StoreError::LeaseLost`]).
 //! Finishing the run releases the row: it is then *done*, until the flow run that waits
 //! for it collects it ([`Queue::collect`]), or gone when nothing waits for it.
+//!
+//! The queue is shared by the tenants: a row is queued as the enqueuing handle's tenant,
+//! and everything else (claims, leases, the rows listed by [`Queue::work`]) works across
+//! tenants, because a worker serves all of them.
 
 use serde::{Deserialize, Serialize};
 use weir_core::{FlowRunId, State, Timestamp};
@@ -165,6 +169,8 @@ pub struct WorkerOffer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     pub run_id: String,
+    /// Whose run it is: the worker runs it through the store as this tenant.
+    pub tenant: weir_core::TenantId,
     pub kind: WorkKind,
     pub parent: Option<FlowRunId>,
     pub spec: String,
@@ -184,6 +190,7 @@ pub struct Claim {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkRecord {
     pub run_id: String,
+    pub tenant: weir_core::TenantId,
     pub kind: WorkKind,
     pub parent: Option<FlowRunId>,
     pub tags: Vec<String>,

@@ -129,8 +129,9 @@ pub struct FlowRunner {
     /// spinning tasks, say) never starves the other nodes of its flow.
     map_share: usize,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
-    /// Plugins fetched from the store by digest (a worker's), compiled once.
-    fetched: Mutex<HashMap<String, Plugin>>,
+    /// Plugins fetched from the store by digest (a worker's), compiled once; shared by
+    /// the runner's tenant views.
+    fetched: Arc<Mutex<HashMap<String, Plugin>>>,
 }
 
 /// Three quarters of the permits for one map's elements; all of them below 4, where a
@@ -154,7 +155,19 @@ impl FlowRunner {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             map_share: map_share(concurrency),
             plugins: Mutex::new(HashMap::new()),
-            fetched: Mutex::new(HashMap::new()),
+            fetched: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The same runner (its permits, fetched plugins, owner) recording into the store as
+    /// `tenant` (see [`TaskRunner::for_tenant`]).
+    pub fn for_tenant(&self, tenant: &weir_core::TenantId) -> FlowRunner {
+        FlowRunner {
+            tasks: Arc::new(self.tasks.for_tenant(tenant)),
+            permits: self.permits.clone(),
+            map_share: self.map_share,
+            plugins: Mutex::new(HashMap::new()),
+            fetched: self.fetched.clone(),
         }
     }
 

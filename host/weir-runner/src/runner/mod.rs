@@ -191,10 +191,16 @@ pub struct TaskRunner {
     pub(crate) ownership: Arc<Ownership>,
     /// When this runner last looked for dead owners holding slots it waits for.
     pub(crate) last_reap: Mutex<Option<std::time::Instant>>,
+    /// False for a tenant's view of another runner ([`for_tenant`](Self::for_tenant)):
+    /// the process's runs are retired once, by the runner they belong to.
+    retires_on_drop: bool,
 }
 
 impl Drop for TaskRunner {
     fn drop(&mut self) {
+        if !self.retires_on_drop {
+            return;
+        }
         // Blocking here is safe on any thread, an async worker included: every backend
         // answers a retirement from a writer thread of its own, not from this runtime.
         futures::executor::block_on(
@@ -222,6 +228,24 @@ impl TaskRunner {
             secrets: HashMap::new(),
             ownership,
             last_reap: Mutex::new(None),
+            retires_on_drop: true,
+        }
+    }
+
+    /// The same runner (its runtime, clock, observer, owner and cancellation) recording
+    /// into the store as `tenant`: what a worker runs a claim of that tenant with.
+    pub fn for_tenant(&self, tenant: &weir_core::TenantId) -> TaskRunner {
+        TaskRunner {
+            runtime: self.runtime.clone(),
+            store: self.store.for_tenant(tenant),
+            clock: self.clock.clone(),
+            observer: self.observer.clone(),
+            run_numbers: RunNumbers::default(),
+            slots_freed: self.slots_freed.clone(),
+            secrets: self.secrets.clone(),
+            ownership: self.ownership.clone(),
+            last_reap: Mutex::new(None),
+            retires_on_drop: false,
         }
     }
 

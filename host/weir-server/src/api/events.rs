@@ -2,7 +2,7 @@
 //! its subflow runs and the log lines of all of them, until it ends. Each follower reads
 //! the server's one change feed (see `feed`), so a hundred followers cost one poll.
 
-use axum::extract::State as Shared;
+use crate::tenancy::Shared;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};

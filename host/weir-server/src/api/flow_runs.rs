@@ -1,6 +1,6 @@
 //! Flow runs: the list (filters, cursor pages), one run, its graph, cancel and resume.
 
-use axum::extract::State as Shared;
+use crate::tenancy::Shared;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

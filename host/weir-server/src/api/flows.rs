@@ -1,7 +1,7 @@
 //! Flows: the flow files of the server's flow directories, and runs of them submitted
 //! to the queue.
 
-use axum::extract::State as Shared;
+use crate::tenancy::Shared;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

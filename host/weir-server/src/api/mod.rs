@@ -16,6 +16,7 @@ mod flows;
 mod plugins;
 mod settings;
 mod task_runs;
+mod whoami;
 
 pub use events::RunEvent;
 pub use flow_runs::{
@@ -23,6 +24,7 @@ pub use flow_runs::{
     TaskRunBrief,
 };
 pub use task_runs::{Attempt, LogPage, TaskRunDetail, TaskRunPage};
+pub use whoami::Whoami;
 
 /// The most items a page holds, whatever `limit` asks.
 pub const MAX_PAGE: usize = 500;
@@ -35,7 +37,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[openapi(
     info(
         title = "weir",
-        description = "The API of a weir server: flows, flow runs, task runs, logs, plugins, the cache and concurrency limits. Times are microseconds since the Unix epoch. Errors are `ErrorBody` objects.",
+        description = "The API of a weir server: flows, flow runs, task runs, logs, plugins, the cache and concurrency limits, each of the caller's tenant only (another tenant's is not found). Calls bear `Authorization: Bearer TOKEN` once the server needs a token; reading needs a token of scope `read`, changing runs `run`, changing limits and the cache `admin` (403 otherwise). Times are microseconds since the Unix epoch. Errors are `ErrorBody` objects.",
         license(name = "Apache-2.0 WITH LLVM-exception OR MIT")
     ),
     servers((url = "/api/v1")),
@@ -66,6 +68,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
         settings::set_limit,
         settings::delete_limit,
         settings::reset_limit,
+        whoami::whoami,
     ),
     components(schemas(ErrorBody, RunEvent))
 )]
@@ -87,6 +90,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        .route("/whoami", get(whoami::whoami))
         .route("/flows", get(flows::list_flows))
         .route("/flows/{name}", get(flows::get_flow))
         .route("/flows/{name}/runs", post(flows::submit_run))

@@ -1,8 +1,8 @@
 //! Plugins: the ones the store has seen (by digest, with each task's metadata and input
 //! schema), and uploads of new ones.
 
+use crate::tenancy::Shared;
 use axum::body::Body;
-use axum::extract::State as Shared;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The result cache and tag concurrency limits: the CLI's `weir cache` and
 //! `weir concurrency-limit` verbs.
 
-use axum::extract::State as Shared;
+use crate::tenancy::Shared;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

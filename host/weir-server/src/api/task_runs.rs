@@ -1,6 +1,6 @@
 //! Task runs (the list, one run, its states, attempts and result, cancel) and logs.
 
-use axum::extract::State as Shared;
+use crate::tenancy::Shared;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};

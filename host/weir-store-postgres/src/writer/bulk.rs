@@ -69,6 +69,7 @@ fn creations(
             op => (op, None, None),
         };
         if let WriteOp::CreateTaskRun {
+            tenant,
             run,
             input_json,
             tags_json,
@@ -77,7 +78,7 @@ fn creations(
         } = create
         {
             created.push(index);
-            runs.push(run, input_json, tags_json, states);
+            runs.push((tenant, run), input_json, tags_json, states);
             if let Some(row) = row {
                 work.push(row);
             }
@@ -303,6 +304,7 @@ struct BulkWork {
     requirements: Vec<String>,
     ready_at: Vec<i64>,
     created: Vec<i64>,
+    tenants: Vec<String>,
 }
 
 impl BulkWork {
@@ -319,6 +321,7 @@ impl BulkWork {
         self.requirements.push(storable(&row.requirements));
         self.ready_at.push(row.ready_at.0);
         self.created.push(row.created.0);
+        self.tenants.push(row.tenant.to_string());
     }
 
     fn into_params(self) -> Vec<Param> {
@@ -331,6 +334,7 @@ impl BulkWork {
             Box::new(self.requirements),
             Box::new(self.ready_at),
             Box::new(self.created),
+            Box::new(self.tenants),
         ]
     }
 }
@@ -361,12 +365,13 @@ struct BulkRuns {
     history_messages: Vec<Option<String>>,
     history_attempts: Vec<i32>,
     history_at: Vec<i64>,
+    tenants: Vec<String>,
 }
 
 impl BulkRuns {
     fn push(
         &mut self,
-        run: &NewTaskRun,
+        (tenant, run): (&weir_core::TenantId, &NewTaskRun),
         input_json: &str,
         tags_json: &str,
         states: &[StateChange],
@@ -410,6 +415,7 @@ impl BulkRuns {
                 .map(|index| i32::try_from(index).unwrap_or(i32::MAX)),
         );
         self.owners.push(run.owner.clone());
+        self.tenants.push(tenant.to_string());
         for (seq, change) in (1..).zip(states) {
             self.history_runs.push(run.id.to_string());
             self.history_seqs.push(seq);
@@ -447,6 +453,7 @@ impl BulkRuns {
             Box::new(self.history_messages),
             Box::new(self.history_attempts),
             Box::new(self.history_at),
+            Box::new(self.tenants),
         ]
     }
 }

@@ -1,0 +1,260 @@
+//! `weir tenant create|ls|delete` and `weir token create|ls|revoke`: what an operator
+//! with the store in reach manages.
+
+use clap::Subcommand;
+use serde_json::json;
+use weir_core::{Clock, SystemClock, TenantId, Timestamp, TokenScope};
+use weir_store::{NewToken, TenantDeletion, TenantRecord, TokenRecord};
+
+use crate::Failure;
+use crate::store::StoreLocation;
+
+/// The largest weight a tenant may have.
+const MAX_WEIGHT: u32 = 1000;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Make a tenant: its runs, plugins, cache and limits are its own, and once one
+    /// exists every API call needs a token.
+    Create {
+        name: String,
+        /// Its share of the workers when tenants compete for them (1 to 1000).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// List the tenants.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant and everything it owns (its runs must have ended).
+    Delete {
+        name: String,
+        /// Required: the deletion cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make an API token of the tenant `--tenant` names; its text is printed once and
+    /// never stored.
+    Create {
+        /// read: look; run: also submit, cancel and resume runs and upload plugins;
+        /// admin: also change limits and clear the cache.
+        #[arg(long, value_parser = parse_scope)]
+        scope: TokenScope,
+        /// How long it lets its holder in (`30d`, `12h`); forever when left out.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tokens (not their text) of the tenant `--tenant` names.
+    Ls {
+        /// Of every tenant.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (`tok_…`): it lets nobody in from then on.
+    Revoke { id: String },
+}
+
+fn parse_scope(text: &str) -> Result<TokenScope, String> {
+    TokenScope::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a scope: use read, run or admin"))
+}
+
+fn tenant_name(text: &str) -> Result<TenantId, Failure> {
+    TenantId::parse(text).map_err(Failure::usage)
+}
+
+fn describe_time(at: Timestamp) -> String {
+    at.to_string()
+}
+
+pub(crate) async fn tenant(
+    location: &StoreLocation,
+    command: TenantCommand,
+) -> Result<u8, Failure> {
+    let store = location.open_as_operator().await?;
+    match command {
+        TenantCommand::Create { name, weight } => {
+            let name = tenant_name(&name)?;
+            if !(1..=MAX_WEIGHT).contains(&weight) {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--weight {weight} is out of range: give 1 to {MAX_WEIGHT}"
+                )));
+            }
+            let created = store
+                .create_tenant(&TenantRecord {
+                    name: name.clone(),
+                    weight,
+                    created: SystemClock.now(),
+                })
+                .await
+                .map_err(Failure::internal)?;
+            if !created {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "a tenant named `{name}` exists already"
+                )));
+            }
+            println!("created tenant `{name}` (weight {weight})");
+            println!(
+                "give it a token: weir token create --tenant {name} --scope run (every API call now needs one)"
+            );
+        }
+        TenantCommand::Ls { json } => {
+            let tenants = store.tenants().await.map_err(Failure::internal)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&tenants).map_err(Failure::internal)?
+                );
+            } else {
+                for tenant in tenants {
+                    println!(
+                        "{:<24} weight {:<5} created {}",
+                        tenant.name,
+                        tenant.weight,
+                        describe_time(tenant.created)
+                    );
+                }
+            }
+        }
+        TenantCommand::Delete { name, yes } => {
+            let name = tenant_name(&name)?;
+            if !yes {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "deleting tenant `{name}` deletes its runs, logs, plugins, cache and tokens for good: add --yes"
+                )));
+            }
+            match store
+                .delete_tenant(&name)
+                .await
+                .map_err(Failure::internal)?
+            {
+                TenantDeletion::Deleted(deleted) => println!(
+                    "deleted tenant `{name}`: {} flow runs, {} task runs, {} tokens",
+                    deleted.flow_runs, deleted.task_runs, deleted.tokens
+                ),
+                TenantDeletion::NotFound => {
+                    return Err(Failure::usage(weir_store::StoreError::UnknownTenant(
+                        name.to_string(),
+                    )));
+                }
+                TenantDeletion::Default => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "the default tenant cannot be deleted"
+                    )));
+                }
+                TenantDeletion::Busy { unfinished } => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "tenant `{name}` has {unfinished} runs that have not ended: cancel them first (weir --tenant {name} runs cancel ID)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn token_json(token: &TokenRecord) -> serde_json::Value {
+    json!({
+        "id": token.id,
+        "tenant": token.tenant,
+        "scope": token.scope,
+        "created": token.created,
+        "expires": token.expires,
+        "revoked": token.revoked,
+        "live": token.is_live(SystemClock.now()),
+    })
+}
+
+pub(crate) async fn token(location: &StoreLocation, command: TokenCommand) -> Result<u8, Failure> {
+    let store = location.open_as_operator().await?;
+    let now = SystemClock.now();
+    match command {
+        TokenCommand::Create {
+            scope,
+            expires,
+            json,
+        } => {
+            let tenant = location.tenant.clone();
+            let expires = match expires {
+                Some(text) => {
+                    let lasting = weir_core::parse_duration(&text).map_err(Failure::usage)?;
+                    Some(now.saturating_add(lasting))
+                }
+                None => None,
+            };
+            let (text, token) =
+                NewToken::generate(&tenant, scope, now, expires).map_err(|error| {
+                    Failure::internal(anyhow::anyhow!("no random numbers: {error}"))
+                })?;
+            store
+                .create_token(&token)
+                .await
+                .map_err(|error| match error {
+                    weir_store::StoreError::UnknownTenant(_) => Failure::usage(error),
+                    error => Failure::internal(error),
+                })?;
+            if json {
+                let mut report = token_json(&token.record);
+                report["token"] = json!(text);
+                println!("{report}");
+            } else {
+                println!("{text}");
+                eprintln!(
+                    "token {} of tenant `{tenant}` ({scope}{}): shown this once, keep it secret",
+                    token.record.id,
+                    match expires {
+                        Some(at) => format!(", expires {}", describe_time(at)),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        TokenCommand::Ls { all, json } => {
+            let tokens = store
+                .tokens((!all).then_some(&location.tenant))
+                .await
+                .map_err(Failure::internal)?;
+            if json {
+                let tokens: Vec<_> = tokens.iter().map(token_json).collect();
+                println!("{}", serde_json::Value::from(tokens));
+            } else {
+                for token in tokens {
+                    let status = match (token.revoked, token.is_live(now)) {
+                        (Some(at), _) => format!("revoked {}", describe_time(at)),
+                        (None, false) => "expired".to_owned(),
+                        (None, true) => match token.expires {
+                            Some(at) => format!("expires {}", describe_time(at)),
+                            None => "live".to_owned(),
+                        },
+                    };
+                    println!(
+                        "{}  {:<24} {:<6} {status}",
+                        token.id, token.tenant, token.scope
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !store
+                .revoke_token(&id, now)
+                .await
+                .map_err(Failure::internal)?
+            {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "no live token with id `{id}` (weir token ls lists them)"
+                )));
+            }
+            println!("revoked token {id}");
+        }
+    }
+    Ok(0)
+}

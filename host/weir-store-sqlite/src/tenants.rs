@@ -1,0 +1,225 @@
+//! Tenants and tokens: written through the writer (answered once committed), read from
+//! the reading connections.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use weir_core::{TenantId, Timestamp, TokenScope};
+use weir_store::{
+    DeletedTenant, NewToken, StoreError, StoreResult, TenantDeletion, TenantRecord, Tenants,
+    TokenRecord,
+};
+
+use crate::{SqliteStore, backend};
+
+const TENANT_COLUMNS: &str = "name, weight, created";
+const TOKEN_COLUMNS: &str = "id, tenant, scope, created, expires, revoked";
+
+fn tenant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
+    Ok(TenantRecord {
+        name: TenantId::from_stored(row.get::<_, String>(0)?),
+        weight: row.get(1)?,
+        created: Timestamp(row.get(2)?),
+    })
+}
+
+fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = row.get(2)?;
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        tenant: TenantId::from_stored(row.get::<_, String>(1)?),
+        // A scope this weir does not know grants the least.
+        scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
+        created: Timestamp(row.get(3)?),
+        expires: row.get::<_, Option<i64>>(4)?.map(Timestamp),
+        revoked: row.get::<_, Option<i64>>(5)?.map(Timestamp),
+    })
+}
+
+/// The tables whose rows a tenant owns, with the column that names it, in the order a
+/// deletion empties them (rows that refer to a run before the run).
+const OWNED_BY_RUN: &[(&str, &str, &str)] = &[
+    ("task_run_states", "task_run_id", "task_runs"),
+    ("logs", "task_run_id", "task_runs"),
+    ("cancel_requests", "run_id", "task_runs"),
+    ("cancel_requests", "run_id", "flow_runs"),
+    ("flow_run_states", "flow_run_id", "flow_runs"),
+    ("flow_run_nodes", "flow_run_id", "flow_runs"),
+];
+const OWNED: &[&str] = &[
+    "work_queue",
+    "concurrency_slots",
+    "concurrency_limits",
+    "cache_entries",
+    "plugins",
+];
+
+#[async_trait]
+impl Tenants for SqliteStore {
+    async fn create_tenant(&self, tenant: &TenantRecord) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.shared
+            .writer
+            .call(move |connection| {
+                connection
+                    .execute(
+                        "INSERT OR IGNORE INTO tenants (name, weight, created) VALUES (?1, ?2, ?3)",
+                        params![tenant.name.as_str(), tenant.weight, tenant.created.0],
+                    )
+                    .map(|inserted| inserted == 1)
+                    .map_err(backend("creating a tenant"))
+            })
+            .await
+    }
+
+    async fn tenant_record(&self, name: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row([name.as_str()], tenant_from_row)
+                    .optional()
+            })
+            .map_err(backend("reading a tenant"))
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], tenant_from_row)?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(backend("listing tenants"))
+    }
+
+    async fn delete_tenant(&self, name: &TenantId) -> StoreResult<TenantDeletion> {
+        if name.is_default() {
+            return Ok(TenantDeletion::Default);
+        }
+        let name = name.clone();
+        self.shared
+            .writer
+            .call(move |connection| {
+                delete_tenant(connection, name.as_str()).map_err(backend("deleting a tenant"))
+            })
+            .await
+    }
+
+    async fn create_token(&self, token: &NewToken) -> StoreResult<()> {
+        let token = token.clone();
+        self.shared
+            .writer
+            .call(move |connection| {
+                let record = &token.record;
+                let inserted = connection
+                    .execute(
+                        "INSERT INTO tokens (id, tenant, scope, hash, created, expires)
+                         SELECT ?1, name, ?3, ?4, ?5, ?6 FROM tenants WHERE name = ?2",
+                        params![
+                            record.id,
+                            record.tenant.as_str(),
+                            record.scope.as_str(),
+                            token.hash,
+                            record.created.0,
+                            record.expires.map(|expires| expires.0)
+                        ],
+                    )
+                    .map_err(backend("creating a token"))?;
+                if inserted == 0 {
+                    return Err(StoreError::UnknownTenant(record.tenant.to_string()));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        self.read()
+            .await?
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+            ))
+            .and_then(|mut statement| statement.query_row([hash], token_from_row).optional())
+            .map_err(backend("looking up a token"))
+    }
+
+    async fn tokens(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<TokenRecord>> {
+        let connection = self.read().await?;
+        let mut statement = connection
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id DESC"
+            ))
+            .map_err(backend("listing tokens"))?;
+        let rows = statement
+            .query_map([tenant.map(TenantId::as_str)], token_from_row)
+            .map_err(backend("listing tokens"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("listing tokens"))
+    }
+
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.shared
+            .writer
+            .call(move |connection| {
+                connection
+                    .execute(
+                        "UPDATE tokens SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
+                        params![id, at.0],
+                    )
+                    .map(|updated| updated == 1)
+                    .map_err(backend("revoking a token"))
+            })
+            .await
+    }
+}
+
+/// Deletes a tenant and what it owns, inside the writer's transaction.
+fn delete_tenant(
+    connection: &rusqlite::Connection,
+    name: &str,
+) -> rusqlite::Result<TenantDeletion> {
+    let exists = connection
+        .prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")?
+        .exists([name])?;
+    if !exists {
+        return Ok(TenantDeletion::NotFound);
+    }
+    let unfinished: i64 = connection
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM flow_runs WHERE tenant = ?1 AND ended IS NULL)
+                  + (SELECT count(*) FROM task_runs WHERE tenant = ?1 AND ended IS NULL)",
+        )?
+        .query_row([name], |row| row.get(0))?;
+    if unfinished > 0 {
+        return Ok(TenantDeletion::Busy {
+            unfinished: unfinished as u64,
+        });
+    }
+    for (table, column, runs) in OWNED_BY_RUN {
+        connection.execute(
+            &format!(
+                "DELETE FROM {table} WHERE {column} IN (SELECT id FROM {runs} WHERE tenant = ?1)"
+            ),
+            [name],
+        )?;
+    }
+    let mut deleted = DeletedTenant {
+        task_runs: connection.execute("DELETE FROM task_runs WHERE tenant = ?1", [name])? as u64,
+        flow_runs: connection.execute("DELETE FROM flow_runs WHERE tenant = ?1", [name])? as u64,
+        ..DeletedTenant::default()
+    };
+    for table in OWNED {
+        connection.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [name])?;
+    }
+    deleted.tokens = connection.execute("DELETE FROM tokens WHERE tenant = ?1", [name])? as u64;
+    connection.execute("DELETE FROM tenants WHERE name = ?1", [name])?;
+    Ok(TenantDeletion::Deleted(deleted))
+}
