@@ -6,7 +6,14 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub fn weir_command(dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
-    command.current_dir(dir).args(args).env_remove("WEIR_STORE");
+    // A user's environment: not the test command's store, nor its compiler wrapper (clippy,
+    // which `weir build` of a Rust project would otherwise use).
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("WEIR_STORE")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS");
     command
 }
 

@@ -25,6 +25,7 @@ mod caching;
 mod chaos;
 mod cli;
 mod command;
+mod fairness;
 mod flows;
 mod grants;
 mod hostile;

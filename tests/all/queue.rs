@@ -57,6 +57,8 @@ fn task_work(flow_run: Option<&FlowRunId>, tags: &[&str]) -> NewWork {
         tags: tags.iter().map(|tag| tag.to_string()).collect(),
         requirements: Requirements::default(),
         ready_at: Timestamp(1_000),
+        priority: 0,
+        memory_bytes: None,
     }
 }
 
@@ -81,6 +83,8 @@ fn flow_work() -> NewWork {
         tags: Vec::new(),
         requirements: Requirements::default(),
         ready_at: Timestamp(1_000),
+        priority: 0,
+        memory_bytes: None,
     }
 }
 

@@ -73,6 +73,7 @@ async fn new_tenant(store: &dyn Store, name: &str) -> TenantId {
             name: tenant.clone(),
             weight: 1,
             created: Timestamp(1),
+            quotas: Default::default(),
         })
         .await
         .unwrap();
@@ -152,6 +153,8 @@ async fn record_everything(store: &dyn Store) -> Recorded {
                 tags: Vec::new(),
                 requirements: Default::default(),
                 ready_at: Timestamp(0),
+                priority: 0,
+                memory_bytes: None,
             },
             None,
         )
@@ -377,6 +380,7 @@ async fn a_tenant_is_deleted_with_what_it_owns(backend: Backend) {
                 name: TenantId::default_tenant(),
                 weight: 1,
                 created: Timestamp(1),
+                quotas: Default::default(),
             })
             .await
             .unwrap(),

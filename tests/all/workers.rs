@@ -29,10 +29,10 @@ on_both_backends!(
 );
 
 /// A store, a directory for flow files and logs, and the worker processes on them.
-struct Cluster {
+pub(crate) struct Cluster {
     backend: Backend,
     dir: tempfile::TempDir,
-    store: String,
+    pub(crate) store: String,
     workers: HashMap<String, Child>,
 }
 
@@ -46,7 +46,7 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    async fn new(backend: Backend) -> Self {
+    pub(crate) async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = match backend {
             Backend::Sqlite => dir.path().join("store").display().to_string(),
@@ -60,7 +60,7 @@ impl Cluster {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir-under-test"));
         command
             .current_dir(self.dir.path())
@@ -72,7 +72,7 @@ impl Cluster {
     }
 
     /// Writes a flow file, with `{plugin}` replaced by the built plugin's path.
-    fn write(&self, name: &str, body: &str) {
+    pub(crate) fn write(&self, name: &str, body: &str) {
         let mut body = body.to_owned();
         for plugin in ["arith", "misbehave", "hello"] {
             body = body.replace(
@@ -83,12 +83,12 @@ impl Cluster {
         std::fs::write(self.dir.path().join(name), body).unwrap();
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts `weir worker --name NAME` with a 1 s lease; its lines go to NAME.log.
-    fn start_worker(&mut self, name: &str, extra: &[&str]) -> u32 {
+    pub(crate) fn start_worker(&mut self, name: &str, extra: &[&str]) -> u32 {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
         let mut args = vec!["worker", "--name", name];
         if !extra.contains(&"--lease") {
@@ -109,7 +109,7 @@ impl Cluster {
         pid
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
@@ -129,7 +129,7 @@ impl Cluster {
     }
 
     /// Stops a worker with SIGTERM and waits for it: a clean stop exits 0.
-    fn stop(&mut self, name: &str) {
+    pub(crate) fn stop(&mut self, name: &str) {
         self.signal(name, "TERM");
         let mut child = self.workers.remove(name).unwrap();
         let status = child.wait().unwrap();
@@ -137,7 +137,7 @@ impl Cluster {
     }
 
     /// `weir run FLOW --submit`: the run's id.
-    fn submit(&self, flow: &str, params: &[&str]) -> FlowRunId {
+    pub(crate) fn submit(&self, flow: &str, params: &[&str]) -> FlowRunId {
         let mut args = vec!["run", flow, "--submit"];
         for param in params {
             args.extend(["-p", param]);
@@ -159,7 +159,7 @@ impl Cluster {
         (report, text(&output.stderr))
     }
 
-    async fn open(&self) -> Arc<dyn Store> {
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
         match self.backend {
             Backend::Sqlite => Arc::new(
                 weir_store_sqlite::SqliteStore::open(std::path::Path::new(&self.store)).unwrap(),
@@ -174,7 +174,7 @@ impl Cluster {
 }
 
 /// Polls `check` until it gives a value, failing after `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -189,7 +189,7 @@ where
     }
 }
 
-async fn task_runs(store: &dyn Store, flow_run: &FlowRunId) -> Vec<TaskRunRecord> {
+pub(crate) async fn task_runs(store: &dyn Store, flow_run: &FlowRunId) -> Vec<TaskRunRecord> {
     store
         .task_runs(&TaskRunFilter {
             flow_run_id: Some(flow_run.clone()),

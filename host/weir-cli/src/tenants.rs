@@ -22,8 +22,16 @@ pub(crate) enum TenantCommand {
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },
-    /// List the tenants.
+    /// List the tenants, their weights and quotas.
     Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a tenant's weight or quotas (`none` lifts a quota).
+    Set(SetArgs),
+    /// What a tenant uses now, against each of its quotas.
+    Usage {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -34,6 +42,48 @@ pub(crate) enum TenantCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SetArgs {
+    name: String,
+    /// Its share of the workers when tenants compete for them (1 to 1000).
+    #[arg(long)]
+    weight: Option<u32>,
+    /// Task runs claimed by workers at once (a number, or `none`); more wait queued.
+    #[arg(long, value_name = "N")]
+    task_runs_in_progress: Option<String>,
+    /// Memory limits of its claimed task runs, summed (`4GiB`, or `none`); a run that
+    /// would pass it waits queued.
+    #[arg(long, value_name = "SIZE")]
+    memory_in_flight: Option<String>,
+    /// The most memory one task run may use, whatever it asks (`256MiB`, or `none`); a
+    /// run that needs more ends Crashed, naming the quota.
+    #[arg(long, value_name = "SIZE")]
+    memory_per_task: Option<String>,
+}
+
+/// A quota as given: `none`, or a value `parse` reads.
+fn quota<T>(
+    text: Option<&str>,
+    current: Option<T>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, Failure> {
+    match text {
+        None => Ok(current),
+        Some("none") => Ok(None),
+        Some(text) => parse(text)
+            .map(Some)
+            .map_err(|error| Failure::usage(anyhow::anyhow!(error))),
+    }
+}
+
+fn describe_quota(quota: Option<u64>, size: bool) -> String {
+    match (quota, size) {
+        (None, _) => "none".to_owned(),
+        (Some(value), true) => weir_core::format_size(value),
+        (Some(value), false) => value.to_string(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +144,7 @@ pub(crate) async fn tenant(
                     name: name.clone(),
                     weight,
                     created: SystemClock.now(),
+                    quotas: Default::default(),
                 })
                 .await
                 .map_err(Failure::internal)?;
@@ -116,13 +167,108 @@ pub(crate) async fn tenant(
                 );
             } else {
                 for tenant in tenants {
+                    let quotas = &tenant.quotas;
                     println!(
-                        "{:<24} weight {:<5} created {}",
+                        "{:<24} weight {:<5} task runs in progress {:<6} memory in flight {:<10} memory per task {}",
                         tenant.name,
                         tenant.weight,
-                        describe_time(tenant.created)
+                        describe_quota(quotas.task_runs_in_progress.map(u64::from), false),
+                        describe_quota(quotas.memory_in_flight_bytes, true),
+                        describe_quota(quotas.memory_per_task_bytes, true),
                     );
                 }
+            }
+        }
+        TenantCommand::Set(args) => {
+            let name = tenant_name(&args.name)?;
+            let Some(tenant) = store
+                .tenant_record(&name)
+                .await
+                .map_err(Failure::internal)?
+            else {
+                return Err(Failure::usage(weir_store::StoreError::UnknownTenant(
+                    name.to_string(),
+                )));
+            };
+            let weight = args.weight.unwrap_or(tenant.weight);
+            if !(1..=MAX_WEIGHT).contains(&weight) {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--weight {weight} is out of range: give 1 to {MAX_WEIGHT}"
+                )));
+            }
+            let count = |text: &str| {
+                text.parse::<u32>()
+                    .map_err(|_| format!("`{text}` is not a number of task runs (or `none`)"))
+            };
+            let size = |text: &str| weir_core::parse_size(text);
+            let old = &tenant.quotas;
+            let quotas = weir_store::Quotas {
+                task_runs_in_progress: quota(
+                    args.task_runs_in_progress.as_deref(),
+                    old.task_runs_in_progress,
+                    count,
+                )?,
+                memory_in_flight_bytes: quota(
+                    args.memory_in_flight.as_deref(),
+                    old.memory_in_flight_bytes,
+                    size,
+                )?,
+                memory_per_task_bytes: quota(
+                    args.memory_per_task.as_deref(),
+                    old.memory_per_task_bytes,
+                    size,
+                )?,
+            };
+            store
+                .update_tenant(&name, weight, &quotas)
+                .await
+                .map_err(Failure::internal)?;
+            println!(
+                "tenant `{name}`: weight {weight}, task runs in progress {}, memory in flight {}, memory per task {}",
+                describe_quota(quotas.task_runs_in_progress.map(u64::from), false),
+                describe_quota(quotas.memory_in_flight_bytes, true),
+                describe_quota(quotas.memory_per_task_bytes, true),
+            );
+        }
+        TenantCommand::Usage { name, json } => {
+            let name = tenant_name(&name)?;
+            let Some(tenant) = store
+                .tenant_record(&name)
+                .await
+                .map_err(Failure::internal)?
+            else {
+                return Err(Failure::usage(weir_store::StoreError::UnknownTenant(
+                    name.to_string(),
+                )));
+            };
+            let usage = store
+                .tenant_usage(&name, SystemClock.now())
+                .await
+                .map_err(Failure::internal)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"tenant": name, "quotas": tenant.quotas, "usage": usage})
+                );
+            } else {
+                let quotas = &tenant.quotas;
+                println!("tenant `{name}` (weight {})", tenant.weight);
+                println!(
+                    "  task runs in progress  {:>10} of {}",
+                    usage.task_runs_in_progress,
+                    describe_quota(quotas.task_runs_in_progress.map(u64::from), false)
+                );
+                println!(
+                    "  memory in flight       {:>10} of {}",
+                    weir_core::format_size(usage.memory_in_flight_bytes),
+                    describe_quota(quotas.memory_in_flight_bytes, true)
+                );
+                println!(
+                    "  memory per task        {:>10} at most {}",
+                    "",
+                    describe_quota(quotas.memory_per_task_bytes, true)
+                );
+                println!("  queued runs            {:>10}", usage.queued);
             }
         }
         TenantCommand::Delete { name, yes } => {

@@ -41,7 +41,7 @@ pub use grants::{DirGrant, Grants, HttpGrant, Need};
 pub use ids::{FlowRunId, OwnerId, TaskRunId, TokenId};
 pub use json::canonical_json;
 pub use limits::{Limits, declared};
-pub use size::parse_size;
+pub use size::{format_size, parse_size};
 pub use state::{State, StateParseError};
 pub use task::{LogLevel, RetryDelays, RetryPolicy, RunContext, TaskInfo, TaskOverrides};
 pub use tenant::{TenantId, TenantNameError, TokenScope};

@@ -36,3 +36,14 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
     }
 }
+
+/// A size as people read it: `64 MiB`, `1.5 MiB`, `512 bytes`.
+pub fn format_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}

@@ -445,6 +445,7 @@ impl Worker {
             flow_run,
             lost_from: claim.lost_from.map(|(name, _)| name),
             cancel,
+            quotas: claim.quotas.clone(),
         };
         match tasks.run_claimed(claimed).await {
             Ok(ClaimedEnd::HandedBack) => self.lock().summary.handed_back += 1,

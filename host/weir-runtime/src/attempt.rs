@@ -520,13 +520,7 @@ fn trap_hint(trap: Trap) -> &'static str {
 }
 
 fn format_bytes(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-    } else {
-        format!("{bytes} bytes")
-    }
+    weir_core::format_size(bytes)
 }
 
 /// Used in messages about timeouts.

@@ -35,6 +35,22 @@ CREATE INDEX task_runs_by_tenant ON task_runs (tenant, id);
 ALTER TABLE work_queue ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
 -- Higher first within a tenant.
 ALTER TABLE work_queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+-- A task run's memory limit, counted against its tenant's memory in flight.
+ALTER TABLE work_queue ADD COLUMN memory_bytes BIGINT;
+-- Claims take each tenant's rows in turn: the tenants with rows of a kind are found one
+-- index step each (a recursive skip), then each one's rows, its priority first, oldest
+-- first. One index per kind of row, as before, now led by the tenant.
+DROP INDEX work_queue_claimable_tasks;
+DROP INDEX work_queue_claimable_tagged;
+DROP INDEX work_queue_claimable_flows;
+CREATE INDEX work_queue_claimable_tasks ON work_queue (tenant, priority DESC, ready_at, created)
+    WHERE NOT done AND kind = 'task' AND tags = '';
+CREATE INDEX work_queue_claimable_tagged ON work_queue (tenant, priority DESC, ready_at, created)
+    WHERE NOT done AND kind = 'task' AND tags <> '';
+CREATE INDEX work_queue_claimable_flows ON work_queue (tenant, priority DESC, ready_at, created)
+    WHERE NOT done AND kind = 'flow';
+-- What a tenant's claimed rows hold (its quotas of runs and memory in flight).
+CREATE INDEX work_queue_held ON work_queue (tenant) WHERE worker IS NOT NULL AND NOT done;
 
 -- Keys that were unique in the store become unique per tenant.
 ALTER TABLE plugins ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';

@@ -52,6 +52,8 @@ struct Shared {
     location: String,
     /// Wakes idle workers and waiting drivers (LISTEN), started by the first wait.
     wakeups: queue::Wakeups,
+    /// The tenants' passes, for fair claims.
+    fair: weir_store::FairShare,
 }
 
 /// The server setting every connection of the store is opened with.
@@ -135,6 +137,7 @@ impl PostgresStore {
                 pending_cache: PendingEntries::default(),
                 location,
                 wakeups: queue::Wakeups::new(listen_config),
+                fair: Default::default(),
             }),
             tenant: TenantId::default_tenant(),
         })

@@ -5,11 +5,12 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use weir_core::{FlowRunId, State, Timestamp};
+use weir_core::{FlowRunId, State, TenantId, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
-    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Quotas, Recorder, Requirements,
+    Room, SlotRequest, StoreError, StoreResult, Waiting, WorkKind, WorkRecord, WorkerOffer,
+    WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -147,6 +148,8 @@ async fn listen(config: tokio_postgres::Config, wake: Arc<Wake>) {
 pub(crate) struct QueueRow {
     pub(crate) run_id: String,
     pub(crate) tenant: weir_core::TenantId,
+    pub(crate) priority: i32,
+    pub(crate) memory_bytes: Option<u64>,
     pub(crate) kind: WorkKind,
     pub(crate) parent: Option<String>,
     pub(crate) spec: String,
@@ -169,6 +172,8 @@ impl QueueRow {
             Box::new(self.ready_at.0),
             Box::new(self.created.0),
             text(self.tenant.as_str()),
+            Box::new(self.priority),
+            Box::new(self.memory_bytes.map(|memory| memory as i64)),
         ]
     }
 }
@@ -252,7 +257,8 @@ fn claimed_row(row: &tokio_postgres::Row, at: usize, generation: i64) -> Claim {
             generation,
         },
         run_id,
-        tenant: weir_core::TenantId::from_stored(row.get::<_, String>(at + 10)),
+        tenant: TenantId::from_stored(row.get::<_, String>(at + 10)),
+        quotas: Quotas::default(),
         kind: WorkKind::parse(row.get(at + 1)).unwrap_or(WorkKind::Task),
         parent: row
             .get::<_, Option<String>>(at + 2)
@@ -266,32 +272,158 @@ fn claimed_row(row: &tokio_postgres::Row, at: usize, generation: i64) -> Claim {
     }
 }
 
-/// Claims untagged task runs and flow runs in one statement (no transaction around it:
-/// one statement is atomic): rows picked `FOR UPDATE SKIP LOCKED`, moved to a new
-/// generation under this worker, the flow runs' owner set, the task runs' records
-/// returned (a task run's owner is set by its first state written under the claim: one
-/// update of its row fewer).
-/// Also says whether tagged task runs this worker serves are waiting.
-async fn claim_untagged(
+/// Which queued rows a claim path looks at: each has an index of its own (see the
+/// migrations), led by the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Task runs without tags: claimed by one statement.
+    Untagged,
+    /// Task runs with tags, which take concurrency slots: one by one, in a transaction.
+    Tagged,
+    Flows,
+}
+
+impl Lane {
+    fn kind(self) -> WorkKind {
+        match self {
+            Lane::Untagged | Lane::Tagged => WorkKind::Task,
+            Lane::Flows => WorkKind::Flow,
+        }
+    }
+
+    /// The rows of the lane (`patterns`: the parameter holding the worker's tag patterns).
+    fn condition(self, patterns: &str) -> String {
+        match self {
+            Lane::Untagged => "kind = 'task' AND tags = ''".to_owned(),
+            Lane::Tagged => format!(
+                "kind = 'task' AND tags <> '' AND (cardinality({patterns}::text[]) = 0 OR tags LIKE ANY({patterns}))"
+            ),
+            Lane::Flows => "kind = 'flow'".to_owned(),
+        }
+    }
+}
+
+/// A tenant with rows in a lane, what its quotas let a claim take, and the quotas.
+struct TenantWaiting {
+    waiting: Waiting,
+    quotas: Quotas,
+}
+
+impl TenantWaiting {
+    /// Whether a claim of its task runs must count what the tenant holds, under a lock.
+    fn bounded(&self, lane: Lane) -> bool {
+        lane != Lane::Flows
+            && (self.quotas.task_runs_in_progress.is_some()
+                || self.quotas.memory_in_flight_bytes.is_some())
+    }
+}
+
+/// The tenants with unfinished rows in `lane` (found one index step each, by a recursive
+/// skip over the lane's index), how many rows each has ready (up to `room`), bounded by
+/// its quota of task runs in progress.
+async fn waiting_tenants(
     client: &deadpool_postgres::Object,
     offer: &WorkerOffer,
     times: ClaimTimes,
-    tasks: usize,
-    flows: usize,
-) -> StoreResult<(Vec<Claim>, bool)> {
+    lane: Lane,
+    room: usize,
+) -> StoreResult<Vec<TenantWaiting>> {
+    let condition = lane.condition("$4");
+    let sql = format!(
+        "WITH RECURSIVE present (tenant) AS (
+             (SELECT tenant FROM work_queue WHERE NOT done AND {condition} ORDER BY tenant LIMIT 1)
+             UNION ALL
+             SELECT (SELECT tenant FROM work_queue
+                     WHERE NOT done AND {condition} AND tenant > p.tenant ORDER BY tenant LIMIT 1)
+             FROM present p WHERE p.tenant IS NOT NULL)
+         SELECT p.tenant, coalesce(t.weight, 1), coalesce(t.settings_json, '{{}}'),
+             (SELECT count(*) FROM (
+                 SELECT 1 FROM work_queue
+                 WHERE tenant = p.tenant AND {condition} AND {CLAIMABLE} LIMIT {room}) r),
+             held.runs
+         FROM present p
+         LEFT JOIN tenants t ON t.name = p.tenant
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS runs FROM work_queue h
+             WHERE h.tenant = p.tenant AND h.worker IS NOT NULL AND NOT h.done AND h.kind = 'task'
+                 AND h.lease_expires > $1) held
+         WHERE p.tenant IS NOT NULL",
+        room = room.max(1),
+    );
+    let statement = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(backend("finding the tenants with queued runs"))?;
+    let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
+    let rows = match lane {
+        Lane::Tagged => {
+            client
+                .query(
+                    &statement,
+                    &[&times.now.0, &offer.unservable, &offer.holding, &patterns],
+                )
+                .await
+        }
+        _ => {
+            client
+                .query(
+                    &statement,
+                    &[&times.now.0, &offer.unservable, &offer.holding],
+                )
+                .await
+        }
+    }
+    .map_err(backend("finding the tenants with queued runs"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let quotas = Quotas::from_json(row.get(2));
+            let mut ready = usize::try_from(row.get::<_, i64>(3)).unwrap_or(0);
+            if let (Some(limit), true) = (quotas.task_runs_in_progress, lane != Lane::Flows) {
+                let held = usize::try_from(row.get::<_, i64>(4)).unwrap_or(0);
+                ready = ready.min((limit as usize).saturating_sub(held));
+            }
+            TenantWaiting {
+                waiting: Waiting {
+                    tenant: TenantId::from_stored(row.get::<_, String>(0)),
+                    weight: u32::try_from(row.get::<_, i32>(1)).unwrap_or(1),
+                    ready,
+                },
+                quotas,
+            }
+        })
+        .collect())
+}
+
+/// Claims untagged task runs and flow runs of tenants without quotas in one statement (no
+/// transaction around it: one statement is atomic), `shares` rows of each tenant: rows
+/// picked `FOR UPDATE SKIP LOCKED`, moved to a new generation under this worker, the flow
+/// runs' owner set, the task runs' records returned (a task run's owner is set by its
+/// first state written under the claim: one update of its row fewer).
+async fn claim_shares(
+    client: &deadpool_postgres::Object,
+    offer: &WorkerOffer,
+    times: ClaimTimes,
+    tasks: &[(TenantId, usize)],
+    flows: &[(TenantId, usize)],
+) -> StoreResult<Vec<Claim>> {
     let owned_columns: Vec<String> = TASK_RUN_COLUMNS
         .split(", ")
         .map(|column| format!("o.{column}"))
         .collect();
+    let pick = |lane: Lane, tenants: &str, counts: &str| {
+        format!(
+            "SELECT p.* FROM unnest({tenants}::text[], {counts}::integer[]) AS s(tenant, n)
+             CROSS JOIN LATERAL (
+                 SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
+                 WHERE tenant = s.tenant AND {condition} AND {CLAIMABLE}
+                 ORDER BY priority DESC, ready_at, created LIMIT s.n FOR UPDATE SKIP LOCKED) p",
+            condition = lane.condition("")
+        )
+    };
     let sql = format!(
-        "WITH picked_tasks AS (
-             SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
-             WHERE kind = 'task' AND tags = '' AND {CLAIMABLE}
-             ORDER BY ready_at, created LIMIT {tasks} FOR UPDATE SKIP LOCKED),
-         picked_flows AS (
-             SELECT run_id, worker AS lost_worker, worker_name AS lost_name FROM work_queue
-             WHERE kind = 'flow' AND {CLAIMABLE}
-             ORDER BY ready_at, created LIMIT {flows} FOR UPDATE SKIP LOCKED),
+        "WITH picked_tasks AS ({tasks}),
+         picked_flows AS ({flows}),
          picked AS (SELECT * FROM picked_tasks UNION ALL SELECT * FROM picked_flows),
          claimed AS (
              UPDATE work_queue q SET generation = q.generation + 1, worker = $4, worker_name = $5,
@@ -302,28 +434,37 @@ async fn claim_untagged(
          owned_flows AS (
              UPDATE flow_runs f SET owner = $4 FROM claimed c
              WHERE c.kind = 'flow' AND f.id = c.run_id RETURNING f.id)
-         SELECT {owned}, {claimed}, waiting.tagged
-         FROM (SELECT EXISTS (
-                 SELECT 1 FROM work_queue WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
-                     AND (cardinality($7::text[]) = 0 OR tags LIKE ANY($7))) AS tagged) waiting
-         LEFT JOIN claimed c ON true
+         SELECT {owned}, {claimed}
+         FROM claimed c
          LEFT JOIN LATERAL (SELECT * FROM task_runs t WHERE c.kind = 'task' AND t.id = c.run_id) o
              ON true
          ORDER BY c.created, c.run_id",
+        tasks = pick(Lane::Untagged, "$7", "$8"),
+        flows = pick(Lane::Flows, "$9", "$10"),
         owned = owned_columns.join(", "),
         claimed = CLAIMED_COLUMNS
             .split(", ")
             .map(|column| format!("c.{column}"))
             .collect::<Vec<_>>()
             .join(", "),
-        tasks = limit_bucket(tasks),
-        flows = limit_bucket(flows),
     );
     let statement = client
         .prepare_cached(&sql)
         .await
         .map_err(backend("claiming queued runs"))?;
-    let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
+    let split = |shares: &[(TenantId, usize)]| -> (Vec<String>, Vec<i32>) {
+        shares
+            .iter()
+            .map(|(tenant, count)| {
+                (
+                    tenant.to_string(),
+                    i32::try_from(*count).unwrap_or(i32::MAX),
+                )
+            })
+            .unzip()
+    };
+    let (task_tenants, task_counts) = split(tasks);
+    let (flow_tenants, flow_counts) = split(flows);
     let rows = client
         .query(
             &statement,
@@ -334,19 +475,17 @@ async fn claim_untagged(
                 &offer.worker,
                 &offer.name,
                 &times.lease_until.0,
-                &patterns,
+                &task_tenants,
+                &task_counts,
+                &flow_tenants,
+                &flow_counts,
             ],
         )
         .await
         .map_err(backend("claiming queued runs"))?;
     let claimed_at = owned_columns.len();
-    let mut tagged_waiting = false;
     let mut claimed = Vec::new();
     for row in &rows {
-        tagged_waiting |= row.get::<_, bool>(claimed_at + 11);
-        if row.get::<_, Option<String>>(claimed_at).is_none() {
-            continue;
-        }
         // Its owner becomes the worker with its first state written under the claim.
         let task_run = match row.get::<_, Option<String>>(0) {
             Some(_) => Some(weir_store::TaskRunRecord {
@@ -361,58 +500,125 @@ async fn claim_untagged(
             ..claimed_row(row, claimed_at, row.get(claimed_at + 6))
         });
     }
-    Ok((claimed, tagged_waiting))
+    Ok(claimed)
 }
 
-/// Claims tagged task runs, in a transaction: each takes a slot of each of its limited
-/// tags in the same transaction, or is passed by.
-async fn claim_tagged(
+/// Claims up to `limit` task runs of one tenant in `lane`, one by one in a transaction:
+/// a tagged run takes a slot of each of its limited tags in the same transaction, or is
+/// passed by; a tenant with quotas is counted under a lock of its own (two workers do not
+/// both take its last place), and a run whose memory would pass the tenant's memory in
+/// flight is passed by.
+async fn claim_one_by_one(
     client: &mut deadpool_postgres::Object,
     offer: &WorkerOffer,
     times: ClaimTimes,
+    lane: Lane,
+    tenant: &TenantWaiting,
     limit: usize,
 ) -> StoreResult<Vec<Claim>> {
     let transaction = client
         .transaction()
         .await
         .map_err(backend("starting a transaction"))?;
+    let name = tenant.waiting.tenant.as_str();
+    let mut limit = limit;
+    let mut memory_room = None;
+    if tenant.bounded(lane) {
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('weir-claim:' || $1))",
+                &[&name],
+            )
+            .await
+            .map_err(backend("locking a tenant's quota"))?;
+        let held = transaction
+            .query_one(
+                "SELECT count(*), coalesce(sum(memory_bytes), 0)::bigint FROM work_queue
+                 WHERE tenant = $1 AND worker IS NOT NULL AND NOT done AND kind = 'task'
+                     AND lease_expires > $2",
+                &[&name, &times.now.0],
+            )
+            .await
+            .map_err(backend("counting a tenant's claimed runs"))?;
+        let (runs, memory) = (held.get::<_, i64>(0), held.get::<_, i64>(1));
+        if let Some(quota) = tenant.quotas.task_runs_in_progress {
+            limit = limit.min((quota as usize).saturating_sub(runs as usize));
+        }
+        memory_room = tenant
+            .quotas
+            .memory_in_flight_bytes
+            .map(|quota| quota.saturating_sub(memory as u64));
+    }
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let patterns: Vec<String> = offer.tags.iter().map(|tag| tag_pattern(tag)).collect();
-    // Some rows may be passed by for full tag limits: look a little further.
+    // Some rows may be passed by for full tag limits or memory: look a little further.
     let sql = format!(
-        "SELECT {CLAIMED_COLUMNS}
+        "SELECT {CLAIMED_COLUMNS}, memory_bytes
          FROM work_queue
-         WHERE kind = 'task' AND tags <> '' AND {CLAIMABLE}
-             AND (cardinality($4::text[]) = 0 OR tags LIKE ANY($4))
-         ORDER BY ready_at, created LIMIT {look_at} FOR UPDATE SKIP LOCKED",
+         WHERE tenant = $4 AND {condition} AND {CLAIMABLE}
+         ORDER BY priority DESC, ready_at, created LIMIT {look_at} FOR UPDATE SKIP LOCKED",
+        condition = lane.condition("$5"),
         look_at = limit_bucket(limit.saturating_mul(4).max(16))
     );
-    let rows = transaction
-        .query(
-            &sql,
-            &[&times.now.0, &offer.unservable, &offer.holding, &patterns],
-        )
-        .await
-        .map_err(backend("claiming queued runs"))?;
+    let rows = match lane {
+        Lane::Tagged => {
+            transaction
+                .query(
+                    &sql,
+                    &[
+                        &times.now.0,
+                        &offer.unservable,
+                        &offer.holding,
+                        &name,
+                        &patterns,
+                    ],
+                )
+                .await
+        }
+        _ => {
+            transaction
+                .query(
+                    &sql,
+                    &[&times.now.0, &offer.unservable, &offer.holding, &name],
+                )
+                .await
+        }
+    }
+    .map_err(backend("claiming queued runs"))?;
     let mut claimed = Vec::new();
     for row in rows {
         if claimed.len() >= limit {
             break;
         }
+        if let (Some(room), Some(memory)) = (memory_room, row.get::<_, Option<i64>>(11)) {
+            let memory = memory as u64;
+            if memory > room {
+                continue;
+            }
+            memory_room = Some(room - memory);
+        }
         // The generation the update below moves the row to.
         let claim = claimed_row(&row, 0, row.get::<_, i64>(6) + 1);
-        let slots = crate::leases::take_slots(
-            &transaction,
-            (&claim.tenant, &claim.tags),
-            &claim.run_id,
-            times.now,
-            times.lease_until,
-        )
-        .await
-        .map_err(backend("taking the concurrency slots of a claimed run"))?;
-        if slots != SlotRequest::Granted {
-            continue;
+        if !claim.tags.is_empty() {
+            let slots = crate::leases::take_slots(
+                &transaction,
+                (&claim.tenant, &claim.tags),
+                &claim.run_id,
+                times.now,
+                times.lease_until,
+            )
+            .await
+            .map_err(backend("taking the concurrency slots of a claimed run"))?;
+            if slots != SlotRequest::Granted {
+                continue;
+            }
         }
-        claimed.push(claim);
+        claimed.push(Claim {
+            quotas: tenant.quotas.clone(),
+            ..claim
+        });
     }
     if claimed.is_empty() {
         return Ok(claimed);
@@ -477,6 +683,8 @@ impl Queue for PostgresStore {
         let row = QueueRow {
             run_id: work.run_id().to_owned(),
             tenant: self.tenant.clone(),
+            priority: work.priority,
+            memory_bytes: work.memory_bytes,
             kind: work.kind(),
             parent: work.parent().map(|parent| parent.to_string()),
             spec: work.spec.clone(),
@@ -507,20 +715,67 @@ impl Queue for PostgresStore {
         // every write would commit each small batch at once).
         self.shared.writer.wait_for_claimable().await?;
         let mut client = self.connection().await?;
-        // A worker with tags serves tagged task runs only, which take the slower path.
-        let untagged = match offer.tags.is_empty() {
-            true => room.tasks,
-            false => 0,
-        };
-        let (mut claimed, tagged_waiting) =
-            claim_untagged(&client, offer, times, untagged, room.flows).await?;
-        let tasks_claimed = claimed
-            .iter()
-            .filter(|claim| claim.kind == WorkKind::Task)
-            .count();
-        let room_left = room.tasks.saturating_sub(tasks_claimed);
-        if tagged_waiting && room_left > 0 {
-            claimed.extend(claim_tagged(&mut client, offer, times, room_left).await?);
+        let fair = &self.shared.fair;
+        // A worker with tags serves tagged task runs only.
+        let mut lanes = vec![(Lane::Flows, room.flows), (Lane::Tagged, room.tasks)];
+        if offer.tags.is_empty() {
+            lanes.insert(0, (Lane::Untagged, room.tasks));
+        }
+        let mut claimed = Vec::new();
+        let mut fast: [Vec<(TenantId, usize)>; 2] = Default::default();
+        let mut quotas: std::collections::HashMap<TenantId, (u32, Quotas)> = Default::default();
+        let mut tasks_left = room.tasks;
+        for (lane, lane_room) in lanes {
+            let lane_room = match lane {
+                Lane::Flows => lane_room,
+                _ => tasks_left,
+            };
+            if lane_room == 0 {
+                continue;
+            }
+            let waiting = waiting_tenants(&client, offer, times, lane, lane_room).await?;
+            let list: Vec<Waiting> = waiting
+                .iter()
+                .map(|tenant| tenant.waiting.clone())
+                .collect();
+            for (name, count) in fair.shares(lane.kind(), &list, lane_room) {
+                let Some(tenant) = waiting.iter().find(|tenant| tenant.waiting.tenant == name)
+                else {
+                    continue;
+                };
+                quotas.insert(name.clone(), (tenant.waiting.weight, tenant.quotas.clone()));
+                if lane == Lane::Tagged || tenant.bounded(lane) {
+                    let rows =
+                        claim_one_by_one(&mut client, offer, times, lane, tenant, count).await?;
+                    fair.claimed(lane.kind(), &name, tenant.waiting.weight, rows.len());
+                    tasks_left = tasks_left.saturating_sub(rows.len());
+                    claimed.extend(rows);
+                } else {
+                    let slot = usize::from(lane == Lane::Flows);
+                    fast[slot].push((name, count));
+                    if lane == Lane::Untagged {
+                        tasks_left = tasks_left.saturating_sub(count);
+                    }
+                }
+            }
+        }
+        if !fast[0].is_empty() || !fast[1].is_empty() {
+            let rows = claim_shares(&client, offer, times, &fast[0], &fast[1]).await?;
+            let mut counts: std::collections::HashMap<(WorkKind, TenantId), usize> =
+                Default::default();
+            for mut claim in rows {
+                *counts
+                    .entry((claim.kind, claim.tenant.clone()))
+                    .or_default() += 1;
+                if let Some((_, quotas)) = quotas.get(&claim.tenant) {
+                    claim.quotas = quotas.clone();
+                }
+                claimed.push(claim);
+            }
+            for ((kind, tenant), count) in counts {
+                let weight = quotas.get(&tenant).map_or(1, |(weight, _)| *weight);
+                fair.claimed(kind, &tenant, weight, count);
+            }
         }
         Ok(claimed)
     }

@@ -9,7 +9,7 @@ use weir_store::{
 
 use crate::{PostgresStore, backend};
 
-const TENANT_COLUMNS: &str = "name, weight, created";
+const TENANT_COLUMNS: &str = "name, weight, created, settings_json";
 const TOKEN_COLUMNS: &str = "id, tenant, scope, created, expires, revoked";
 
 fn tenant_from_row(row: &tokio_postgres::Row) -> TenantRecord {
@@ -17,6 +17,7 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> TenantRecord {
         name: TenantId::from_stored(row.get::<_, String>(0)),
         weight: u32::try_from(row.get::<_, i32>(1)).unwrap_or(1),
         created: Timestamp(row.get(2)),
+        quotas: weir_store::Quotas::from_json(row.get(3)),
     }
 }
 
@@ -56,11 +57,13 @@ impl Tenants for PostgresStore {
         let client = self.read().await?;
         let inserted = client
             .execute(
-                "INSERT INTO tenants (name, weight, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                "INSERT INTO tenants (name, weight, created, settings_json) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
                 &[
                     &tenant.name.as_str(),
                     &i32::try_from(tenant.weight).unwrap_or(i32::MAX),
                     &tenant.created.0,
+                    &tenant.quotas.to_json(),
                 ],
             )
             .await
@@ -90,6 +93,53 @@ impl Tenants for PostgresStore {
             .await
             .map_err(backend("listing tenants"))?;
         Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    async fn tenant_usage(
+        &self,
+        name: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<weir_store::TenantUsage> {
+        let client = self.read().await?;
+        let row = client
+            .query_one(
+                "SELECT
+                     (SELECT count(*) FROM work_queue WHERE tenant = $1 AND worker IS NOT NULL
+                        AND NOT done AND kind = 'task' AND lease_expires > $2),
+                     (SELECT coalesce(sum(memory_bytes), 0)::bigint FROM work_queue WHERE tenant = $1
+                        AND worker IS NOT NULL AND NOT done AND kind = 'task' AND lease_expires > $2),
+                     (SELECT count(*) FROM work_queue WHERE tenant = $1 AND NOT done
+                        AND (worker IS NULL OR lease_expires <= $2))",
+                &[&name.as_str(), &now.0],
+            )
+            .await
+            .map_err(backend("reading a tenant's use"))?;
+        Ok(weir_store::TenantUsage {
+            task_runs_in_progress: row.get::<_, i64>(0) as u64,
+            memory_in_flight_bytes: row.get::<_, i64>(1) as u64,
+            queued: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    async fn update_tenant(
+        &self,
+        name: &TenantId,
+        weight: u32,
+        quotas: &weir_store::Quotas,
+    ) -> StoreResult<bool> {
+        let client = self.read().await?;
+        let updated = client
+            .execute(
+                "UPDATE tenants SET weight = $2, settings_json = $3 WHERE name = $1",
+                &[
+                    &name.as_str(),
+                    &i32::try_from(weight).unwrap_or(i32::MAX),
+                    &quotas.to_json(),
+                ],
+            )
+            .await
+            .map_err(backend("changing a tenant"))?;
+        Ok(updated == 1)
     }
 
     async fn delete_tenant(&self, name: &TenantId) -> StoreResult<TenantDeletion> {

@@ -478,9 +478,9 @@ impl Statements {
             insert_works: client
                 .prepare(
                     "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created,
-                         tenant)
+                         tenant, priority, memory_bytes)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bigint[], $9::text[])",
+                         $7::bigint[], $8::bigint[], $9::text[], $10::integer[], $11::bigint[])",
                 )
                 .await?,
             set_task_state: client
@@ -611,8 +611,8 @@ impl Statements {
             insert_work: client
                 .prepare(
                     "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created,
-                         tenant)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         tenant, priority, memory_bytes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .await?,
             notify: client.prepare("SELECT pg_notify($1, '')").await?,

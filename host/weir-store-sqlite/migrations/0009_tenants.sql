@@ -34,6 +34,15 @@ CREATE INDEX task_runs_by_tenant ON task_runs (tenant, id);
 ALTER TABLE work_queue ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
 -- Higher first within a tenant.
 ALTER TABLE work_queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+-- A task run's memory limit, counted against its tenant's memory in flight.
+ALTER TABLE work_queue ADD COLUMN memory_bytes INTEGER;
+-- Claims take each tenant's rows in turn: the tenants with rows are found one index
+-- step each, then each one's rows, its priority first, oldest first.
+DROP INDEX work_queue_claimable;
+CREATE INDEX work_queue_claimable ON work_queue (kind, tenant, priority DESC, ready_at, created)
+    WHERE done = 0;
+-- What a tenant's claimed rows hold (its quotas of runs and memory in flight).
+CREATE INDEX work_queue_held ON work_queue (tenant) WHERE worker IS NOT NULL AND done = 0;
 
 -- Keys that were unique in the store become unique per tenant: tables rebuilt.
 CREATE TABLE plugins_by_tenant (

@@ -57,6 +57,8 @@ struct Shared {
     pending_cache: PendingEntries,
     blobs: BlobDir,
     database_path: PathBuf,
+    /// The tenants' passes, for fair claims.
+    fair: Arc<weir_store::FairShare>,
 }
 
 /// Runs `step` again while SQLite answers "database is locked" without waiting for its
@@ -121,6 +123,7 @@ impl SqliteStore {
                 pending_cache: PendingEntries::default(),
                 blobs,
                 database_path,
+                fair: Default::default(),
             }),
             tenant: TenantId::default_tenant(),
         })

@@ -5,11 +5,12 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::sync::Arc;
-use weir_core::{FlowRunId, State, Timestamp};
+use weir_core::{FlowRunId, State, TenantId, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
-    SlotRequest, StoreError, StoreResult, WorkKind, WorkRecord, WorkerOffer, WorkerRecord,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Quotas, Recorder, Requirements,
+    Room, SlotRequest, StoreError, StoreResult, Waiting, WorkKind, WorkRecord, WorkerOffer,
+    WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -21,6 +22,8 @@ use crate::{SqliteStore, backend};
 pub(crate) struct QueueRow {
     run_id: String,
     tenant: weir_core::TenantId,
+    priority: i32,
+    memory_bytes: Option<u64>,
     kind: WorkKind,
     parent: Option<String>,
     spec: String,
@@ -135,8 +138,9 @@ pub(crate) fn apply_enqueue(
     }
     transaction
         .prepare_cached(
-            "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created, tenant)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO work_queue (run_id, kind, parent_flow_run_id, spec, tags, requirements, ready_at, created, tenant,
+                 priority, memory_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -148,7 +152,9 @@ pub(crate) fn apply_enqueue(
                 row.requirements,
                 row.ready_at.0,
                 row.created.0,
-                row.tenant.as_str()
+                row.tenant.as_str(),
+                row.priority,
+                row.memory_bytes.map(|memory| memory as i64)
             ])
         })
         .map_err(backend("queueing a run"))?;
@@ -232,22 +238,23 @@ fn work_record(row: &rusqlite::Row) -> rusqlite::Result<WorkRecord> {
     })
 }
 
-/// Claims rows of one kind on the writer's connection (see [`Queue::claim`]).
-fn claim_rows(
-    connection: &Connection,
+/// The conditions a claim puts on rows of one kind and one tenant, with their values
+/// (`?1` is now).
+fn claimable(
     offer: &WorkerOffer,
     times: ClaimTimes,
     kind: WorkKind,
-    limit: usize,
-) -> rusqlite::Result<Vec<Claim>> {
+    tenant: &TenantId,
+) -> (String, Vec<rusqlite::types::Value>) {
     let mut sql = String::from(
-        "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker, worker_name, created,
-                tenant
-         FROM work_queue
-         WHERE done = 0 AND ready_at <= ?1 AND (worker IS NULL OR lease_expires <= ?1) AND kind = ?2",
+        "done = 0 AND kind = ?2 AND tenant = ?3 AND ready_at <= ?1
+         AND (worker IS NULL OR lease_expires <= ?1)",
     );
-    let mut values: Vec<rusqlite::types::Value> =
-        vec![times.now.0.into(), kind.as_str().to_owned().into()];
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        times.now.0.into(),
+        kind.as_str().to_owned().into(),
+        tenant.as_str().to_owned().into(),
+    ];
     let placeholder = |values: &mut Vec<rusqlite::types::Value>, value: String| {
         values.push(value.into());
         format!("?{}", values.len())
@@ -272,12 +279,112 @@ fn claim_rows(
         let slot = placeholder(&mut values, run.clone());
         sql.push_str(&format!(" AND run_id != {slot}"));
     }
-    // Some rows may be skipped for full tag limits: look a little further.
-    sql.push_str(&format!(
-        " ORDER BY ready_at, created LIMIT {}",
+    (sql, values)
+}
+
+/// A tenant with rows of `kind` a claim could take, and how its quotas bound the claim.
+struct TenantWaiting {
+    waiting: Waiting,
+    quotas: Quotas,
+    /// Memory its claimed task runs may still add (None: no bound).
+    memory_room: Option<u64>,
+}
+
+/// The tenants with unfinished rows of `kind` (each found with one step of the index),
+/// how many rows each has ready (up to `room`), and how much of that their quotas let a
+/// claim take.
+fn waiting_tenants(
+    connection: &Connection,
+    offer: &WorkerOffer,
+    times: ClaimTimes,
+    kind: WorkKind,
+    room: usize,
+) -> rusqlite::Result<Vec<TenantWaiting>> {
+    let mut found = Vec::new();
+    let mut after = String::new();
+    loop {
+        let next: Option<String> = connection
+            .prepare_cached(
+                "SELECT tenant FROM work_queue WHERE done = 0 AND kind = ?1 AND tenant > ?2
+                 ORDER BY tenant LIMIT 1",
+            )?
+            .query_row(params![kind.as_str(), after], |row| row.get(0))
+            .optional()?;
+        let Some(name) = next else { break };
+        after.clone_from(&name);
+        let tenant = TenantId::from_stored(name);
+        let (weight, quotas) = connection
+            .prepare_cached("SELECT weight, settings_json FROM tenants WHERE name = ?1")?
+            .query_row([tenant.as_str()], |row| {
+                Ok((
+                    row.get::<_, u32>(0)?,
+                    Quotas::from_json(&row.get::<_, String>(1)?),
+                ))
+            })
+            .optional()?
+            .unwrap_or((1, Quotas::default()));
+        let (conditions, values) = claimable(offer, times, kind, &tenant);
+        let mut ready: usize = connection
+            .prepare(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM work_queue WHERE {conditions} LIMIT {room})"
+            ))?
+            .query_row(params_from_iter(values), |row| row.get::<_, i64>(0))?
+            as usize;
+        let mut memory_room = None;
+        let bounded =
+            quotas.task_runs_in_progress.is_some() || quotas.memory_in_flight_bytes.is_some();
+        if kind == WorkKind::Task && bounded {
+            let (held, memory): (i64, i64) = connection
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(memory_bytes), 0) FROM work_queue
+                     WHERE tenant = ?1 AND worker IS NOT NULL AND done = 0 AND kind = 'task'
+                       AND lease_expires > ?2",
+                )?
+                .query_row(params![tenant.as_str(), times.now.0], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if let Some(limit) = quotas.task_runs_in_progress {
+                ready = ready.min((limit as usize).saturating_sub(held as usize));
+            }
+            memory_room = quotas
+                .memory_in_flight_bytes
+                .map(|limit| limit.saturating_sub(memory as u64));
+        }
+        found.push(TenantWaiting {
+            waiting: Waiting {
+                tenant,
+                weight,
+                ready,
+            },
+            quotas,
+            memory_room,
+        });
+    }
+    Ok(found)
+}
+
+/// Claims up to `limit` rows of one kind of one tenant on the writer's connection (see
+/// [`Queue::claim`]), its priority first, then oldest first; a task run whose memory
+/// would pass `memory_room` is passed by.
+fn claim_rows(
+    connection: &Connection,
+    offer: &WorkerOffer,
+    times: ClaimTimes,
+    kind: WorkKind,
+    tenant: &TenantWaiting,
+    limit: usize,
+) -> rusqlite::Result<Vec<Claim>> {
+    let (conditions, values) = claimable(offer, times, kind, &tenant.waiting.tenant);
+    // Some rows may be skipped for full tag limits or memory: look a little further.
+    let sql = format!(
+        "SELECT run_id, kind, parent_flow_run_id, spec, tags, requirements, generation, worker,
+                worker_name, created, tenant, memory_bytes
+         FROM work_queue WHERE {conditions}
+         ORDER BY priority DESC, ready_at, created LIMIT {}",
         limit.saturating_mul(4).max(16)
-    ));
-    let candidates: Vec<Claim> = {
+    );
+    let mut memory_room = tenant.memory_room;
+    let candidates: Vec<(Option<u64>, Claim)> = {
         let mut statement = connection.prepare(&sql)?;
         let rows = statement.query_map(params_from_iter(values), |row| {
             let kind: String = row.get(1)?;
@@ -285,29 +392,40 @@ fn claim_rows(
             let requirements: String = row.get(5)?;
             let worker: Option<String> = row.get(7)?;
             let worker_name: Option<String> = row.get(8)?;
-            Ok(Claim {
-                run_id: row.get(0)?,
-                tenant: weir_core::TenantId::from_stored(row.get::<_, String>(10)?),
-                kind: WorkKind::parse(&kind).unwrap_or(WorkKind::Task),
-                parent: row.get::<_, Option<String>>(2)?.map(FlowRunId::from_string),
-                spec: row.get(3)?,
-                tags: tags_from_column(&tags),
-                requirements: Requirements::from_key(&requirements),
-                fence: Fence {
-                    run_id: String::new(),
-                    generation: row.get(6)?,
+            let memory: Option<i64> = row.get(11)?;
+            Ok((
+                memory.map(|memory| memory as u64),
+                Claim {
+                    run_id: row.get(0)?,
+                    tenant: TenantId::from_stored(row.get::<_, String>(10)?),
+                    quotas: tenant.quotas.clone(),
+                    kind: WorkKind::parse(&kind).unwrap_or(WorkKind::Task),
+                    parent: row.get::<_, Option<String>>(2)?.map(FlowRunId::from_string),
+                    spec: row.get(3)?,
+                    tags: tags_from_column(&tags),
+                    requirements: Requirements::from_key(&requirements),
+                    fence: Fence {
+                        run_id: String::new(),
+                        generation: row.get(6)?,
+                    },
+                    lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
+                    created: Timestamp(row.get(9)?),
+                    task_run: None,
                 },
-                lost_from: worker.map(|worker| (worker_name.unwrap_or_default(), worker)),
-                created: Timestamp(row.get(9)?),
-                task_run: None,
-            })
+            ))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut claimed = Vec::new();
-    for mut claim in candidates {
+    for (memory, mut claim) in candidates {
         if claimed.len() >= limit {
             break;
+        }
+        if let (Some(room), Some(memory)) = (memory_room, memory) {
+            if memory > room {
+                continue;
+            }
+            memory_room = Some(room - memory);
         }
         if claim.kind == WorkKind::Task && !claim.tags.is_empty() {
             let slots = crate::leases::take_slots(
@@ -416,6 +534,8 @@ impl SqliteStore {
         QueueRow {
             run_id: work.run_id().to_owned(),
             tenant: self.tenant.clone(),
+            priority: work.priority,
+            memory_bytes: work.memory_bytes,
             kind: work.kind(),
             parent: work.parent().map(|parent| parent.to_string()),
             spec: work.spec.clone(),
@@ -464,17 +584,36 @@ impl Queue for SqliteStore {
             return Ok(Vec::new());
         }
         let offer = offer.clone();
+        let fair = self.shared.fair.clone();
         self.shared
             .writer
             .call(move |connection| {
                 let mut claimed = Vec::new();
                 for kind in [WorkKind::Task, WorkKind::Flow] {
-                    if room.of(kind) > 0 {
-                        claimed.extend(
-                            claim_rows(connection, &offer, times, kind, room.of(kind))
-                                .map_err(backend("claiming queued runs"))?,
-                        );
+                    let room = room.of(kind);
+                    if room == 0 {
+                        continue;
                     }
+                    let claim_kind = || -> rusqlite::Result<Vec<Claim>> {
+                        let waiting = waiting_tenants(connection, &offer, times, kind, room)?;
+                        let list: Vec<Waiting> = waiting
+                            .iter()
+                            .map(|tenant| tenant.waiting.clone())
+                            .collect();
+                        let mut claimed = Vec::new();
+                        for (name, count) in fair.shares(kind, &list, room) {
+                            let Some(tenant) =
+                                waiting.iter().find(|tenant| tenant.waiting.tenant == name)
+                            else {
+                                continue;
+                            };
+                            let rows = claim_rows(connection, &offer, times, kind, tenant, count)?;
+                            fair.claimed(kind, &name, tenant.waiting.weight, rows.len());
+                            claimed.extend(rows);
+                        }
+                        Ok(claimed)
+                    };
+                    claimed.extend(claim_kind().map_err(backend("claiming queued runs"))?);
                 }
                 Ok(claimed)
             })

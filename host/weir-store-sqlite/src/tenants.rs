@@ -11,7 +11,7 @@ use weir_store::{
 
 use crate::{SqliteStore, backend};
 
-const TENANT_COLUMNS: &str = "name, weight, created";
+const TENANT_COLUMNS: &str = "name, weight, created, settings_json";
 const TOKEN_COLUMNS: &str = "id, tenant, scope, created, expires, revoked";
 
 fn tenant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
@@ -19,6 +19,7 @@ fn tenant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
         name: TenantId::from_stored(row.get::<_, String>(0)?),
         weight: row.get(1)?,
         created: Timestamp(row.get(2)?),
+        quotas: weir_store::Quotas::from_json(&row.get::<_, String>(3)?),
     })
 }
 
@@ -62,8 +63,13 @@ impl Tenants for SqliteStore {
             .call(move |connection| {
                 connection
                     .execute(
-                        "INSERT OR IGNORE INTO tenants (name, weight, created) VALUES (?1, ?2, ?3)",
-                        params![tenant.name.as_str(), tenant.weight, tenant.created.0],
+                        "INSERT OR IGNORE INTO tenants (name, weight, created, settings_json) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            tenant.name.as_str(),
+                            tenant.weight,
+                            tenant.created.0,
+                            tenant.quotas.to_json()
+                        ],
                     )
                     .map(|inserted| inserted == 1)
                     .map_err(backend("creating a tenant"))
@@ -97,6 +103,55 @@ impl Tenants for SqliteStore {
                     .collect::<Result<_, _>>()
             })
             .map_err(backend("listing tenants"))
+    }
+
+    async fn tenant_usage(
+        &self,
+        name: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<weir_store::TenantUsage> {
+        self.read()
+            .await?
+            .prepare_cached(
+                "SELECT
+                     (SELECT count(*) FROM work_queue WHERE tenant = ?1 AND worker IS NOT NULL
+                        AND done = 0 AND kind = 'task' AND lease_expires > ?2),
+                     (SELECT coalesce(sum(memory_bytes), 0) FROM work_queue WHERE tenant = ?1
+                        AND worker IS NOT NULL AND done = 0 AND kind = 'task' AND lease_expires > ?2),
+                     (SELECT count(*) FROM work_queue WHERE tenant = ?1 AND done = 0
+                        AND (worker IS NULL OR lease_expires <= ?2))",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![name.as_str(), now.0], |row| {
+                    Ok(weir_store::TenantUsage {
+                        task_runs_in_progress: row.get::<_, i64>(0)? as u64,
+                        memory_in_flight_bytes: row.get::<_, i64>(1)? as u64,
+                        queued: row.get::<_, i64>(2)? as u64,
+                    })
+                })
+            })
+            .map_err(backend("reading a tenant's use"))
+    }
+
+    async fn update_tenant(
+        &self,
+        name: &TenantId,
+        weight: u32,
+        quotas: &weir_store::Quotas,
+    ) -> StoreResult<bool> {
+        let (name, quotas) = (name.clone(), quotas.to_json());
+        self.shared
+            .writer
+            .call(move |connection| {
+                connection
+                    .execute(
+                        "UPDATE tenants SET weight = ?2, settings_json = ?3 WHERE name = ?1",
+                        params![name.as_str(), weight, quotas],
+                    )
+                    .map(|updated| updated == 1)
+                    .map_err(backend("changing a tenant"))
+            })
+            .await
     }
 
     async fn delete_tenant(&self, name: &TenantId) -> StoreResult<TenantDeletion> {

@@ -45,11 +45,13 @@
 //! from a URL. A boxed future costs tens of nanoseconds, against microseconds for the
 //! cheapest store call.
 
+mod fair;
 mod pending;
 mod queue;
 mod records;
 mod tenants;
 
+pub use fair::{FairShare, Waiting};
 pub use pending::PendingEntries;
 pub use queue::*;
 
@@ -377,6 +379,15 @@ pub trait Tenants: Send + Sync {
     async fn tenant_record(&self, name: &TenantId) -> StoreResult<Option<TenantRecord>>;
     /// Every tenant, by name.
     async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+    /// What a tenant uses now (claimed and queued runs of the queue).
+    async fn tenant_usage(&self, name: &TenantId, now: Timestamp) -> StoreResult<TenantUsage>;
+    /// Sets a tenant's weight and quotas; false when there is no such tenant.
+    async fn update_tenant(
+        &self,
+        name: &TenantId,
+        weight: u32,
+        quotas: &Quotas,
+    ) -> StoreResult<bool>;
     /// Deletes a tenant with everything it owns (runs, their histories and logs,
     /// plugins, cache entries, limits, tokens), in one operation, unless it has runs
     /// that have not ended. Results stay: they are stored once by content, and may be

@@ -22,7 +22,7 @@ use weir_core::{FlowRunId, State, Timestamp};
 use crate::{NewFlowRun, NewTaskRun, StateChange};
 
 /// What a queued row runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkKind {
     /// A task run: one attempt per claim.
@@ -122,6 +122,12 @@ pub struct NewWork {
     pub requirements: Requirements,
     /// Not claimed before this time.
     pub ready_at: Timestamp,
+    /// Claimed before the tenant's rows of lower priority (its other tenants' rows are
+    /// shared out fairly whatever their priority).
+    pub priority: i32,
+    /// The most linear memory its attempts may use (a task run's limit), counted
+    /// against its tenant's memory in flight while it is claimed.
+    pub memory_bytes: Option<u64>,
 }
 
 impl NewWork {
@@ -171,6 +177,8 @@ pub struct Claim {
     pub run_id: String,
     /// Whose run it is: the worker runs it through the store as this tenant.
     pub tenant: weir_core::TenantId,
+    /// The tenant's quotas as the claim found them (what bounds the run's attempt).
+    pub quotas: crate::Quotas,
     pub kind: WorkKind,
     pub parent: Option<FlowRunId>,
     pub spec: String,

@@ -4,7 +4,7 @@
 //! text ([`token_hash`]): tokens are 256 random bits, so a fast hash is as strong as a
 //! slow one (there is no dictionary to try), and checking one costs a lookup by hash.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weir_core::{TenantId, Timestamp, TokenScope};
 
 /// A tenant as stored.
@@ -15,6 +15,40 @@ pub struct TenantRecord {
     /// Its share of the workers when tenants compete for them (1 to 1,000).
     pub weight: u32,
     pub created: Timestamp,
+    pub quotas: Quotas,
+}
+
+/// What an operator bounds a tenant's use by; `None` is no bound. Stored as JSON with
+/// the tenant (fields a later weir adds are ignored by this one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
+pub struct Quotas {
+    /// Task runs of the tenant claimed by workers at once; more wait in the queue.
+    pub task_runs_in_progress: Option<u32>,
+    /// Linear memory summed over the tenant's claimed task runs, each counted at its
+    /// memory limit; a run that would pass it waits in the queue.
+    pub memory_in_flight_bytes: Option<u64>,
+    /// The most memory one task run of the tenant may use, whatever it asks: a run that
+    /// needs more ends `Crashed`, naming the quota.
+    pub memory_per_task_bytes: Option<u64>,
+}
+
+impl Quotas {
+    /// The stored form.
+    pub fn to_json(&self) -> String {
+        // Numbers and options only: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The stored form read back; text that is not quotas (a damaged row) reads as no
+    /// quotas, and says so in the log.
+    pub fn from_json(text: &str) -> Quotas {
+        serde_json::from_str(text).unwrap_or_else(|error| {
+            tracing::warn!("a tenant's stored quotas are unreadable ({error}): none apply");
+            Quotas::default()
+        })
+    }
 }
 
 /// A token as stored: everything but its text.
@@ -102,4 +136,16 @@ pub enum TenantDeletion {
     Busy {
         unfinished: u64,
     },
+}
+
+/// What a tenant uses now, to set against its [`Quotas`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenantUsage {
+    /// Its task runs claimed by workers now.
+    pub task_runs_in_progress: u64,
+    /// The memory limits of those task runs, summed.
+    pub memory_in_flight_bytes: u64,
+    /// Its runs waiting in the queue (task runs and flow runs).
+    pub queued: u64,
 }

@@ -19,6 +19,17 @@ fn spin() -> u64 {
 /// Allocates memory without bound, 1 MiB at a time, writing to every page.
 #[weir::task]
 fn hog() -> usize {
+    hoard()
+}
+
+/// `hog` for each element of a map (the element itself is ignored).
+#[weir::task]
+fn hog_each(element: u64) -> usize {
+    black_box(element);
+    hoard()
+}
+
+fn hoard() -> usize {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
         hoard.push(vec![0xA5; 1 << 20]);
@@ -182,5 +193,5 @@ fn list(path: &str) -> std::io::Result<String> {
 }
 
 weir::export!(
-    spin, hog, boom, overflow, flood, chatty, sleepy, escape, files, env
+    spin, hog, hog_each, boom, overflow, flood, chatty, sleepy, escape, files, env
 );

@@ -245,6 +245,8 @@ impl Driving {
                     tags: Vec::new(),
                     requirements: Default::default(),
                     ready_at: now,
+                    priority: 0,
+                    memory_bytes: None,
                 };
                 if let Err(error) = self.runner.tasks.store().enqueue(&work, Some(&self.fence)) {
                     return NodeOutcome::Failed {
@@ -383,6 +385,8 @@ impl FlowRunner {
             tags: Vec::new(),
             requirements: Default::default(),
             ready_at: now,
+            priority: 0,
+            memory_bytes: None,
         };
         store.enqueue(&work, None)?;
         store.flush().await?;

@@ -529,6 +529,7 @@ impl TaskRunner {
             attempt: AtomicU32::new(0),
             recorder,
             claim: None,
+            memory_quota: None,
         };
         tokio::select! {
             biased;
@@ -580,9 +581,18 @@ struct Execution<'a> {
     recorder: Arc<dyn Recorder>,
     /// Claimed from the queue: its fence, for a requeue.
     claim: Option<Fence>,
+    /// The tenant's memory-per-task quota, when it held the task's memory limit down.
+    memory_quota: Option<u64>,
 }
 
 impl Execution<'_> {
+    /// The memory limit the task asks for (before a tenant's quota held it down).
+    fn task_memory(&self) -> u64 {
+        Effective::new(self.info, &self.request.overrides)
+            .limits
+            .memory_bytes
+    }
+
     fn context(&self, attempt: u32) -> RunContext {
         let flow = self.request.flow_run.as_ref();
         RunContext {
@@ -770,6 +780,14 @@ impl Execution<'_> {
                 ),
             ),
             AttemptOutcome::Crashed { message, .. } => {
+                let message = match self.memory_quota {
+                    Some(quota) if message.starts_with("out of memory") => format!(
+                        "{message}: the tenant's memory-per-task quota of {} held the task below the {} it asks for",
+                        weir_core::format_size(quota),
+                        weir_core::format_size(self.task_memory())
+                    ),
+                    _ => message,
+                };
                 AttemptEnd::Retriable(State::Crashed, message)
             }
         }

@@ -27,6 +27,8 @@ pub struct ClaimedTask {
     /// The worker (by name) whose lease ran out while it held the run.
     pub lost_from: Option<String>,
     pub cancel: CancelToken,
+    /// Its tenant's quotas, as the claim found them.
+    pub quotas: weir_store::Quotas,
 }
 
 /// How a claim of a task run ended.
@@ -102,6 +104,8 @@ impl TaskRunner {
             tags: settings.tags.clone(),
             requirements: requirements(&settings.grants),
             ready_at: now,
+            priority: 0,
+            memory_bytes: Some(settings.limits.memory_bytes),
         };
         self.store.enqueue(&work, Some(fence))?;
         self.observer.task_run_created(&label);
@@ -120,6 +124,7 @@ impl TaskRunner {
             flow_run,
             lost_from,
             cancel,
+            quotas,
         } = claimed;
         let recorder = self.store.clone().fenced(fence.clone());
         let label = RunLabel {
@@ -164,7 +169,15 @@ impl TaskRunner {
             Ok(info) => info,
             Err(error) => return unstartable(weir_core::describe_error(&error)),
         };
-        let settings = Effective::new(&info, &request.overrides);
+        let mut settings = Effective::new(&info, &request.overrides);
+        // The tenant's ceiling holds whatever the task asks: an attempt that needs more
+        // crashes out of memory, naming the quota.
+        let memory_quota = quotas
+            .memory_per_task_bytes
+            .filter(|quota| settings.limits.memory_bytes > *quota);
+        if let Some(quota) = memory_quota {
+            settings.limits.memory_bytes = quota;
+        }
         let maximum = self.runtime.config().max_memory_bytes;
         if settings.limits.memory_bytes > maximum {
             let error = RunnerError::MemoryAboveMaximum {
@@ -235,6 +248,7 @@ impl TaskRunner {
             attempt: AtomicU32::new(record.attempts),
             recorder,
             claim: Some(fence),
+            memory_quota,
         };
         tokio::select! {
             biased;

@@ -305,6 +305,8 @@ struct BulkWork {
     ready_at: Vec<i64>,
     created: Vec<i64>,
     tenants: Vec<String>,
+    priorities: Vec<i32>,
+    memory: Vec<Option<i64>>,
 }
 
 impl BulkWork {
@@ -322,6 +324,9 @@ impl BulkWork {
         self.ready_at.push(row.ready_at.0);
         self.created.push(row.created.0);
         self.tenants.push(row.tenant.to_string());
+        self.priorities.push(row.priority);
+        self.memory
+            .push(row.memory_bytes.map(|memory| memory as i64));
     }
 
     fn into_params(self) -> Vec<Param> {
@@ -335,6 +340,8 @@ impl BulkWork {
             Box::new(self.ready_at),
             Box::new(self.created),
             Box::new(self.tenants),
+            Box::new(self.priorities),
+            Box::new(self.memory),
         ]
     }
 }
