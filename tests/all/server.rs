@@ -449,14 +449,20 @@ async fn read_events(response: reqwest::Response, within: Duration) -> Vec<(Stri
 async fn a_running_flows_events_stream_its_states_and_log_lines(backend: Backend) {
     let api = api(backend).await;
     let id = submit(&api, "slow", json!({"nap": 1500})).await;
-    // Opened while the run goes on.
+    // Opened while the run goes on: its `nap` task run is running (a busy machine may
+    // take a while to claim it after the flow run started).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, run) = api.get(&format!("/flow-runs/{id}")).await;
-        if run["flow_run"]["state"] == "Running" {
+        let (_, tasks) = api.get(&format!("/task-runs?flow_run={id}")).await;
+        let napping = tasks["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|task| task["node"] == "nap" && task["state"] == "Running");
+        if napping {
             break;
         }
-        assert!(Instant::now() < deadline, "the run never started: {run}");
+        assert!(Instant::now() < deadline, "the nap never started: {tasks}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let response = api

@@ -172,7 +172,7 @@ fn a_damaged_truncated_or_newer_store_is_a_clear_error() {
     let stderr = text(&newer.stderr);
     assert_eq!(newer.status.code(), Some(5), "{stderr}");
     assert!(
-        stderr.contains("was written by a newer weir (schema version 99; this weir knows versions up to 8): upgrade weir, or use another --store"),
+        stderr.contains("was written by a newer weir (schema version 99; this weir knows versions up to 9): upgrade weir, or use another --store"),
         "{stderr}"
     );
 }

@@ -9,7 +9,12 @@
 //! - the queue's latency: a flow of one task submitted to an idle worker, from the task
 //!   run's creation (queued) to its Running state, median and 90th percentile;
 //! - a worker's death: kill -9 of the worker running a long task, to the task running
-//!   again on the other worker (target: the lease length + 1 s).
+//!   again on the other worker (target: the lease length + 1 s);
+//! - tenants (`fairness`): tenant B's one-task flow runs, from submission to their task
+//!   running, p50 and p99, on an idle worker and while tenant A floods it with a map of
+//!   20,000 slow tasks (target: at most twice the idle latency plus a lease);
+//! - the scheduler (`claims`): the cost of a claim of 16 rows with 1, 10 and 1,000 tenants
+//!   holding the same 10,000 queued task runs.
 //!
 //! It needs a PostgreSQL server whose user may create databases, named in
 //! `WEIR_TEST_POSTGRES` (`scripts/postgres start --durable`). Run with
@@ -318,6 +323,23 @@ fn main() {
                 );
             }
         }
+        if part("fairness") {
+            for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
+                fairness(&bench, name, postgres, quick).await;
+            }
+        }
+        if part("claims") {
+            for (name, postgres) in [("PostgreSQL", true), ("SQLite", false)] {
+                for tenants in [1, 10, 1000] {
+                    let total = if quick { 1_000 } else { 10_000 };
+                    let (per_claim, rows) =
+                        claim_cost(&bench, postgres, tenants, total, quick).await;
+                    println!(
+                        "a claim of 16 rows among {total} queued, {tenants} tenant(s), {name}: {per_claim:.2} ms ({rows} rows claimed)"
+                    );
+                }
+            }
+        }
         if part("takeover") {
             let seconds = takeover(&bench, true).await;
             println!(
@@ -351,4 +373,261 @@ async fn throughput(bench: &Bench, flow: &Path, count: usize, quick: bool, tasks
     }
     let per_second = on_workers(bench, flow, count, 1, false).await;
     row("submitted to 1 worker, SQLite", per_second);
+}
+
+/// A one-task flow, and a map of `count` tasks that sleep 100 ms each.
+fn tenant_flows(bench: &Bench, count: usize) -> (PathBuf, PathBuf) {
+    let one = bench.flow(
+        "one.toml",
+        &format!(
+            "format = 1\nname = \"one\"\n[plugins]\narith = \"{}\"\n[nodes.add]\ntask = \"arith.add\"\ninput = {{ a = 1, b = 2 }}\n",
+            plugin_path("arith").display()
+        ),
+    );
+    let values = vec!["100"; count].join(", ");
+    let flood = bench.flow(
+        "flood.toml",
+        &format!(
+            "format = 1\nname = \"flood\"\n[plugins]\nmisbehave = \"{}\"\n[nodes.nap]\ntask = \"misbehave.sleepy\"\ninput = {{ ms = [{values}] }}\nmap = [\"ms\"]\n",
+            plugin_path("misbehave").display()
+        ),
+    );
+    (one, flood)
+}
+
+/// Submitted to the task running, for `samples` one-task flow runs of `tenant`, one after
+/// the other: sorted, in milliseconds.
+async fn tenant_latencies(
+    bench: &Bench,
+    store: &str,
+    reader: &dyn Store,
+    tenant: &str,
+    flow: &Path,
+    samples: usize,
+) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    for _ in 0..samples {
+        let output = bench
+            .weir(
+                store,
+                &[
+                    "--tenant",
+                    tenant,
+                    "run",
+                    &flow.display().to_string(),
+                    "--submit",
+                ],
+            )
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let id = FlowRunId::from_string(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        ended(reader, &id).await;
+        let flow_run = reader.flow_run(&id).await.unwrap().unwrap();
+        let runs = reader
+            .task_runs(&TaskRunFilter {
+                flow_run_id: Some(id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let started = runs[0].started.unwrap();
+        latencies.push(started.since(flow_run.created).as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn quantile(sorted: &[f64], at: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * at).round() as usize]
+}
+
+/// Tenant B's latency idle and under tenant A's flood, on one worker of 8 task runs.
+async fn fairness(bench: &Bench, name: &str, postgres: bool, quick: bool) {
+    let store = store_url(bench, postgres, "fairness").await;
+    for tenant in ["flooder", "bystander"] {
+        let output = bench
+            .weir(&store, &["tenant", "create", tenant])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    }
+    let (samples, count) = if quick { (3, 2_000) } else { (50, 20_000) };
+    let (one, flood) = tenant_flows(bench, count);
+    let children: Vec<Child> = vec![
+        bench
+            .weir(
+                &store,
+                &[
+                    "worker",
+                    "--name",
+                    "w",
+                    "--lease",
+                    LEASE,
+                    "--concurrency",
+                    "8",
+                ],
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ];
+    let reader = open(&store).await;
+    while reader.workers().await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bystander = reader.for_tenant(&weir_core::TenantId::parse("bystander").unwrap());
+    let idle = tenant_latencies(
+        bench,
+        &store,
+        bystander.as_ref(),
+        "bystander",
+        &one,
+        samples,
+    )
+    .await;
+    let output = bench
+        .weir(
+            &store,
+            &[
+                "--tenant",
+                "flooder",
+                "run",
+                &flood.display().to_string(),
+                "--submit",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let flood_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let flooder = reader.for_tenant(&weir_core::TenantId::parse("flooder").unwrap());
+    // The flood flows: the worker's slots are full of its tasks.
+    loop {
+        let running = flooder
+            .task_runs(&TaskRunFilter {
+                flow_run_id: Some(FlowRunId::from_string(flood_id.clone())),
+                state: Some(State::Running),
+                limit: Some(8),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if running.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let flooded = tenant_latencies(
+        bench,
+        &store,
+        bystander.as_ref(),
+        "bystander",
+        &one,
+        samples,
+    )
+    .await;
+    let cancel = bench
+        .weir(
+            &store,
+            &["--tenant", "flooder", "runs", "cancel", &flood_id],
+        )
+        .output()
+        .unwrap();
+    assert!(cancel.status.success());
+    stop(children);
+    println!(
+        "tenant B's flow run, submitted to its task running, {name}: idle p50 {:.1} ms, p99 {:.1} ms; under tenant A's flood of {count} tasks of 100 ms on the same worker p50 {:.1} ms, p99 {:.1} ms (target ≤ 2 × idle p50 + the {LEASE} lease)",
+        quantile(&idle, 0.5),
+        quantile(&idle, 0.99),
+        quantile(&flooded, 0.5),
+        quantile(&flooded, 0.99),
+    );
+}
+
+/// The mean cost of a claim of 16 rows, with 10,000 task runs queued by `tenants` tenants.
+async fn claim_cost(
+    bench: &Bench,
+    postgres: bool,
+    tenants: usize,
+    total: usize,
+    quick: bool,
+) -> (f64, usize) {
+    use weir_store::{ClaimTimes, NewTaskRun, NewWork, NewWorkRun, Room, StateChange, WorkerOffer};
+    let store = store_url(bench, postgres, &format!("claims-{tenants}")).await;
+    let store = open(&store).await;
+    for index in 0..tenants {
+        let name = weir_core::TenantId::parse(&format!("t{index}")).unwrap();
+        store
+            .create_tenant(&weir_store::TenantRecord {
+                name: name.clone(),
+                weight: 1,
+                created: Timestamp(1),
+                quotas: Default::default(),
+            })
+            .await
+            .unwrap();
+        let tenant = store.for_tenant(&name);
+        for _ in 0..total / tenants {
+            let work = NewWork {
+                run: NewWorkRun::Task {
+                    run: NewTaskRun {
+                        id: weir_core::TaskRunId::generate(),
+                        name: "work".into(),
+                        task: "add".into(),
+                        plugin_name: "arith".into(),
+                        plugin_digest: weir_core::ComponentDigest::of_bytes(b"arith"),
+                        flow_run_id: None,
+                        node: None,
+                        map_index: None,
+                        input: serde_json::json!({}),
+                        tags: Vec::new(),
+                        created: Timestamp(1),
+                        owner: None,
+                    },
+                    states: vec![StateChange {
+                        state: State::Pending,
+                        message: None,
+                        attempt: 0,
+                        at: Timestamp(1),
+                    }],
+                },
+                spec: "{}".into(),
+                tags: Vec::new(),
+                requirements: Default::default(),
+                ready_at: Timestamp(0),
+                priority: 0,
+                memory_bytes: None,
+            };
+            tenant.enqueue(&work, None).unwrap();
+        }
+    }
+    store.flush().await.unwrap();
+    let claims = if quick { 5 } else { 50 };
+    let offer = WorkerOffer {
+        worker: "own_bench".into(),
+        name: "bench".into(),
+        ..Default::default()
+    };
+    let times = ClaimTimes {
+        now: Timestamp(10),
+        lease_until: Timestamp(i64::MAX / 2),
+    };
+    let started = Instant::now();
+    let mut rows = 0;
+    for _ in 0..claims {
+        rows += store
+            .claim(
+                &offer,
+                times,
+                Room {
+                    tasks: 16,
+                    flows: 0,
+                },
+            )
+            .await
+            .unwrap()
+            .len();
+    }
+    (started.elapsed().as_secs_f64() * 1e3 / claims as f64, rows)
 }
