@@ -118,6 +118,15 @@ fn parse_scope(text: &str) -> Result<TokenScope, String> {
         .ok_or_else(|| format!("`{text}` is not a scope: use read, run or admin"))
 }
 
+/// The tenant of that name, or a usage error saying there is none.
+async fn existing(store: &dyn weir_store::Store, name: &TenantId) -> Result<TenantRecord, Failure> {
+    store
+        .tenant_record(name)
+        .await
+        .map_err(Failure::internal)?
+        .ok_or_else(|| Failure::usage(weir_store::StoreError::UnknownTenant(name.to_string())))
+}
+
 fn tenant_name(text: &str) -> Result<TenantId, Failure> {
     TenantId::parse(text).map_err(Failure::usage)
 }
@@ -181,15 +190,7 @@ pub(crate) async fn tenant(
         }
         TenantCommand::Set(args) => {
             let name = tenant_name(&args.name)?;
-            let Some(tenant) = store
-                .tenant_record(&name)
-                .await
-                .map_err(Failure::internal)?
-            else {
-                return Err(Failure::usage(weir_store::StoreError::UnknownTenant(
-                    name.to_string(),
-                )));
-            };
+            let tenant = existing(store.as_ref(), &name).await?;
             let weight = args.weight.unwrap_or(tenant.weight);
             if !(1..=MAX_WEIGHT).contains(&weight) {
                 return Err(Failure::usage(anyhow::anyhow!(
@@ -232,15 +233,7 @@ pub(crate) async fn tenant(
         }
         TenantCommand::Usage { name, json } => {
             let name = tenant_name(&name)?;
-            let Some(tenant) = store
-                .tenant_record(&name)
-                .await
-                .map_err(Failure::internal)?
-            else {
-                return Err(Failure::usage(weir_store::StoreError::UnknownTenant(
-                    name.to_string(),
-                )));
-            };
+            let tenant = existing(store.as_ref(), &name).await?;
             let usage = store
                 .tenant_usage(&name, SystemClock.now())
                 .await

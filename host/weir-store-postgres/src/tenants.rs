@@ -33,24 +33,6 @@ fn token_from_row(row: &tokio_postgres::Row) -> TokenRecord {
     }
 }
 
-/// What a deletion empties before the runs: rows that refer to a tenant's run.
-const OWNED_BY_RUN: &[(&str, &str, &str)] = &[
-    ("task_run_states", "task_run_id", "task_runs"),
-    ("logs", "task_run_id", "task_runs"),
-    ("cancel_requests", "run_id", "task_runs"),
-    ("cancel_requests", "run_id", "flow_runs"),
-    ("flow_run_states", "flow_run_id", "flow_runs"),
-    ("flow_run_nodes", "flow_run_id", "flow_runs"),
-];
-/// And after them: the rows that name the tenant.
-const OWNED: &[&str] = &[
-    "work_queue",
-    "concurrency_slots",
-    "concurrency_limits",
-    "cache_entries",
-    "plugins",
-];
-
 #[async_trait]
 impl Tenants for PostgresStore {
     async fn create_tenant(&self, tenant: &TenantRecord) -> StoreResult<bool> {
@@ -185,7 +167,7 @@ impl Tenants for PostgresStore {
                     .map_err(backend("deleting a tenant"))
             }
         };
-        for (table, column, runs) in OWNED_BY_RUN {
+        for (table, column, runs) in weir_store::ROWS_OF_TENANT_RUNS {
             delete(format!(
                 "DELETE FROM {table} WHERE {column} IN (SELECT id FROM {runs} WHERE tenant = $1)"
             ))
@@ -196,7 +178,7 @@ impl Tenants for PostgresStore {
             flow_runs: delete("DELETE FROM flow_runs WHERE tenant = $1".into()).await?,
             ..DeletedTenant::default()
         };
-        for table in OWNED {
+        for table in weir_store::TENANT_TABLES {
             delete(format!("DELETE FROM {table} WHERE tenant = $1")).await?;
         }
         deleted.tokens = delete("DELETE FROM tokens WHERE tenant = $1".into()).await?;

@@ -36,24 +36,6 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-/// The tables whose rows a tenant owns, with the column that names it, in the order a
-/// deletion empties them (rows that refer to a run before the run).
-const OWNED_BY_RUN: &[(&str, &str, &str)] = &[
-    ("task_run_states", "task_run_id", "task_runs"),
-    ("logs", "task_run_id", "task_runs"),
-    ("cancel_requests", "run_id", "task_runs"),
-    ("cancel_requests", "run_id", "flow_runs"),
-    ("flow_run_states", "flow_run_id", "flow_runs"),
-    ("flow_run_nodes", "flow_run_id", "flow_runs"),
-];
-const OWNED: &[&str] = &[
-    "work_queue",
-    "concurrency_slots",
-    "concurrency_limits",
-    "cache_entries",
-    "plugins",
-];
-
 #[async_trait]
 impl Tenants for SqliteStore {
     async fn create_tenant(&self, tenant: &TenantRecord) -> StoreResult<bool> {
@@ -258,7 +240,7 @@ fn delete_tenant(
             unfinished: unfinished as u64,
         });
     }
-    for (table, column, runs) in OWNED_BY_RUN {
+    for (table, column, runs) in weir_store::ROWS_OF_TENANT_RUNS {
         connection.execute(
             &format!(
                 "DELETE FROM {table} WHERE {column} IN (SELECT id FROM {runs} WHERE tenant = ?1)"
@@ -271,7 +253,7 @@ fn delete_tenant(
         flow_runs: connection.execute("DELETE FROM flow_runs WHERE tenant = ?1", [name])? as u64,
         ..DeletedTenant::default()
     };
-    for table in OWNED {
+    for table in weir_store::TENANT_TABLES {
         connection.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [name])?;
     }
     deleted.tokens = connection.execute("DELETE FROM tokens WHERE tenant = ?1", [name])? as u64;

@@ -149,3 +149,23 @@ pub struct TenantUsage {
     /// Its runs waiting in the queue (task runs and flow runs).
     pub queued: u64,
 }
+
+/// The tables whose rows name a tenant's run, with the column that names it and the
+/// runs' table: what a tenant's deletion empties first (both backends' schemas).
+pub const ROWS_OF_TENANT_RUNS: &[(&str, &str, &str)] = &[
+    ("task_run_states", "task_run_id", "task_runs"),
+    ("logs", "task_run_id", "task_runs"),
+    ("cancel_requests", "run_id", "task_runs"),
+    ("cancel_requests", "run_id", "flow_runs"),
+    ("flow_run_states", "flow_run_id", "flow_runs"),
+    ("flow_run_nodes", "flow_run_id", "flow_runs"),
+];
+
+/// The tables with a `tenant` column besides the runs': what a deletion empties after them.
+pub const TENANT_TABLES: &[&str] = &[
+    "work_queue",
+    "concurrency_slots",
+    "concurrency_limits",
+    "cache_entries",
+    "plugins",
+];
