@@ -18,6 +18,7 @@ use crate::store::Location;
 use crate::workers::{Cluster, eventually, task_runs};
 
 on_both_backends!(
+    a_tenants_grant_ceiling_holds_on_the_worker,
     a_claim_serves_a_tenant_with_one_run_beside_one_with_thousands,
     a_claim_keeps_a_tenant_within_its_quotas,
     a_flood_from_one_tenant_does_not_hold_back_anothers_runs,
@@ -64,6 +65,7 @@ async fn tenant(store: &dyn Store, name: &str, quotas: Quotas) -> TenantId {
             weight: 1,
             created: Timestamp(1),
             quotas,
+            ceilings: None,
         })
         .await
         .unwrap();
@@ -353,5 +355,59 @@ async fn a_flood_from_one_tenant_does_not_hold_back_anothers_runs(backend: Backe
         })
         .await;
     }
+    cluster.stop("w");
+}
+
+/// A flow whose node is granted an HTTP host the worker allows.
+const GRANTED: &str = r#"
+format = 1
+name = "granted"
+
+[plugins]
+hello = "{hello}"
+
+[nodes.greet]
+task = "hello.hello"
+input = { name = "granted" }
+http = ["api.example.com"]
+"#;
+
+async fn a_tenants_grant_ceiling_holds_on_the_worker(backend: Backend) {
+    let mut cluster = Cluster::new(backend).await;
+    for args in [
+        &["tenant", "create", "acme"][..],
+        &["tenant", "set", "acme", "--grant-nothing"],
+    ] {
+        let output = cluster.command(args).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    cluster.write("granted.toml", GRANTED);
+    cluster.start_worker("w", &["--allow-http", "api.example.com"]);
+    // Submitted by the operator (whose submissions are not checked): the worker holds
+    // the tenant's ceiling.
+    let output = cluster
+        .command(&["--tenant", "acme", "run", "granted.toml", "--submit"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let id = FlowRunId::from_string(text(&output.stdout).trim().to_owned());
+    let store = cluster.open().await;
+    let acme = store.for_tenant(&TenantId::parse("acme").unwrap());
+    let run = eventually(Duration::from_secs(60), "the run to end", || async {
+        acme.flow_run(&id)
+            .await
+            .unwrap()
+            .filter(|run| run.state.is_final())
+    })
+    .await;
+    assert_eq!(run.state, State::Failed, "{run:?}");
+    let task = &task_runs(acme.as_ref(), &id).await[0];
+    assert_eq!(task.state, State::Failed);
+    assert_eq!(
+        task.state_message.as_deref(),
+        Some(
+            "it is granted http api.example.com, beyond what tenant `acme` may grant (its ceilings are set with `weir tenant set`)"
+        )
+    );
     cluster.stop("w");
 }

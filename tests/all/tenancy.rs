@@ -74,6 +74,7 @@ async fn new_tenant(store: &dyn Store, name: &str) -> TenantId {
             weight: 1,
             created: Timestamp(1),
             quotas: Default::default(),
+            ceilings: None,
         })
         .await
         .unwrap();
@@ -381,6 +382,7 @@ async fn a_tenant_is_deleted_with_what_it_owns(backend: Backend) {
                 weight: 1,
                 created: Timestamp(1),
                 quotas: Default::default(),
+                ceilings: None,
             })
             .await
             .unwrap(),
@@ -545,6 +547,24 @@ input = { a = 2, b = 3 }
 tags = ["acme-db"]
 "#;
 
+/// A flow whose node is granted an HTTP host (which it never uses).
+const GRANTED_FLOW: &str = r#"
+format = 1
+name = "granted"
+
+[parameters.api]
+type = "string"
+default = "api.example.com"
+
+[plugins]
+hello = "{hello}"
+
+[nodes.greet]
+task = "hello.hello"
+input = { name = "granted" }
+http = ["${params.api}"]
+"#;
+
 /// A call and what a caller of another tenant must get for it.
 async fn assert_not_found(api: &Api, method: reqwest::Method, path: &str) {
     let request = api.request(method.clone(), path);
@@ -569,6 +589,12 @@ async fn every_api_call_sees_only_the_callers_tenant(backend: Backend) {
         ACME_FLOW.replace("{arith}", &plugin_path("arith").display().to_string()),
     )
     .unwrap();
+    std::fs::create_dir_all(tenant_flows.join("globex")).unwrap();
+    std::fs::write(
+        tenant_flows.join("globex/granted.toml"),
+        GRANTED_FLOW.replace("{hello}", &plugin_path("hello").display().to_string()),
+    )
+    .unwrap();
     let flows = crate::server::write_flows(dir.path());
     let server = ServerProcess::start(
         Path::new(env!("CARGO_BIN_EXE_weir-under-test")),
@@ -581,6 +607,9 @@ async fn every_api_call_sees_only_the_callers_tenant(backend: Backend) {
             &tenant_flows.display().to_string(),
             "--lease",
             "2s",
+            // What globex's `granted` flow grants (and never uses).
+            "--allow-http",
+            "api.example.com",
         ],
     );
     let anonymous = Api::new(&server.url);
@@ -640,7 +669,39 @@ async fn every_api_call_sees_only_the_callers_tenant(backend: Backend) {
             .collect()
     };
     assert_eq!(names(&acme.get("/flows").await.1), ["acme-only"]);
-    assert!(names(&globex.get("/flows").await.1).is_empty());
+    assert_eq!(names(&globex.get("/flows").await.1), ["granted"]);
+
+    // A flow that grants more than its tenant may is refused before it runs, naming the
+    // grant (the one written with a parameter too, with its default).
+    operator(
+        dir.path(),
+        &store,
+        &["tenant", "set", "globex", "--grant-nothing"],
+    );
+    let (status, body) = globex.post("/flows/granted/runs", json!({})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"],
+        "flow `granted`, node `greet`: it grants http api.example.com, beyond what tenant `globex` may grant",
+        "{body}"
+    );
+    operator(
+        dir.path(),
+        &store,
+        &["tenant", "set", "globex", "--allow-http", "api.example.com"],
+    );
+    let (status, body) = globex
+        .post(
+            "/flows/granted/runs",
+            json!({"parameters": {"api": "other.example.com"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = globex.post("/flows/granted/runs", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let granted = body["id"].as_str().unwrap().to_owned();
+    let ended = globex.wait_for_end(&granted, Duration::from_secs(60)).await;
+    assert_eq!(ended["flow_run"]["state"], "Completed", "{ended}");
 
     // Acme runs a flow (the server's worker runs it as acme), uploads a plugin, sets a
     // limit.
@@ -739,13 +800,21 @@ async fn every_api_call_sees_only_the_callers_tenant(backend: Backend) {
         "/cache",
         "/concurrency-limits",
     ] {
+        // Globex's own run is there, none of acme's.
         let (status, body) = globex.get(list).await;
         assert_eq!(status, 200, "{list}: {body}");
-        let items = body.get("items").unwrap_or(&body);
-        assert!(
-            items.as_array().unwrap().is_empty(),
-            "{list} as globex: {body}"
-        );
+        let text = body.to_string();
+        for acmes in [
+            flow_run.as_str(),
+            task_run.as_str(),
+            digest.as_str(),
+            "acme-db",
+        ] {
+            assert!(
+                !text.contains(acmes),
+                "{list} as globex shows {acmes}: {body}"
+            );
+        }
     }
     let (_, listed) = globex.get(&format!("/task-runs?flow_run={flow_run}")).await;
     assert!(listed["items"].as_array().unwrap().is_empty(), "{listed}");
@@ -754,6 +823,70 @@ async fn every_api_call_sees_only_the_callers_tenant(backend: Backend) {
     assert_eq!(status, 200);
     let (_, limits) = acme.get("/concurrency-limits").await;
     assert_eq!(limits.as_array().unwrap().len(), 1, "{limits}");
+
+    // Acme's quotas: two submissions at once, then one a minute; plugins of 1 KiB at most.
+    operator(
+        dir.path(),
+        &store,
+        &[
+            "tenant",
+            "set",
+            "acme",
+            "--runs-per-minute",
+            "1",
+            "--runs-burst",
+            "2",
+            "--plugin-size",
+            "1KiB",
+        ],
+    );
+    for _ in 0..2 {
+        let (status, body) = acme.post("/flows/acme-only/runs", json!({})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let refused = acme
+        .request(reqwest::Method::POST, "/flows/acme-only/runs")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("quota of 1 runs submitted per minute"),
+        "{body}"
+    );
+    // Globex's bucket is its own.
+    let (status, body) = globex.post("/flows/acme-only/runs", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = acme
+        .send(
+            acme.request(reqwest::Method::POST, "/plugins?name=arith")
+                .header("content-type", "application/wasm")
+                .body(vec![0u8; 4096]),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("plugin-size quota of"),
+        "{body}"
+    );
+    let usage = operator(dir.path(), &store, &["tenant", "usage", "acme", "--json"]);
+    let usage: Value = serde_json::from_str(&usage).unwrap();
+    assert_eq!(usage["quotas"]["runs_per_minute"], 1, "{usage}");
+    assert_eq!(usage["quotas"]["plugin_bytes"], 1024, "{usage}");
 
     // A revoked token stops working within the time the server trusts a lookup.
     let id = operator(

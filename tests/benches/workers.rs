@@ -564,6 +564,7 @@ async fn claim_cost(
                 weight: 1,
                 created: Timestamp(1),
                 quotas: Default::default(),
+                ceilings: None,
             })
             .await
             .unwrap();

@@ -27,8 +27,8 @@ pub(crate) enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Change a tenant's weight or quotas (`none` lifts a quota).
-    Set(SetArgs),
+    /// Change a tenant's weight, quotas or grant ceilings (`none` lifts a quota).
+    Set(Box<SetArgs>),
     /// What a tenant uses now, against each of its quotas.
     Usage {
         name: String,
@@ -61,6 +61,32 @@ pub(crate) struct SetArgs {
     /// run that needs more ends Crashed, naming the quota.
     #[arg(long, value_name = "SIZE")]
     memory_per_task: Option<String>,
+    /// Runs it may submit through the API per minute (or `none`); past it a submission is
+    /// refused (429) until the rate allows one.
+    #[arg(long, value_name = "N")]
+    runs_per_minute: Option<String>,
+    /// Runs it may submit at once before the rate holds (or `none`: the rate itself).
+    #[arg(long, value_name = "N")]
+    runs_burst: Option<String>,
+    /// The largest plugin it may upload (`10MiB`, or `none`).
+    #[arg(long, value_name = "SIZE")]
+    plugin_size: Option<String>,
+    /// Sets the tenant's grant ceilings: a host directory its runs may be granted (and
+    /// below it; `:rw` to write), repeatable. Any `--allow-…` replaces its ceilings.
+    #[arg(long = "allow-dir", value_name = "PATH[:rw]")]
+    allow_dirs: Vec<String>,
+    /// An environment variable its runs may be granted (repeatable).
+    #[arg(long = "allow-env", value_name = "NAME")]
+    allow_env: Vec<String>,
+    /// An HTTP host its runs may be granted (repeatable; `*` for any).
+    #[arg(long = "allow-http", value_name = "HOST")]
+    allow_http: Vec<String>,
+    /// Its runs may be granted nothing at all (a ceiling of no grants).
+    #[arg(long, conflicts_with_all = ["allow_dirs", "allow_env", "allow_http", "no_ceilings"])]
+    grant_nothing: bool,
+    /// Lifts its ceilings: only the workers' hold.
+    #[arg(long, conflicts_with_all = ["allow_dirs", "allow_env", "allow_http"])]
+    no_ceilings: bool,
 }
 
 /// A quota as given: `none`, or a value `parse` reads.
@@ -75,6 +101,14 @@ fn quota<T>(
         Some(text) => parse(text)
             .map(Some)
             .map_err(|error| Failure::usage(anyhow::anyhow!(error))),
+    }
+}
+
+fn describe_ceilings(ceilings: Option<&weir_core::Grants>) -> String {
+    match ceilings {
+        None => "any the workers allow".to_owned(),
+        Some(grants) if grants.describe().is_empty() => "none".to_owned(),
+        Some(grants) => grants.describe().join(", "),
     }
 }
 
@@ -154,6 +188,7 @@ pub(crate) async fn tenant(
                     weight,
                     created: SystemClock.now(),
                     quotas: Default::default(),
+                    ceilings: None,
                 })
                 .await
                 .map_err(Failure::internal)?;
@@ -199,7 +234,7 @@ pub(crate) async fn tenant(
             }
             let count = |text: &str| {
                 text.parse::<u32>()
-                    .map_err(|_| format!("`{text}` is not a number of task runs (or `none`)"))
+                    .map_err(|_| format!("`{text}` is not a whole number (or `none`)"))
             };
             let size = |text: &str| weir_core::parse_size(text);
             let old = &tenant.quotas;
@@ -219,16 +254,45 @@ pub(crate) async fn tenant(
                     old.memory_per_task_bytes,
                     size,
                 )?,
+                runs_per_minute: quota(
+                    args.runs_per_minute.as_deref(),
+                    old.runs_per_minute,
+                    count,
+                )?,
+                runs_burst: quota(args.runs_burst.as_deref(), old.runs_burst, count)?,
+                plugin_bytes: quota(args.plugin_size.as_deref(), old.plugin_bytes, size)?,
             };
+            let allows = !args.allow_dirs.is_empty()
+                || !args.allow_env.is_empty()
+                || !args.allow_http.is_empty();
+            let ceilings = if args.no_ceilings {
+                None
+            } else if args.grant_nothing {
+                Some(weir_core::Grants::default())
+            } else if allows {
+                Some(crate::worker::grants_allowed(
+                    &args.allow_dirs,
+                    &args.allow_env,
+                    &args.allow_http,
+                )?)
+            } else {
+                tenant.ceilings.clone()
+            };
+            let settings = weir_store::TenantSettings { quotas, ceilings };
             store
-                .update_tenant(&name, weight, &quotas)
+                .update_tenant(&name, weight, &settings)
                 .await
                 .map_err(Failure::internal)?;
+            let quotas = settings.quotas;
             println!(
                 "tenant `{name}`: weight {weight}, task runs in progress {}, memory in flight {}, memory per task {}",
                 describe_quota(quotas.task_runs_in_progress.map(u64::from), false),
                 describe_quota(quotas.memory_in_flight_bytes, true),
                 describe_quota(quotas.memory_per_task_bytes, true),
+            );
+            println!(
+                "  grants its runs may have: {}",
+                describe_ceilings(settings.ceilings.as_ref())
             );
         }
         TenantCommand::Usage { name, json } => {
@@ -241,7 +305,7 @@ pub(crate) async fn tenant(
             if json {
                 println!(
                     "{}",
-                    json!({"tenant": name, "quotas": tenant.quotas, "usage": usage})
+                    json!({"tenant": name, "quotas": tenant.quotas, "ceilings": tenant.ceilings, "usage": usage})
                 );
             } else {
                 let quotas = &tenant.quotas;
@@ -262,6 +326,25 @@ pub(crate) async fn tenant(
                     describe_quota(quotas.memory_per_task_bytes, true)
                 );
                 println!("  queued runs            {:>10}", usage.queued);
+                println!(
+                    "  runs submitted         {:>10} at most {} a minute ({} at once)",
+                    "",
+                    describe_quota(quotas.runs_per_minute.map(u64::from), false),
+                    describe_quota(
+                        quotas.runs_burst.or(quotas.runs_per_minute).map(u64::from),
+                        false
+                    )
+                );
+                println!(
+                    "  plugin size            {:>10} at most {}",
+                    "",
+                    describe_quota(quotas.plugin_bytes, true)
+                );
+                println!(
+                    "  grants                 {:>10} {}",
+                    "",
+                    describe_ceilings(tenant.ceilings.as_ref())
+                );
             }
         }
         TenantCommand::Delete { name, yes } => {

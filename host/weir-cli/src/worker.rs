@@ -61,8 +61,18 @@ impl WorkerArgs {
 }
 
 fn ceilings(args: &WorkerArgs) -> Result<Grants, Failure> {
+    grants_allowed(&args.allow_dirs, &args.allow_env, &args.allow_http)
+}
+
+/// The grants that `--allow-dir PATH[:rw]`, `--allow-env NAME` and `--allow-http HOST`
+/// (or `*`) allow: a worker's ceilings, or a tenant's.
+pub(crate) fn grants_allowed(
+    allow_dirs: &[String],
+    allow_env: &[String],
+    allow_http: &[String],
+) -> Result<Grants, Failure> {
     let mut grants = Grants::default();
-    for dir in &args.allow_dirs {
+    for dir in allow_dirs {
         let (host, writable) = match dir.strip_suffix(":rw") {
             Some(host) => (host, true),
             None => (dir.strip_suffix(":ro").unwrap_or(dir), false),
@@ -78,8 +88,8 @@ fn ceilings(args: &WorkerArgs) -> Result<Grants, Failure> {
             writable,
         });
     }
-    grants.env = args.allow_env.clone();
-    for host in &args.allow_http {
+    grants.env = allow_env.to_vec();
+    for host in allow_http {
         let grant = match host.as_str() {
             "*" => HttpGrant {
                 scheme: None,

@@ -43,7 +43,9 @@ mod worker;
 
 pub use cancel::CancelToken;
 pub use cancelling::{CancelOutcome, cancel_run};
-pub use flow::{ClaimedFlow, FlowRunError, FlowRunOutcome, FlowRunner, SubmittedRun, graph_of};
+pub use flow::{
+    ClaimedFlow, FlowRunError, FlowRunOutcome, FlowRunner, SubmittedRun, grants_beyond, graph_of,
+};
 pub use observer::{FlowRunLabel, RunLabel, RunObserver, SilentObserver};
 pub use owner::{CANCEL_POLL, HEARTBEAT, STALE_AFTER, live_owner, owner_gone, reap_orphans};
 pub use runner::{
@@ -51,4 +53,4 @@ pub use runner::{
     TaskRunOutcome, TaskRunner,
 };
 pub use secrets::load_secrets;
-pub use worker::{Worker, WorkerConfig, WorkerSummary, default_name, grants_cover};
+pub use worker::{Worker, WorkerConfig, WorkerSummary, default_name, first_beyond, grants_cover};

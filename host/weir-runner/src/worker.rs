@@ -387,6 +387,20 @@ impl Worker {
                 return;
             }
         };
+        // The tenant's ceiling holds for runs queued before it was lowered too.
+        if let Some(beyond) = claim
+            .settings
+            .ceilings
+            .as_ref()
+            .and_then(|ceilings| first_beyond(ceilings, &claim.requirements))
+        {
+            let message = format!(
+                "it is granted {beyond}, beyond what tenant `{}` may grant (its ceilings are set with `weir tenant set`)",
+                claim.tenant
+            );
+            self.fail_task(tasks, &claim, &record, message);
+            return;
+        }
         let spec: TaskSpec = match serde_json::from_str(&claim.spec) {
             Ok(spec) => spec,
             Err(error) => {
@@ -445,7 +459,7 @@ impl Worker {
             flow_run,
             lost_from: claim.lost_from.map(|(name, _)| name),
             cancel,
-            quotas: claim.quotas.clone(),
+            quotas: claim.settings.quotas.clone(),
         };
         match tasks.run_claimed(claimed).await {
             Ok(ClaimedEnd::HandedBack) => self.lock().summary.handed_back += 1,
@@ -610,21 +624,36 @@ impl Worker {
 
 /// Whether `ceilings` grant everything `needed` asks for.
 pub fn grants_cover(ceilings: &Grants, needed: &Requirements) -> bool {
-    let dirs = needed.dirs.iter().all(|dir| {
+    first_beyond(ceilings, needed).is_none()
+}
+
+/// The first grant of `needed` that `ceilings` do not cover, as people read it
+/// (`http api.example.com`, `env TOKEN`, `dir /srv/data (read-write)`).
+pub fn first_beyond(ceilings: &Grants, needed: &Requirements) -> Option<String> {
+    for dir in &needed.dirs {
         let (host, writable) = match dir.strip_suffix(":rw") {
             Some(host) => (host, true),
             None => (dir.as_str(), false),
         };
-        ceilings.dirs.iter().any(|allowed| {
+        let covered = ceilings.dirs.iter().any(|allowed| {
             std::path::Path::new(host).starts_with(&allowed.host) && (allowed.writable || !writable)
+        });
+        if !covered {
+            let access = if writable { "read-write" } else { "read-only" };
+            return Some(format!("dir {host} ({access})"));
+        }
+    }
+    if let Some(name) = needed.env.iter().find(|name| !ceilings.env.contains(name)) {
+        return Some(format!("env {name}"));
+    }
+    needed
+        .http
+        .iter()
+        .find(|host| {
+            !ceilings
+                .http
+                .iter()
+                .any(|allowed| allowed.host == "*" || allowed.to_string() == **host)
         })
-    });
-    let env = needed.env.iter().all(|name| ceilings.env.contains(name));
-    let http = needed.http.iter().all(|host| {
-        ceilings
-            .http
-            .iter()
-            .any(|allowed| allowed.host == "*" || allowed.to_string() == *host)
-    });
-    dirs && env && http
+        .map(|host| format!("http {host}"))
 }

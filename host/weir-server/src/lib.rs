@@ -129,6 +129,19 @@ impl AppState {
         self.flows.tasks().clock().as_ref()
     }
 
+    /// The quotas and grant ceilings of this view's tenant, as they are now.
+    pub async fn settings(&self) -> Result<weir_store::TenantSettings, ApiError> {
+        Ok(self
+            .store
+            .tenant_record(self.store.tenant_id())
+            .await?
+            .map(|tenant| weir_store::TenantSettings {
+                quotas: tenant.quotas,
+                ceilings: tenant.ceilings,
+            })
+            .unwrap_or_default())
+    }
+
     /// The same server as `tenant`, with that tenant's flows.
     fn for_tenant(&self, tenant: &weir_core::TenantId, catalog: FlowCatalog) -> AppState {
         let flows = Arc::new(self.flows.for_tenant(tenant));

@@ -5,6 +5,9 @@ CREATE TABLE tenants (
     weight         INTEGER NOT NULL DEFAULT 1,
     -- Quotas and grant ceilings (JSON), set by the operator.
     settings_json  TEXT NOT NULL DEFAULT '{}',
+    -- Its bucket of submissions (a rate quota): runs left, and when it was counted.
+    bucket_runs    DOUBLE PRECISION,
+    bucket_at      BIGINT,
     created        BIGINT NOT NULL
 );
 INSERT INTO tenants (name, created)

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use weir_core::{FlowRunId, State, TenantId, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Quotas, Recorder, Requirements,
-    Room, SlotRequest, StoreError, StoreResult, Waiting, WorkKind, WorkRecord, WorkerOffer,
-    WorkerRecord,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
+    SlotRequest, StoreError, StoreResult, TenantSettings, Waiting, WorkKind, WorkRecord,
+    WorkerOffer, WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -258,7 +258,7 @@ fn claimed_row(row: &tokio_postgres::Row, at: usize, generation: i64) -> Claim {
         },
         run_id,
         tenant: TenantId::from_stored(row.get::<_, String>(at + 10)),
-        quotas: Quotas::default(),
+        settings: TenantSettings::default(),
         kind: WorkKind::parse(row.get(at + 1)).unwrap_or(WorkKind::Task),
         parent: row
             .get::<_, Option<String>>(at + 2)
@@ -306,15 +306,15 @@ impl Lane {
 /// A tenant with rows in a lane, what its quotas let a claim take, and the quotas.
 struct TenantWaiting {
     waiting: Waiting,
-    quotas: Quotas,
+    settings: TenantSettings,
 }
 
 impl TenantWaiting {
     /// Whether a claim of its task runs must count what the tenant holds, under a lock.
     fn bounded(&self, lane: Lane) -> bool {
         lane != Lane::Flows
-            && (self.quotas.task_runs_in_progress.is_some()
-                || self.quotas.memory_in_flight_bytes.is_some())
+            && (self.settings.quotas.task_runs_in_progress.is_some()
+                || self.settings.quotas.memory_in_flight_bytes.is_some())
     }
 }
 
@@ -377,9 +377,11 @@ async fn waiting_tenants(
     Ok(rows
         .iter()
         .map(|row| {
-            let quotas = Quotas::from_json(row.get(2));
+            let settings = TenantSettings::from_json(row.get(2));
             let mut ready = usize::try_from(row.get::<_, i64>(3)).unwrap_or(0);
-            if let (Some(limit), true) = (quotas.task_runs_in_progress, lane != Lane::Flows) {
+            if let (Some(limit), true) =
+                (settings.quotas.task_runs_in_progress, lane != Lane::Flows)
+            {
                 let held = usize::try_from(row.get::<_, i64>(4)).unwrap_or(0);
                 ready = ready.min((limit as usize).saturating_sub(held));
             }
@@ -389,7 +391,7 @@ async fn waiting_tenants(
                     weight: u32::try_from(row.get::<_, i32>(1)).unwrap_or(1),
                     ready,
                 },
-                quotas,
+                settings,
             }
         })
         .collect())
@@ -541,10 +543,11 @@ async fn claim_one_by_one(
             .await
             .map_err(backend("counting a tenant's claimed runs"))?;
         let (runs, memory) = (held.get::<_, i64>(0), held.get::<_, i64>(1));
-        if let Some(quota) = tenant.quotas.task_runs_in_progress {
+        if let Some(quota) = tenant.settings.quotas.task_runs_in_progress {
             limit = limit.min((quota as usize).saturating_sub(runs as usize));
         }
         memory_room = tenant
+            .settings
             .quotas
             .memory_in_flight_bytes
             .map(|quota| quota.saturating_sub(memory as u64));
@@ -616,7 +619,7 @@ async fn claim_one_by_one(
             }
         }
         claimed.push(Claim {
-            quotas: tenant.quotas.clone(),
+            settings: tenant.settings.clone(),
             ..claim
         });
     }
@@ -723,7 +726,8 @@ impl Queue for PostgresStore {
         }
         let mut claimed = Vec::new();
         let mut fast: [Vec<(TenantId, usize)>; 2] = Default::default();
-        let mut quotas: std::collections::HashMap<TenantId, (u32, Quotas)> = Default::default();
+        let mut settings: std::collections::HashMap<TenantId, (u32, TenantSettings)> =
+            Default::default();
         let mut tasks_left = room.tasks;
         for (lane, lane_room) in lanes {
             let lane_room = match lane {
@@ -743,7 +747,10 @@ impl Queue for PostgresStore {
                 else {
                     continue;
                 };
-                quotas.insert(name.clone(), (tenant.waiting.weight, tenant.quotas.clone()));
+                settings.insert(
+                    name.clone(),
+                    (tenant.waiting.weight, tenant.settings.clone()),
+                );
                 if lane == Lane::Tagged || tenant.bounded(lane) {
                     let rows =
                         claim_one_by_one(&mut client, offer, times, lane, tenant, count).await?;
@@ -767,13 +774,13 @@ impl Queue for PostgresStore {
                 *counts
                     .entry((claim.kind, claim.tenant.clone()))
                     .or_default() += 1;
-                if let Some((_, quotas)) = quotas.get(&claim.tenant) {
-                    claim.quotas = quotas.clone();
+                if let Some((_, found)) = settings.get(&claim.tenant) {
+                    claim.settings = found.clone();
                 }
                 claimed.push(claim);
             }
             for ((kind, tenant), count) in counts {
-                let weight = quotas.get(&tenant).map_or(1, |(weight, _)| *weight);
+                let weight = settings.get(&tenant).map_or(1, |(weight, _)| *weight);
                 fair.claimed(kind, &tenant, weight, count);
             }
         }

@@ -13,11 +13,13 @@ const TENANT_COLUMNS: &str = "name, weight, created, settings_json";
 const TOKEN_COLUMNS: &str = "id, tenant, scope, created, expires, revoked";
 
 fn tenant_from_row(row: &tokio_postgres::Row) -> TenantRecord {
+    let settings = weir_store::TenantSettings::from_json(row.get(3));
     TenantRecord {
         name: TenantId::from_stored(row.get::<_, String>(0)),
         weight: u32::try_from(row.get::<_, i32>(1)).unwrap_or(1),
         created: Timestamp(row.get(2)),
-        quotas: weir_store::Quotas::from_json(row.get(3)),
+        quotas: settings.quotas,
+        ceilings: settings.ceilings,
     }
 }
 
@@ -45,7 +47,11 @@ impl Tenants for PostgresStore {
                     &tenant.name.as_str(),
                     &i32::try_from(tenant.weight).unwrap_or(i32::MAX),
                     &tenant.created.0,
-                    &tenant.quotas.to_json(),
+                    &weir_store::TenantSettings {
+                        quotas: tenant.quotas.clone(),
+                        ceilings: tenant.ceilings.clone(),
+                    }
+                    .to_json(),
                 ],
             )
             .await
@@ -103,11 +109,56 @@ impl Tenants for PostgresStore {
         })
     }
 
+    async fn take_submission(
+        &self,
+        name: &TenantId,
+        now: Timestamp,
+        per_minute: u32,
+        burst: u32,
+    ) -> StoreResult<Result<(), std::time::Duration>> {
+        let mut client = self.read().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting a transaction"))?;
+        // Locked: two servers taking from one bucket count one after the other.
+        let row = transaction
+            .query_opt(
+                "SELECT bucket_runs, bucket_at FROM tenants WHERE name = $1 FOR UPDATE",
+                &[&name.as_str()],
+            )
+            .await
+            .map_err(backend("counting a tenant's submissions"))?;
+        let bucket = row.and_then(|row| {
+            Some((
+                row.get::<_, Option<f64>>(0)?,
+                Timestamp(row.get::<_, Option<i64>>(1)?),
+            ))
+        });
+        match weir_store::take_from_bucket(bucket, now, per_minute, burst) {
+            Ok((runs, at)) => {
+                transaction
+                    .execute(
+                        "UPDATE tenants SET bucket_runs = $2, bucket_at = $3 WHERE name = $1",
+                        &[&name.as_str(), &runs, &at.0],
+                    )
+                    .await
+                    .map_err(backend("counting a tenant's submissions"))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(backend("counting a tenant's submissions"))?;
+                Ok(Ok(()))
+            }
+            Err(wait) => Ok(Err(wait)),
+        }
+    }
+
     async fn update_tenant(
         &self,
         name: &TenantId,
         weight: u32,
-        quotas: &weir_store::Quotas,
+        settings: &weir_store::TenantSettings,
     ) -> StoreResult<bool> {
         let client = self.read().await?;
         let updated = client
@@ -116,7 +167,7 @@ impl Tenants for PostgresStore {
                 &[
                     &name.as_str(),
                     &i32::try_from(weight).unwrap_or(i32::MAX),
-                    &quotas.to_json(),
+                    &settings.to_json(),
                 ],
             )
             .await

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use weir_core::{FlowRunId, State, TenantId, Timestamp};
 use weir_store::queue_columns::{tag_pattern, tags_column, tags_from_column};
 use weir_store::{
-    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Quotas, Recorder, Requirements,
-    Room, SlotRequest, StoreError, StoreResult, Waiting, WorkKind, WorkRecord, WorkerOffer,
-    WorkerRecord,
+    Claim, ClaimTimes, Fence, Finished, NewWork, NewWorkRun, Queue, Recorder, Requirements, Room,
+    SlotRequest, StoreError, StoreResult, TenantSettings, Waiting, WorkKind, WorkRecord,
+    WorkerOffer, WorkerRecord,
 };
 
 use crate::recorder::FencedRecorder;
@@ -285,7 +285,7 @@ fn claimable(
 /// A tenant with rows of `kind` a claim could take, and how its quotas bound the claim.
 struct TenantWaiting {
     waiting: Waiting,
-    quotas: Quotas,
+    settings: TenantSettings,
     /// Memory its claimed task runs may still add (None: no bound).
     memory_room: Option<u64>,
 }
@@ -313,16 +313,17 @@ fn waiting_tenants(
         let Some(name) = next else { break };
         after.clone_from(&name);
         let tenant = TenantId::from_stored(name);
-        let (weight, quotas) = connection
+        let (weight, settings) = connection
             .prepare_cached("SELECT weight, settings_json FROM tenants WHERE name = ?1")?
             .query_row([tenant.as_str()], |row| {
                 Ok((
                     row.get::<_, u32>(0)?,
-                    Quotas::from_json(&row.get::<_, String>(1)?),
+                    TenantSettings::from_json(&row.get::<_, String>(1)?),
                 ))
             })
             .optional()?
-            .unwrap_or((1, Quotas::default()));
+            .unwrap_or((1, TenantSettings::default()));
+        let quotas = &settings.quotas;
         let (conditions, values) = claimable(offer, times, kind, &tenant);
         let mut ready: usize = connection
             .prepare(&format!(
@@ -356,7 +357,7 @@ fn waiting_tenants(
                 weight,
                 ready,
             },
-            quotas,
+            settings: settings.clone(),
             memory_room,
         });
     }
@@ -398,7 +399,7 @@ fn claim_rows(
                 Claim {
                     run_id: row.get(0)?,
                     tenant: TenantId::from_stored(row.get::<_, String>(10)?),
-                    quotas: tenant.quotas.clone(),
+                    settings: tenant.settings.clone(),
                     kind: WorkKind::parse(&kind).unwrap_or(WorkKind::Task),
                     parent: row.get::<_, Option<String>>(2)?.map(FlowRunId::from_string),
                     spec: row.get(3)?,

@@ -15,11 +15,13 @@ const TENANT_COLUMNS: &str = "name, weight, created, settings_json";
 const TOKEN_COLUMNS: &str = "id, tenant, scope, created, expires, revoked";
 
 fn tenant_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
+    let settings = weir_store::TenantSettings::from_json(&row.get::<_, String>(3)?);
     Ok(TenantRecord {
         name: TenantId::from_stored(row.get::<_, String>(0)?),
         weight: row.get(1)?,
         created: Timestamp(row.get(2)?),
-        quotas: weir_store::Quotas::from_json(&row.get::<_, String>(3)?),
+        quotas: settings.quotas,
+        ceilings: settings.ceilings,
     })
 }
 
@@ -50,7 +52,11 @@ impl Tenants for SqliteStore {
                             tenant.name.as_str(),
                             tenant.weight,
                             tenant.created.0,
-                            tenant.quotas.to_json()
+                            weir_store::TenantSettings {
+                                quotas: tenant.quotas.clone(),
+                                ceilings: tenant.ceilings.clone(),
+                            }
+                            .to_json()
                         ],
                     )
                     .map(|inserted| inserted == 1)
@@ -115,13 +121,49 @@ impl Tenants for SqliteStore {
             .map_err(backend("reading a tenant's use"))
     }
 
+    async fn take_submission(
+        &self,
+        name: &TenantId,
+        now: Timestamp,
+        per_minute: u32,
+        burst: u32,
+    ) -> StoreResult<Result<(), std::time::Duration>> {
+        let name = name.clone();
+        self.shared
+            .writer
+            .call(move |connection| {
+                let take = || -> rusqlite::Result<Result<(), std::time::Duration>> {
+                    let bucket: Option<(Option<f64>, Option<i64>)> = connection
+                        .prepare_cached(
+                            "SELECT bucket_runs, bucket_at FROM tenants WHERE name = ?1",
+                        )?
+                        .query_row([name.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    let bucket = bucket.and_then(|(runs, at)| Some((runs?, Timestamp(at?))));
+                    match weir_store::take_from_bucket(bucket, now, per_minute, burst) {
+                        Ok((runs, at)) => {
+                            connection
+                                .prepare_cached(
+                                    "UPDATE tenants SET bucket_runs = ?2, bucket_at = ?3 WHERE name = ?1",
+                                )?
+                                .execute(params![name.as_str(), runs, at.0])?;
+                            Ok(Ok(()))
+                        }
+                        Err(wait) => Ok(Err(wait)),
+                    }
+                };
+                take().map_err(backend("counting a tenant's submissions"))
+            })
+            .await
+    }
+
     async fn update_tenant(
         &self,
         name: &TenantId,
         weight: u32,
-        quotas: &weir_store::Quotas,
+        settings: &weir_store::TenantSettings,
     ) -> StoreResult<bool> {
-        let (name, quotas) = (name.clone(), quotas.to_json());
+        let (name, quotas) = (name.clone(), settings.to_json());
         self.shared
             .writer
             .call(move |connection| {

@@ -381,12 +381,22 @@ pub trait Tenants: Send + Sync {
     async fn tenants(&self) -> StoreResult<Vec<TenantRecord>>;
     /// What a tenant uses now (claimed and queued runs of the queue).
     async fn tenant_usage(&self, name: &TenantId, now: Timestamp) -> StoreResult<TenantUsage>;
-    /// Sets a tenant's weight and quotas; false when there is no such tenant.
+    /// Takes one run from the tenant's bucket of submissions (`per_minute` refilling it,
+    /// `burst` its size) at `now`: `Ok` when there was one, else how long until there is.
+    /// In one operation, so that servers sharing the store share the bucket.
+    async fn take_submission(
+        &self,
+        name: &TenantId,
+        now: Timestamp,
+        per_minute: u32,
+        burst: u32,
+    ) -> StoreResult<Result<(), std::time::Duration>>;
+    /// Sets a tenant's weight, quotas and ceilings; false when there is no such tenant.
     async fn update_tenant(
         &self,
         name: &TenantId,
         weight: u32,
-        quotas: &Quotas,
+        settings: &TenantSettings,
     ) -> StoreResult<bool>;
     /// Deletes a tenant with everything it owns (runs, their histories and logs,
     /// plugins, cache entries, limits, tokens), in one operation, unless it has runs
@@ -401,6 +411,33 @@ pub trait Tenants: Send + Sync {
     async fn tokens(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<TokenRecord>>;
     /// Revokes a token at `at`; false when there is no such token (or it was revoked).
     async fn revoke_token(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+}
+
+/// A token bucket of submissions: `tokens` (fractional) at `at`, refilled at
+/// `per_minute`, at most `burst`; `None` at first (a full bucket). Returns the bucket after
+/// taking one at `now`, or how long until one is there.
+pub fn take_from_bucket(
+    bucket: Option<(f64, Timestamp)>,
+    now: Timestamp,
+    per_minute: u32,
+    burst: u32,
+) -> Result<(f64, Timestamp), std::time::Duration> {
+    let burst = f64::from(burst.max(1));
+    let per_second = f64::from(per_minute.max(1)) / 60.0;
+    let tokens = match bucket {
+        None => burst,
+        Some((tokens, at)) => {
+            let elapsed = (now.0 - at.0).max(0) as f64 / 1e6;
+            (tokens + elapsed * per_second).min(burst)
+        }
+    };
+    if tokens >= 1.0 {
+        Ok((tokens - 1.0, now))
+    } else {
+        Err(std::time::Duration::from_secs_f64(
+            (1.0 - tokens) / per_second,
+        ))
+    }
 }
 
 /// Every role: what a backend implements, and what the runner and the CLI hold.

@@ -177,8 +177,8 @@ pub struct Claim {
     pub run_id: String,
     /// Whose run it is: the worker runs it through the store as this tenant.
     pub tenant: weir_core::TenantId,
-    /// The tenant's quotas as the claim found them (what bounds the run's attempt).
-    pub quotas: crate::Quotas,
+    /// The tenant's quotas and ceilings as the claim found them (what bounds the run).
+    pub settings: crate::TenantSettings,
     pub kind: WorkKind,
     pub parent: Option<FlowRunId>,
     pub spec: String,

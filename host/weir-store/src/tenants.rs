@@ -16,6 +16,36 @@ pub struct TenantRecord {
     pub weight: u32,
     pub created: Timestamp,
     pub quotas: Quotas,
+    /// The most its runs may be granted (directories, environment variables, HTTP
+    /// hosts), whatever their flows say; `None`: no ceiling but the workers'.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub ceilings: Option<weir_core::Grants>,
+}
+
+/// What an operator sets for a tenant, as stored with it (JSON; fields a later weir adds
+/// are ignored by this one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantSettings {
+    pub quotas: Quotas,
+    pub ceilings: Option<weir_core::Grants>,
+}
+
+impl TenantSettings {
+    /// The stored form.
+    pub fn to_json(&self) -> String {
+        // Numbers, strings and lists: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The stored form read back; text that is not settings (a damaged row) reads as
+    /// none, and says so in the log.
+    pub fn from_json(text: &str) -> TenantSettings {
+        serde_json::from_str(text).unwrap_or_else(|error| {
+            tracing::warn!("a tenant's stored settings are unreadable ({error}): none apply");
+            TenantSettings::default()
+        })
+    }
 }
 
 /// What an operator bounds a tenant's use by; `None` is no bound. Stored as JSON with
@@ -32,23 +62,14 @@ pub struct Quotas {
     /// The most memory one task run of the tenant may use, whatever it asks: a run that
     /// needs more ends `Crashed`, naming the quota.
     pub memory_per_task_bytes: Option<u64>,
-}
-
-impl Quotas {
-    /// The stored form.
-    pub fn to_json(&self) -> String {
-        // Numbers and options only: serializing cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
-    }
-
-    /// The stored form read back; text that is not quotas (a damaged row) reads as no
-    /// quotas, and says so in the log.
-    pub fn from_json(text: &str) -> Quotas {
-        serde_json::from_str(text).unwrap_or_else(|error| {
-            tracing::warn!("a tenant's stored quotas are unreadable ({error}): none apply");
-            Quotas::default()
-        })
-    }
+    /// Runs it may submit per minute through the API, on average (a token bucket); past
+    /// it a submission is refused (429), saying when to try again.
+    pub runs_per_minute: Option<u32>,
+    /// How many runs it may submit at once before the rate holds (the bucket's size;
+    /// `runs_per_minute` when not given).
+    pub runs_burst: Option<u32>,
+    /// The largest plugin it may upload; larger is refused (413).
+    pub plugin_bytes: Option<u64>,
 }
 
 /// A token as stored: everything but its text.

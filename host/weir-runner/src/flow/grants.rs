@@ -45,3 +45,28 @@ pub(super) fn resolve_http_grants(
     }
     Ok(grants)
 }
+
+/// The first grant of the flow's nodes (with the HTTP grants written with parameters
+/// resolved from `parameters`) that `ceilings` do not cover: its node and the grant as
+/// people read it. A grant that does not resolve is left to the run to report.
+pub fn grants_beyond(
+    flow: &Flow,
+    parameters: &Map<String, Value>,
+    ceilings: &weir_core::Grants,
+) -> Option<(String, String)> {
+    let templated = resolve_http_grants(flow, parameters).unwrap_or_default();
+    for node in &flow.nodes {
+        let NodeKind::Task { overrides, .. } = &node.kind else {
+            continue;
+        };
+        let mut grants = overrides.grants.clone();
+        if let Some(resolved) = templated.get(&node.id) {
+            grants.http.extend(resolved.iter().cloned());
+        }
+        let needed = crate::work::requirements(&grants);
+        if let Some(beyond) = crate::worker::first_beyond(ceilings, &needed) {
+            return Some((node.id.clone(), beyond));
+        }
+    }
+    None
+}

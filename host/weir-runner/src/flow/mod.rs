@@ -21,6 +21,7 @@ mod prepare;
 mod queued;
 mod resume;
 
+pub use grants::grants_beyond;
 pub use queued::{ClaimedFlow, SubmittedRun};
 
 use grants::resolve_http_grants;

@@ -91,7 +91,8 @@ pub struct SubmitRun {
         (status = 201, body = SubmittedRun, description = "Queued for a worker"),
         (status = 400, body = ErrorBody, description = "The body is not JSON"),
         (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "A parameter is unknown, missing or of the wrong type; `field` names it")))]
+        (status = 422, body = ErrorBody, description = "A parameter is unknown, missing or of the wrong type (`field` names it), or a node grants more than the tenant may"),
+        (status = 429, body = ErrorBody, description = "The tenant's quota of runs submitted per minute is used up (`Retry-After` says for how long)")))]
 pub(super) async fn submit_run(
     Shared(app): Shared<Arc<AppState>>,
     Path(name): Path<String>,
@@ -99,6 +100,40 @@ pub(super) async fn submit_run(
 ) -> ApiResult<(StatusCode, Json<SubmittedRun>)> {
     let entry = find(&app, &name).await?;
     let flow = entry.flow.expect("runnable entries hold their flow");
+    let settings = app.settings().await?;
+    let tenant = app.store.tenant_id();
+    // With the defaults: a grant written with a parameter may take one. Parameters that do
+    // not bind are refused by the submission below, which says why.
+    let bound = flow
+        .bind_parameters(&body.parameters)
+        .unwrap_or_else(|_| body.parameters.clone());
+    if let Some((node, beyond)) = settings
+        .ceilings
+        .as_ref()
+        .and_then(|ceilings| weir_runner::grants_beyond(&flow, &bound, ceilings))
+    {
+        return Err(ApiError::unprocessable(format!(
+            "flow `{}`, node `{node}`: it grants {beyond}, beyond what tenant `{tenant}` may grant",
+            flow.name
+        )));
+    }
+    let quotas = settings.quotas;
+    if let Some(per_minute) = quotas.runs_per_minute {
+        let burst = quotas.runs_burst.unwrap_or(per_minute);
+        if let Err(wait) = app
+            .store
+            .take_submission(tenant, app.clock().now(), per_minute, burst)
+            .await?
+        {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::quota_reached(
+                format!(
+                    "tenant `{tenant}` has used its quota of {per_minute} runs submitted per minute ({burst} at once): try again in {seconds} s"
+                ),
+                seconds,
+            ));
+        }
+    }
     let submitted = app
         .flows
         .submit_flow(&flow, &body.parameters)

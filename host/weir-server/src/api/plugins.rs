@@ -89,7 +89,7 @@ fn check_name(name: &str) -> ApiResult<()> {
         (status = 201, body = PluginRecord, description = "Stored and checked"),
         (status = 200, body = PluginRecord, description = "The store already had it"),
         (status = 400, body = ErrorBody),
-        (status = 413, body = ErrorBody, description = "Larger than the server's --max-plugin-size"),
+        (status = 413, body = ErrorBody, description = "Larger than the server's --max-plugin-size, or the tenant's plugin-size quota"),
         (status = 422, body = ErrorBody, description = "Not a weir plugin; the message says why")))]
 pub(super) async fn upload_plugin(
     Shared(app): Shared<Arc<AppState>>,
@@ -99,11 +99,30 @@ pub(super) async fn upload_plugin(
 ) -> ApiResult<(StatusCode, Json<PluginRecord>)> {
     check_name(&query.name)?;
     let limit = app.config.max_plugin_bytes;
+    let quota = app.settings().await?.quotas.plugin_bytes;
+    let over_quota = |quota: u64| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the plugin is larger than tenant `{}`'s plugin-size quota of {}",
+                app.store.tenant_id(),
+                weir_core::format_size(quota)
+            ),
+        )
+    };
     // Refused before a byte of it is read.
-    if declared_length(&headers).is_some_and(|length| length > limit as u64) {
-        return Err(too_large_error(limit));
+    if let Some(length) = declared_length(&headers) {
+        if let Some(quota) = quota.filter(|quota| length > *quota) {
+            return Err(over_quota(quota));
+        }
+        if length > limit as u64 {
+            return Err(too_large_error(limit));
+        }
     }
     let bytes = read_body(body, limit).await?;
+    if let Some(quota) = quota.filter(|quota| bytes.len() as u64 > *quota) {
+        return Err(over_quota(quota));
+    }
     let digest = ComponentDigest::of_bytes(&bytes);
     if let Some(known) = app.store.plugin(&digest).await? {
         return Ok((StatusCode::OK, Json(known)));
