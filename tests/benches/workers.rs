@@ -70,8 +70,14 @@ impl Bench {
     }
 
     fn submit(&self, store: &str, flow: &Path) -> FlowRunId {
+        self.submit_as(store, weir_core::TenantId::DEFAULT, flow)
+    }
+
+    /// `weir --tenant TENANT run FLOW --submit`: the run's id.
+    fn submit_as(&self, store: &str, tenant: &str, flow: &Path) -> FlowRunId {
+        let flow = flow.display().to_string();
         let output = self
-            .weir(store, &["run", &flow.display().to_string(), "--submit"])
+            .weir(store, &["--tenant", tenant, "run", &flow, "--submit"])
             .output()
             .unwrap();
         assert!(output.status.success());
@@ -407,21 +413,7 @@ async fn tenant_latencies(
 ) -> Vec<f64> {
     let mut latencies = Vec::new();
     for _ in 0..samples {
-        let output = bench
-            .weir(
-                store,
-                &[
-                    "--tenant",
-                    tenant,
-                    "run",
-                    &flow.display().to_string(),
-                    "--submit",
-                ],
-            )
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let id = FlowRunId::from_string(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        let id = bench.submit_as(store, tenant, flow);
         ended(reader, &id).await;
         let flow_run = reader.flow_run(&id).await.unwrap().unwrap();
         let runs = reader
@@ -486,21 +478,7 @@ async fn fairness(bench: &Bench, name: &str, postgres: bool, quick: bool) {
         samples,
     )
     .await;
-    let output = bench
-        .weir(
-            &store,
-            &[
-                "--tenant",
-                "flooder",
-                "run",
-                &flood.display().to_string(),
-                "--submit",
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let flood_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let flood_id = bench.submit_as(&store, "flooder", &flood).to_string();
     let flooder = reader.for_tenant(&weir_core::TenantId::parse("flooder").unwrap());
     // The flood flows: the worker's slots are full of its tasks.
     loop {

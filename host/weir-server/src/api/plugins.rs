@@ -12,7 +12,7 @@ use weir_store::PluginRecord;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Path, Query, declared_length, read_body, too_large_error};
+use crate::extract::{Path, Query, declared_length, read_body, readable_size, too_large_error};
 
 use axum::Json;
 
@@ -106,7 +106,7 @@ pub(super) async fn upload_plugin(
             format!(
                 "the plugin is larger than tenant `{}`'s plugin-size quota of {}",
                 app.store.tenant_id(),
-                weir_core::format_size(quota)
+                readable_size(usize::try_from(quota).unwrap_or(usize::MAX))
             ),
         )
     };
